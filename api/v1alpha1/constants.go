@@ -1,0 +1,100 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+
+package v1alpha1
+
+// Condition types. Ready is the summary condition every tool (kubectl wait, Argo CD,
+// Flux) looks at.
+const (
+	// ConditionReady is True when grants signed with the Active key are accepted.
+	ConditionReady = "Ready"
+)
+
+// Reasons of the Ready condition: CamelCase, stable, safe to alert on.
+const (
+	// ReasonIssued: the key pair exists, the Secret matches it, the key is usable.
+	ReasonIssued = "Issued"
+	// ReasonPending: the controller has not finished issuing the key yet.
+	ReasonPending = "Pending"
+	// ReasonExpired: validity or expiresAt has passed; grants are refused.
+	ReasonExpired = "Expired"
+	// ReasonSuspended: spec.suspended is true; grants are refused until it is unset.
+	ReasonSuspended = "Suspended"
+	// ReasonSecretConflict: a Secret of the wanted name exists and this ServiceKey does
+	// not own it; the controller leaves it untouched.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonSubjectNotAllowed: spec.subject names an identity the policy does not allow.
+	ReasonSubjectNotAllowed = "SubjectNotAllowed"
+	// ReasonInvalidSpec: the spec passed API validation but cannot be honoured.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonReconcileError: a transient error (API server, conflicts); retried with backoff.
+	ReasonReconcileError = "ReconcileError"
+)
+
+// Event reasons: what a cluster admin wants to see in `kubectl describe`.
+const (
+	// EventKeyIssued: the first key pair of a ServiceKey was generated.
+	EventKeyIssued = "KeyIssued"
+	// EventKeyRotated: a new key pair replaced the Active one.
+	EventKeyRotated = "KeyRotated"
+	// EventKeyRetired: a Retiring key passed its grace period and left the status.
+	EventKeyRetired = "KeyRetired"
+	// EventSecretRestored: the Secret was missing or edited and has been written again.
+	EventSecretRestored = "SecretRestored"
+	// EventSecretConflict: a Secret of the wanted name belongs to someone else.
+	EventSecretConflict = "SecretConflict"
+)
+
+// Well-known names on objects the operator manages.
+const (
+	// AnnotationRotate: changing its value on a ServiceKey asks for a rotation.
+	AnnotationRotate = "auth.servicekey.dev/rotate"
+	// LabelServiceKey: on every key Secret, the name of its ServiceKey; the controller's
+	// Secret cache selects on it so it never caches unrelated Secrets.
+	LabelServiceKey = "auth.servicekey.dev/service-key"
+	// SecretType is the type of key Secrets.
+	SecretType = "auth.servicekey.dev/service-key"
+	// SubjectPrefix starts every default subject: system:servicekey:<namespace>:<name>.
+	SubjectPrefix = "system:servicekey:"
+)
+
+// Data keys of a key Secret (DESIGN.md, "The Secret").
+const (
+	// SecretKeyJSON is the key file in ftw.tokenauth's layout.
+	SecretKeyJSON = "key.json"
+	// SecretKeyPrivateKey is the PEM private key.
+	SecretKeyPrivateKey = "private-key.pem"
+	// SecretKeyClientID is the client_id (`<namespace>/<name>`).
+	SecretKeyClientID = "client-id"
+	// SecretKeyKeyID is the Active key's ID.
+	SecretKeyKeyID = "key-id"
+	// SecretKeyTokenURI is the token endpoint URL.
+	SecretKeyTokenURI = "token-uri"
+	// SecretKeySubject is the subject.
+	SecretKeySubject = "subject"
+)
+
+// DefaultSubject is the subject a ServiceKey gets when spec.subject is empty: the
+// namespace's own identity space, so no key can speak for another namespace by default.
+func DefaultSubject(namespace, name string) string {
+	return SubjectPrefix + namespace + ":" + name
+}
+
+// ClientID is the client_id of a ServiceKey, the `iss` its grants carry.
+func ClientID(namespace, name string) string {
+	return namespace + "/" + name
+}
