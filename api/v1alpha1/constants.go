@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 package v1alpha1
 
 // Condition types. Ready is the summary condition every tool (kubectl wait, Argo CD,
@@ -67,7 +66,7 @@ const (
 	// Secret cache selects on it so it never caches unrelated Secrets.
 	LabelServiceKey = "auth.servicekey.dev/service-key"
 	// SecretType is the type of key Secrets.
-	SecretType = "auth.servicekey.dev/service-key"
+	SecretType = "auth.servicekey.dev/service-key" //nolint:gosec // a Secret type name, not a credential
 	// SubjectPrefix starts every default subject: system:servicekey:<namespace>:<name>.
 	SubjectPrefix = "system:servicekey:"
 )

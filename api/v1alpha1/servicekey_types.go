@@ -305,7 +305,3 @@ type ServiceKeyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ServiceKey `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ServiceKey{}, &ServiceKeyList{})
-}

@@ -1,0 +1,55 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRunCommandLine(t *testing.T) {
+	cases := map[string]struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		"no command":           {args: nil, wantCode: exitUsage, wantOut: "Usage: servicekey-operator <command>"},
+		"unknown command":      {args: []string{"frobnicate"}, wantCode: exitUsage, wantOut: `unknown command "frobnicate"`},
+		"help":                 {args: []string{"help"}, wantCode: 0, wantOut: "controller"},
+		"--help":               {args: []string{"--help"}, wantCode: 0, wantOut: "Commands:"},
+		"controller -h":        {args: []string{"controller", "-h"}, wantCode: 0, wantOut: "-leader-elect"},
+		"controller bad flag":  {args: []string{"controller", "--no-such-flag"}, wantCode: exitUsage, wantOut: "flag provided but not defined"},
+		"controller extra arg": {args: []string{"controller", "extra"}, wantCode: exitUsage, wantOut: "unexpected arguments"},
+		"controller bad kubeconfig": {
+			args:     []string{"controller", "--kubeconfig", "/nonexistent/kubeconfig", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
+			wantCode: 1, wantOut: "",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(tc.args, &stderr)
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d (stderr: %s)", code, tc.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.wantOut) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.wantOut)
+			}
+		})
+	}
+}
