@@ -26,16 +26,23 @@ import (
 	"io"
 	"os"
 
+	goruntime "runtime"
+
+	uberzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/controllers"
 )
 
 const usage = `Usage: servicekey-operator <command> [flags]
@@ -79,6 +86,9 @@ type controllerFlags struct {
 	leaderElect      bool
 	leaderElectionNS string
 	leaderElectionID string
+	tokenURI         string
+	allowCustomSubj  bool
+	workers          int
 	zapOpts          zap.Options
 }
 
@@ -92,12 +102,18 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles at a time")
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader-election Lease; default: the pod's namespace")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "controller.servicekey.dev", "name of the leader-election Lease")
+	fs.StringVar(&f.tokenURI, "token-uri", "", "token endpoint URL written into key files (token_uri), e.g. https://token.example.com/oauth2/token")
+	fs.BoolVar(&f.allowCustomSubj, "allow-custom-subjects", false, "allow spec.subject to name identities other than system:servicekey:<namespace>:<name>")
+	fs.IntVar(&f.workers, "max-concurrent-reconciles", goruntime.NumCPU(), "ServiceKeys reconciled in parallel (key generation is CPU-bound)")
 	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if f.workers < 1 {
+		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.workers)
 	}
 	return f, nil
 }
@@ -111,8 +127,13 @@ func runController(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return exitUsage
 	}
+	clamped := capVerbosity(&f.zapOpts, controllers.MaxLogVerbosity)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	if clamped {
+		log.Info("log verbosity capped: client-go logs request bodies, which include private keys, above this level",
+			"maxVerbosity", controllers.MaxLogVerbosity)
+	}
 
 	if err := startController(f); err != nil {
 		log.Error(err, "controller stopped")
@@ -135,6 +156,7 @@ func startController(f *controllerFlags) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,
@@ -145,6 +167,22 @@ func startController(f *controllerFlags) error {
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	m := controllers.NewMetrics(mgr.GetCache())
+	if err := m.Register(crmetrics.Registry); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	r := &controllers.ServiceKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
+		Clock:     clock.RealClock{},
+		Keys:      controllers.RSAKeys{},
+		Policy:    controllers.Policy{AllowCustomSubjects: f.allowCustomSubj, TokenURI: f.tokenURI},
+		Metrics:   m,
+	}
+	if err := r.SetupWithManager(mgr, f.workers); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
@@ -157,6 +195,17 @@ func startController(f *controllerFlags) error {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// capVerbosity lowers a --zap-log-level more verbose than V(max) to V(max) and says
+// whether it did.
+func capVerbosity(opts *zap.Options, maxV int) bool {
+	lvl, ok := opts.Level.(uberzap.AtomicLevel)
+	if !ok || lvl.Level() >= zapcore.Level(-maxV) {
+		return false
+	}
+	lvl.SetLevel(zapcore.Level(-maxV))
+	return true
 }
 
 // restConfig loads the kubeconfig from --kubeconfig when given, otherwise from the

@@ -20,6 +20,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	uberzap "go.uber.org/zap"
 )
 
 func TestRunCommandLine(t *testing.T) {
@@ -49,6 +51,33 @@ func TestRunCommandLine(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.wantOut) {
 				t.Errorf("stderr %q does not contain %q", stderr.String(), tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestCapVerbosity(t *testing.T) {
+	cases := map[string]struct {
+		flag        string
+		wantClamped bool
+	}{
+		"info":                {"info", false},
+		"debug":               {"debug", false},
+		"V(7)":                {"7", false},
+		"V(10) shows bodies":  {"10", true},
+		"V(100) shows bodies": {"100", true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f, err := parseControllerFlags([]string{"--zap-log-level", tc.flag}, &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := capVerbosity(&f.zapOpts, 7); got != tc.wantClamped {
+				t.Errorf("clamped = %v, want %v", got, tc.wantClamped)
+			}
+			if lvl, ok := f.zapOpts.Level.(uberzap.AtomicLevel); ok && lvl.Level() < -7 {
+				t.Errorf("level %d is more verbose than V(7)", lvl.Level())
 			}
 		})
 	}

@@ -27,8 +27,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 // rfc7638Modulus is the RSA modulus of the example key in RFC 7638 §3.1 (the key of

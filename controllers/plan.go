@@ -1,0 +1,268 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"crypto/rsa"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// Observed is everything a reconcile read: the ServiceKey, its Secret (nil when
+// absent) and the time. Decisions are pure functions of it.
+type Observed struct {
+	Key    *v1.ServiceKey
+	Secret *corev1.Secret
+	Now    time.Time
+}
+
+// Policy is the controller-wide configuration the decisions depend on.
+type Policy struct {
+	// AllowCustomSubjects lets spec.subject name an identity other than the
+	// namespace's own default.
+	AllowCustomSubjects bool
+	// TokenURI is written into key files as token_uri.
+	TokenURI string
+}
+
+// RekeyCause says why a new key pair is needed; empty means none is.
+type RekeyCause string
+
+// Rekey causes, also the `cause` label of the rotations metric.
+const (
+	CauseInitial           RekeyCause = "Initial"
+	CauseSecretMissing     RekeyCause = "SecretMissing"
+	CauseSecretMismatch    RekeyCause = "SecretMismatch"
+	CausePrivateKeyChanged RekeyCause = "PrivateKeyChanged"
+	CauseRequested         RekeyCause = "Requested"
+	CauseScheduled         RekeyCause = "Scheduled"
+)
+
+// AnnotationRotationHandled on the Secret records the last value of the ServiceKey's
+// rotate annotation that was acted on, so a rotation request is honoured exactly once.
+const AnnotationRotationHandled = "auth.servicekey.dev/rotation-handled"
+
+// blocker is a check that, when it fails, stops the controller from touching the
+// Secret at all. It returns the Ready reason and message, or "" when it passes.
+type blocker func(o Observed, p Policy) (reason, message string)
+
+// blockers run in order; the first failing one decides the Ready condition.
+var blockers = []blocker{secretOwnedByOthers, subjectNotAllowed, expired}
+
+// secretOwnedByOthers refuses to touch a Secret that this ServiceKey does not control:
+// it could be someone's database password.
+func secretOwnedByOthers(o Observed, _ Policy) (string, string) {
+	if o.Secret == nil {
+		return "", ""
+	}
+	for _, ref := range o.Secret.OwnerReferences {
+		if ref.Controller != nil && *ref.Controller && ref.UID == o.Key.UID {
+			return "", ""
+		}
+	}
+	return v1.ReasonSecretConflict, "Secret " + o.Secret.Name + " exists and is not owned by this ServiceKey; " +
+		"it is left untouched. Delete it or choose another spec.secretName"
+}
+
+// subjectNotAllowed refuses a subject outside the namespace's own identity space
+// unless the policy allows custom subjects.
+func subjectNotAllowed(o Observed, p Policy) (string, string) {
+	def := v1.DefaultSubject(o.Key.Namespace, o.Key.Name)
+	if o.Key.Spec.Subject == "" || o.Key.Spec.Subject == def || p.AllowCustomSubjects {
+		return "", ""
+	}
+	return v1.ReasonSubjectNotAllowed, "subject " + o.Key.Spec.Subject + " is not this ServiceKey's own (" + def +
+		"); the controller does not allow custom subjects (--allow-custom-subjects)"
+}
+
+// expired stops issuing and repairing once the ServiceKey's validity has ended; the
+// Secret is kept so that extending expiresAt brings the same key back.
+func expired(o Observed, _ Policy) (string, string) {
+	exp := expiry(o.Key)
+	if exp == nil || o.Now.Before(*exp) {
+		return "", ""
+	}
+	return v1.ReasonExpired, "the ServiceKey expired at " + exp.UTC().Format(time.RFC3339) + "; grants are refused"
+}
+
+// rekeyCheck reports a cause for a new key pair, or "".
+type rekeyCheck func(o Observed, s secretState) RekeyCause
+
+// rekeyChecks run in order; the first cause found wins.
+var rekeyChecks = []rekeyCheck{noActiveKey, secretMissing, secretMismatch, privateKeyChanged, rotationRequested, rotationDue}
+
+// secretState is what the Secret says about the key it holds.
+type secretState struct {
+	key      *rsa.PrivateKey // nil when absent or unreadable
+	keyID    string
+	encoding v1.PrivateKeyEncoding
+	pem      []byte
+}
+
+func readSecret(s *corev1.Secret) secretState {
+	if s == nil {
+		return secretState{}
+	}
+	pem := s.Data[v1.SecretKeyPrivateKey]
+	key, enc, err := keyutil.ParsePrivateKey(pem)
+	if err != nil {
+		return secretState{}
+	}
+	id, err := keyutil.KeyID(&key.PublicKey)
+	if err != nil {
+		return secretState{}
+	}
+	return secretState{key: key, keyID: id, encoding: enc, pem: pem}
+}
+
+func noActiveKey(o Observed, _ secretState) RekeyCause {
+	if activeKey(o.Key.Status.Keys) == nil {
+		return CauseInitial
+	}
+	return ""
+}
+
+func secretMissing(o Observed, _ secretState) RekeyCause {
+	if o.Secret == nil {
+		return CauseSecretMissing
+	}
+	return ""
+}
+
+func secretMismatch(o Observed, s secretState) RekeyCause {
+	if s.key == nil || s.keyID != activeKey(o.Key.Status.Keys).KeyID {
+		return CauseSecretMismatch
+	}
+	return ""
+}
+
+func privateKeyChanged(o Observed, s secretState) RekeyCause {
+	want := o.Key.Spec.PrivateKey
+	if int32(s.key.N.BitLen()) != keySize(want) || s.encoding != keyEncoding(want) { //nolint:gosec // bit lengths fit
+		return CausePrivateKeyChanged
+	}
+	return ""
+}
+
+func rotationRequested(o Observed, _ secretState) RekeyCause {
+	want, ok := o.Key.Annotations[v1.AnnotationRotate]
+	if ok && want != o.Secret.Annotations[AnnotationRotationHandled] {
+		return CauseRequested
+	}
+	return ""
+}
+
+func rotationDue(o Observed, _ secretState) RekeyCause {
+	if next := nextRotation(o.Key); next != nil && !o.Now.Before(*next) {
+		return CauseScheduled
+	}
+	return ""
+}
+
+// Decision is the outcome of the pure checks: either a blocker's reason, or whether
+// (and why) to re-key.
+type Decision struct {
+	// BlockedReason and BlockedMessage are set when a blocker failed; nothing is written
+	// to the Secret then.
+	BlockedReason, BlockedMessage string
+	// Rekey is the cause for a new key pair, or "".
+	Rekey RekeyCause
+	// secret is the parsed current Secret, reused when not re-keying.
+	secret secretState
+}
+
+// Decide runs the blockers and the re-key checks.
+func Decide(o Observed, p Policy) Decision {
+	for _, check := range blockers {
+		if reason, msg := check(o, p); reason != "" {
+			return Decision{BlockedReason: reason, BlockedMessage: msg}
+		}
+	}
+	s := readSecret(o.Secret)
+	for _, check := range rekeyChecks {
+		if cause := check(o, s); cause != "" {
+			return Decision{Rekey: cause, secret: s}
+		}
+	}
+	return Decision{secret: s}
+}
+
+func activeKey(keys []v1.PublicKey) *v1.PublicKey {
+	for i := range keys {
+		if keys[i].State == v1.KeyActive {
+			return &keys[i]
+		}
+	}
+	return nil
+}
+
+// expiry is when the ServiceKey stops working, from expiresAt or creation + validity.
+func expiry(k *v1.ServiceKey) *time.Time {
+	switch {
+	case k.Spec.ExpiresAt != nil:
+		t := k.Spec.ExpiresAt.Time
+		return &t
+	case k.Spec.Validity != nil:
+		t := k.CreationTimestamp.Add(k.Spec.Validity.Duration)
+		return &t
+	}
+	return nil
+}
+
+// nextRotation is when the Active key is due for automatic rotation, or nil.
+func nextRotation(k *v1.ServiceKey) *time.Time {
+	return nextRotationOf(k, k.Status.LastRotationTime)
+}
+
+func gracePeriod(k *v1.ServiceKey) time.Duration {
+	if k.Spec.Rotation.GracePeriod == nil {
+		return 24 * time.Hour
+	}
+	return k.Spec.Rotation.GracePeriod.Duration
+}
+
+func keySize(p v1.PrivateKeySpec) int32 {
+	if p.Size == 0 {
+		return 2048
+	}
+	return p.Size
+}
+
+func keyEncoding(p v1.PrivateKeySpec) v1.PrivateKeyEncoding {
+	if p.Encoding == "" {
+		return v1.PKCS1
+	}
+	return p.Encoding
+}
+
+func secretName(k *v1.ServiceKey) string {
+	if k.Spec.SecretName != "" {
+		return k.Spec.SecretName
+	}
+	return k.Name
+}
+
+func subject(k *v1.ServiceKey) string {
+	if k.Spec.Subject != "" {
+		return k.Spec.Subject
+	}
+	return v1.DefaultSubject(k.Namespace, k.Name)
+}

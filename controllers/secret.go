@@ -1,0 +1,107 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// SecretContent is everything the controller owns in a key Secret.
+type SecretContent struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+	Data        map[string][]byte
+}
+
+// secretContent builds the Secret for the Active key: the new key when re-keying, else
+// the private key already in the Secret (kept byte for byte).
+func secretContent(o Observed, d Decision, p Policy, st v1.ServiceKeyStatus, nk *NewKey) (*SecretContent, error) {
+	k := o.Key
+	pem := d.secret.pem
+	if nk != nil {
+		pem = nk.PEM
+	}
+	active := activeKey(st.Keys)
+	if active == nil || len(pem) == 0 {
+		return nil, errors.New("no active key to write into the Secret")
+	}
+	kf := keyutil.KeyFile{
+		KeyID:      active.KeyID,
+		ClientID:   st.ClientID,
+		UserID:     st.Subject,
+		Issued:     active.Created.UTC().Format(time.RFC3339),
+		TokenURI:   p.TokenURI,
+		PrivateKey: string(pem),
+	}
+	keyJSON, err := kf.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{}
+	annotations := map[string]string{}
+	if t := k.Spec.SecretTemplate; t != nil {
+		for name, value := range t.Labels {
+			labels[name] = value
+		}
+		for name, value := range t.Annotations {
+			annotations[name] = value
+		}
+	}
+	labels[v1.LabelServiceKey] = k.Name
+	if req, ok := k.Annotations[v1.AnnotationRotate]; ok {
+		annotations[AnnotationRotationHandled] = req
+	}
+	return &SecretContent{
+		Name:        st.SecretName,
+		Labels:      labels,
+		Annotations: annotations,
+		Data: map[string][]byte{
+			v1.SecretKeyJSON:       keyJSON,
+			v1.SecretKeyPrivateKey: pem,
+			v1.SecretKeyClientID:   []byte(kf.ClientID),
+			v1.SecretKeyKeyID:      []byte(kf.KeyID),
+			v1.SecretKeyTokenURI:   []byte(kf.TokenURI),
+			v1.SecretKeySubject:    []byte(kf.UserID),
+		},
+	}, nil
+}
+
+// applyConfiguration is the server-side apply request for the Secret, controlled by
+// its ServiceKey so that deleting the ServiceKey deletes the Secret.
+func (s *SecretContent) applyConfiguration(owner *v1.ServiceKey) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(s.Name, owner.Namespace).
+		WithType(corev1.SecretType(v1.SecretType)).
+		WithLabels(s.Labels).
+		WithAnnotations(s.Annotations).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(v1.GroupVersion.String()).
+			WithKind("ServiceKey").
+			WithName(owner.Name).
+			WithUID(owner.UID).
+			WithController(true).
+			WithBlockOwnerDeletion(true)).
+		WithData(s.Data)
+}

@@ -1,0 +1,237 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package controllers holds the ServiceKey reconciler: it turns each ServiceKey into
+// one Secret with the private key and a status that publishes the public keys.
+// Decisions are pure functions (plan.go, desired.go); this file only reads, writes and
+// emits.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// FieldOwner is the server-side apply field manager of everything the controller writes.
+const FieldOwner = "servicekey-operator"
+
+// conflictRetry is how soon a reconcile that lost an optimistic-concurrency race runs
+// again; the cache has usually caught up by then.
+const conflictRetry = 200 * time.Millisecond
+
+// ServiceKeyReconciler issues, rotates, repairs and retires the key pairs of ServiceKeys.
+//
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;update
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+type ServiceKeyReconciler struct {
+	// Client reads from the manager's cache (Secrets: only those labelled as key
+	// Secrets) and writes to the API server.
+	Client client.Client
+	// APIReader reads straight from the API server: for Secrets the label-selected
+	// cache cannot see, and to confirm a re-key against fresh objects.
+	APIReader client.Reader
+	// Recorder emits Events on ServiceKeys.
+	Recorder events.EventRecorder
+	// Clock is injected so tests can move time for rotation, grace and expiry.
+	Clock clock.PassiveClock
+	// Keys generates key pairs; injected so tests control randomness and cost.
+	Keys KeyGenerator
+	// Policy is the controller-wide configuration.
+	Policy Policy
+	// Metrics counts rotations; may be nil.
+	Metrics *Metrics
+}
+
+// Reconcile brings one ServiceKey's Secret and status to the desired state.
+func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	o, err := r.observe(ctx, r.Client, req.NamespacedName)
+	if o.Key == nil || err != nil {
+		return ctrl.Result{}, err
+	}
+	d := Decide(o, r.Policy)
+	var nk *NewKey
+	if d.Rekey != "" {
+		// The cache may lag behind this controller's own last write; never generate a
+		// key pair (and rotate) on stale objects.
+		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
+			return ctrl.Result{}, err
+		}
+		if d = Decide(o, r.Policy); d.Rekey != "" {
+			if nk, err = r.Keys.New(keySize(o.Key.Spec.PrivateKey), keyEncoding(o.Key.Spec.PrivateKey)); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+	}
+	desired, err := Build(o, d, r.Policy, nk)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", req.NamespacedName, err)
+	}
+	if err := r.write(ctx, o, &desired); apierrors.IsConflict(err) {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	r.emit(o.Key, d.Rekey, desired.Events)
+	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
+}
+
+// observe reads the ServiceKey and its Secret. A Secret the reader cannot see (the
+// cache holds only labelled key Secrets) is looked up live, so a foreign Secret of
+// the same name is found and never overwritten.
+func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, name types.NamespacedName) (Observed, error) {
+	o := Observed{Now: r.Clock.Now()}
+	key := &v1.ServiceKey{}
+	if err := rd.Get(ctx, name, key); err != nil {
+		return o, client.IgnoreNotFound(err)
+	}
+	secretKey := types.NamespacedName{Namespace: key.Namespace, Name: secretName(key)}
+	secret := &corev1.Secret{}
+	err := rd.Get(ctx, secretKey, secret)
+	if apierrors.IsNotFound(err) && rd != r.APIReader {
+		err = r.APIReader.Get(ctx, secretKey, secret)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		secret = nil
+	case err != nil:
+		return o, fmt.Errorf("get Secret %s: %w", secretKey, err)
+	}
+	o.Key, o.Secret = key, secret
+	return o, nil
+}
+
+// write applies the Secret, then the status. Both carry the resourceVersion that was
+// read, so a reconcile working from a stale cache fails with a conflict instead of
+// undoing a newer write. A Secret the API server refuses (say, a template label that
+// is not a valid label) leaves the keys as they were and reports InvalidSpec.
+func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *Desired) error {
+	if desired.Secret != nil {
+		ac := desired.Secret.applyConfiguration(o.Key)
+		if o.Secret != nil {
+			ac.WithResourceVersion(o.Secret.ResourceVersion)
+		}
+		err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership)
+		if apierrors.IsInvalid(err) {
+			desired.Status = invalidSpecStatus(o.Key, err)
+			desired.Events = nil
+		} else if err != nil {
+			return fmt.Errorf("apply Secret %s/%s: %w", o.Key.Namespace, desired.Secret.Name, err)
+		}
+	}
+	return r.applyStatus(ctx, o.Key, desired.Status)
+}
+
+func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus) error {
+	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+	if err != nil {
+		return fmt.Errorf("convert status: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": status}}
+	u.SetGroupVersionKind(v1.GroupVersion.WithKind("ServiceKey"))
+	u.SetNamespace(key.Namespace)
+	u.SetName(key.Name)
+	u.SetResourceVersion(key.ResourceVersion)
+	err = r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
+		client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err != nil {
+		return fmt.Errorf("apply status of ServiceKey %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	return nil
+}
+
+// invalidSpecStatus keeps the published keys and says why the Secret was refused.
+// The API server's message names the offending field; it never contains key material
+// because the only caller-controlled parts of the Secret are labels and annotations.
+func invalidSpecStatus(key *v1.ServiceKey, err error) v1.ServiceKeyStatus {
+	st := *key.Status.DeepCopy()
+	st.ObservedGeneration = key.Generation
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonInvalidSpec,
+		ObservedGeneration: key.Generation,
+		Message:            "the API server refused the Secret: " + statusMessage(err),
+	})
+	return st
+}
+
+func statusMessage(err error) string {
+	if s, ok := err.(apierrors.APIStatus); ok { //nolint:errorlint // APIStatus is implemented by the top-level error
+		return s.Status().Message
+	}
+	return err.Error()
+}
+
+func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, cause RekeyCause, evs []Event) {
+	if r.Metrics != nil && cause != "" && len(evs) > 0 {
+		r.Metrics.Rotations.WithLabelValues(string(cause)).Inc()
+	}
+	if r.Recorder == nil {
+		return
+	}
+	for _, e := range evs {
+		r.Recorder.Eventf(key, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
+	}
+}
+
+// SetupWithManager registers the controller: it watches ServiceKeys (spec and
+// annotation changes; its own status writes do not wake it) and the Secrets they own.
+func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1.ServiceKey{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Named("servicekey").
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("set up ServiceKey controller: %w", err)
+	}
+	return nil
+}
+
+// CacheOptions make the manager's cache hold only key Secrets (those carrying the
+// auth.servicekey.dev/service-key label), never every Secret in the cluster; other
+// Secrets are read live, and only by name, when a key's Secret is not in the cache.
+func CacheOptions() cache.Options {
+	selector := labels.NewSelector()
+	if req, err := labels.NewRequirement(v1.LabelServiceKey, selection.Exists, nil); err == nil {
+		selector = selector.Add(*req)
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: selector}}}
+}

@@ -1,0 +1,269 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/controllers"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+const (
+	// ns is where the default-policy controller works.
+	ns = "keys"
+	// customNS is watched by a second controller that allows custom subjects.
+	customNS = "custom-subjects"
+	// tokenURI is what the controllers write into key files.
+	tokenURI = "https://token.test/oauth2/token"
+)
+
+var (
+	k8s        client.Client
+	reconciler *controllers.ServiceKeyReconciler
+	fakeClock  = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	logs       = &syncBuffer{}
+	metrics    *controllers.Metrics
+)
+
+// syncBuffer collects the controllers' log output for the leak check.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	env, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	k8s = env.Client
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-controllers.MaxLogVerbosity))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, n := range []string{ns, customNS} {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if reconciler, metrics, err = startManager(ctx, env, ns, false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, _, err = startManager(ctx, env, customNS, true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// startManager runs a controller for one namespace, wired as main.go wires it but
+// with the fake clock.
+func startManager(ctx context.Context, env *testenv.Env, namespace string, allowCustom bool) (*controllers.ServiceKeyReconciler, *controllers.Metrics, error) {
+	opts := controllers.CacheOptions()
+	opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:     env.Scheme,
+		Cache:      opts,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	m := controllers.NewMetrics(mgr.GetCache())
+	r := &controllers.ServiceKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
+		Clock:     fakeClock,
+		Keys:      controllers.RSAKeys{},
+		Policy:    controllers.Policy{AllowCustomSubjects: allowCustom, TokenURI: tokenURI},
+		Metrics:   m,
+	}
+	if err := r.SetupWithManager(mgr, 2); err != nil {
+		return nil, nil, err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return nil, nil, fmt.Errorf("cache of %s did not sync", namespace)
+	}
+	return r, m, nil
+}
+
+// eventually polls cond until it holds or the deadline passes; cond says what it saw.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		last = seen
+		time.Sleep(25 * time.Millisecond) // poll interval, not synchronisation
+	}
+	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+}
+
+func get(t *testing.T, namespace, name string) *v1.ServiceKey {
+	t.Helper()
+	sk := &v1.ServiceKey{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, sk); err != nil {
+		t.Fatalf("get ServiceKey %s/%s: %v", namespace, name, err)
+	}
+	return sk
+}
+
+func getSecret(namespace, name string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, s)
+	return s, err
+}
+
+// create makes a ServiceKey and waits until the controller reports on it.
+func create(t *testing.T, sk *v1.ServiceKey) *v1.ServiceKey {
+	t.Helper()
+	if sk.Namespace == "" {
+		sk.Namespace = ns
+	}
+	if err := k8s.Create(context.Background(), sk); err != nil {
+		t.Fatalf("create ServiceKey: %v", err)
+	}
+	return waitReady(t, sk.Namespace, sk.Name, "", func(*v1.ServiceKey) bool { return true })
+}
+
+// waitReady waits until the Ready condition has the given reason (any when "") for
+// the current generation and extra holds.
+func waitReady(t *testing.T, namespace, name, reason string, extra func(*v1.ServiceKey) bool) *v1.ServiceKey {
+	t.Helper()
+	var sk *v1.ServiceKey
+	eventually(t, fmt.Sprintf("%s/%s Ready reason %q", namespace, name, reason), func() (bool, string) {
+		sk = get(t, namespace, name)
+		c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
+		if c == nil || c.ObservedGeneration != sk.Generation {
+			return false, fmt.Sprintf("condition %+v at generation %d", c, sk.Generation)
+		}
+		if reason != "" && c.Reason != reason {
+			return false, c.Reason + ": " + c.Message
+		}
+		return extra(sk), fmt.Sprintf("%s, keys %+v", c.Reason, keyStates(sk))
+	})
+	return sk
+}
+
+var pokes atomic.Int64
+
+// poke changes a test annotation so the controller reconciles now (after the fake
+// clock moved) instead of at its real-time requeue.
+func poke(t *testing.T, namespace, name string) {
+	t.Helper()
+	update(t, namespace, name, func(sk *v1.ServiceKey) {
+		if sk.Annotations == nil {
+			sk.Annotations = map[string]string{}
+		}
+		sk.Annotations["test.servicekey.dev/poke"] = strconv.FormatInt(pokes.Add(1), 10)
+	})
+}
+
+// update changes a ServiceKey, retrying on conflicts with the controller's writes.
+func update(t *testing.T, namespace, name string, change func(*v1.ServiceKey)) {
+	t.Helper()
+	eventually(t, "update of "+name, func() (bool, string) {
+		sk := get(t, namespace, name)
+		change(sk)
+		err := k8s.Update(context.Background(), sk)
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+func keyStates(sk *v1.ServiceKey) []string {
+	var out []string
+	for _, k := range sk.Status.Keys {
+		out = append(out, string(k.State)+":"+k.KeyID[:8])
+	}
+	return out
+}
+
+// findEvent waits for an event with reason about the ServiceKey and returns its note.
+func findEvent(t *testing.T, sk *v1.ServiceKey, reason string) string {
+	t.Helper()
+	note := ""
+	eventually(t, "event "+reason+" on "+sk.Name, func() (bool, string) {
+		var list eventsv1.EventList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(sk.Namespace)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Regarding.UID == sk.UID && e.Reason == reason {
+				note = e.Note
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(list.Items))
+	})
+	return note
+}
+
+func newKey(name string) *v1.ServiceKey {
+	return &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+}
+
+func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
