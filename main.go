@@ -199,7 +199,7 @@ func startController(f *controllerFlags) error {
 
 // capVerbosity lowers a --zap-log-level more verbose than V(max) to V(max) and says
 // whether it did.
-func capVerbosity(opts *zap.Options, maxV int) bool {
+func capVerbosity(opts *zap.Options, maxV int8) bool {
 	lvl, ok := opts.Level.(uberzap.AtomicLevel)
 	if !ok || lvl.Level() >= zapcore.Level(-maxV) {
 		return false

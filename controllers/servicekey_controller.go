@@ -22,6 +22,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -54,12 +55,6 @@ const FieldOwner = "servicekey-operator"
 const conflictRetry = 200 * time.Millisecond
 
 // ServiceKeyReconciler issues, rotates, repairs and retires the key pairs of ServiceKeys.
-//
-// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
-// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=get;patch;update
-// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;update
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 type ServiceKeyReconciler struct {
 	// Client reads from the manager's cache (Secrets: only those labelled as key
 	// Secrets) and writes to the API server.
@@ -78,6 +73,16 @@ type ServiceKeyReconciler struct {
 	// Metrics counts rotations; may be nil.
 	Metrics *Metrics
 }
+
+// RBAC of the controller: ServiceKeys read, status written; Secrets read and written
+// (RBAC cannot narrow this to key Secrets, which is why the controller never writes a
+// Secret it does not control, see secretOwnedByOthers); finalizers for
+// blockOwnerDeletion on the Secrets' owner references; events.
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=get;patch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one ServiceKey's Secret and status to the desired state.
 func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -191,7 +196,8 @@ func invalidSpecStatus(key *v1.ServiceKey, err error) v1.ServiceKeyStatus {
 }
 
 func statusMessage(err error) string {
-	if s, ok := err.(apierrors.APIStatus); ok { //nolint:errorlint // APIStatus is implemented by the top-level error
+	var s apierrors.APIStatus
+	if errors.As(err, &s) {
 		return s.Status().Message
 	}
 	return err.Error()

@@ -215,7 +215,7 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	before, _ := getSecret(ns, "db-password")
 	sk := newKey("conflict")
 	sk.Spec.SecretName = "db-password"
-	sk = create(t, sk)
+	create(t, sk)
 	sk = waitReady(t, ns, "conflict", v1.ReasonSecretConflict, func(*v1.ServiceKey) bool { return true })
 	if len(sk.Status.Keys) != 0 {
 		t.Errorf("keys published despite the conflict: %v", keyStates(sk))

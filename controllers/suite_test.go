@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,11 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,6 +44,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
@@ -118,7 +123,11 @@ func runSuite(m *testing.M) int {
 func startManager(ctx context.Context, env *testenv.Env, namespace string, allowCustom bool) (*controllers.ServiceKeyReconciler, *controllers.Metrics, error) {
 	opts := controllers.CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	cfg, err := asControllerUser(context.Background(), env)
+	if err != nil {
+		return nil, nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:     env.Scheme,
 		Cache:      opts,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
@@ -145,6 +154,36 @@ func startManager(ctx context.Context, env *testenv.Env, namespace string, allow
 		return nil, nil, fmt.Errorf("cache of %s did not sync", namespace)
 	}
 	return r, m, nil
+}
+
+// controllerUser is bound to nothing but the generated ClusterRole.
+const controllerUser = "system:serviceaccount:servicekey-system:servicekey-operator-controller"
+
+// asControllerUser binds the controller-gen ClusterRole (config/rbac/controller) to
+// controllerUser and returns a config that impersonates it: every test in this
+// package then also proves the generated RBAC is enough.
+func asControllerUser(ctx context.Context, env *testenv.Env) (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "controller", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(data, role); err != nil {
+		return nil, fmt.Errorf("parse generated ClusterRole: %w", err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: controllerUser}},
+	}
+	for _, obj := range []client.Object{role, binding} {
+		if err := env.Client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create %T: %w", obj, err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: controllerUser}
+	return cfg, nil
 }
 
 // eventually polls cond until it holds or the deadline passes; cond says what it saw.

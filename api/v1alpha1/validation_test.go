@@ -21,14 +21,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
@@ -302,5 +305,33 @@ func TestSecretNameUnchangedUpdateAllowed(t *testing.T) {
 	sk.Spec.Scopes = []string{"read"}
 	if err := k8s.Update(ctx, sk); err != nil {
 		t.Fatalf("update of other fields refused: %v", err)
+	}
+}
+
+// TestSamplesAreValid applies every sample in config/samples to the real API server,
+// so the documented examples cannot rot.
+func TestSamplesAreValid(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "auth_v1alpha1_*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("samples: %v %v", files, err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sk := &v1.ServiceKey{}
+			if err := yaml.UnmarshalStrict(data, sk); err != nil {
+				t.Fatalf("sample does not match the Go types: %v", err)
+			}
+			sk.Namespace = "samples"
+			if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "samples"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			if err := k8s.Create(context.Background(), sk); err != nil {
+				t.Fatalf("the API server refused the sample: %v", err)
+			}
+		})
 	}
 }
