@@ -13,6 +13,8 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 # go test flags; e.g. `make test GOTESTFLAGS='-run TestValidation -v'`.
 GOTESTFLAGS ?=
+# ServiceKeys created by `make bench`.
+BENCH_N ?= 200
 
 ##@ General
 
@@ -57,6 +59,10 @@ envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.
 .PHONY: test
 test: manifests generate vet envtest ## Run all tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go test $(GOTESTFLAGS) ./...
+
+.PHONY: bench
+bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/bench/controller -n $(BENCH_N)
 
 ##@ Build
 

@@ -21,6 +21,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
@@ -104,4 +107,26 @@ func (s *SecretContent) applyConfiguration(owner *v1.ServiceKey) *corev1ac.Secre
 			WithController(true).
 			WithBlockOwnerDeletion(true)).
 		WithData(s.Data)
+}
+
+// matches reports whether the Secret already holds exactly this content under the
+// controller's ownership, so that a steady-state reconcile sends no request at all.
+func (s *SecretContent) matches(existing *corev1.Secret, owner types.UID) bool {
+	if existing == nil || existing.Type != corev1.SecretType(v1.SecretType) {
+		return false
+	}
+	ref := metav1.GetControllerOf(existing)
+	if ref == nil || ref.UID != owner || ref.BlockOwnerDeletion == nil || !*ref.BlockOwnerDeletion {
+		return false
+	}
+	return equality.Semantic.DeepEqual(s.Labels, nonNil(existing.Labels)) &&
+		equality.Semantic.DeepEqual(s.Annotations, nonNil(existing.Annotations)) &&
+		equality.Semantic.DeepEqual(s.Data, existing.Data)
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }

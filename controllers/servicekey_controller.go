@@ -27,6 +27,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,6 +43,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -92,9 +94,11 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	d := Decide(o, r.Policy)
 	var nk *NewKey
-	if d.Rekey != "" {
-		// The cache may lag behind this controller's own last write; never generate a
-		// key pair (and rotate) on stale objects.
+	if d.Rekey != "" || o.Secret == nil {
+		// Read live before acting on a missing Secret or a re-key: the cache holds only
+		// labelled Secrets (a foreign one of that name must be found, never
+		// overwritten), and it may lag behind this controller's own last write (a key
+		// pair must never be generated, and a rotation never done, on stale objects).
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
 			return ctrl.Result{}, err
 		}
@@ -117,9 +121,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
 }
 
-// observe reads the ServiceKey and its Secret. A Secret the reader cannot see (the
-// cache holds only labelled key Secrets) is looked up live, so a foreign Secret of
-// the same name is found and never overwritten.
+// observe reads the ServiceKey and its Secret (nil when absent) through rd.
 func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, name types.NamespacedName) (Observed, error) {
 	o := Observed{Now: r.Clock.Now()}
 	key := &v1.ServiceKey{}
@@ -129,9 +131,6 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 	secretKey := types.NamespacedName{Namespace: key.Namespace, Name: secretName(key)}
 	secret := &corev1.Secret{}
 	err := rd.Get(ctx, secretKey, secret)
-	if apierrors.IsNotFound(err) && rd != r.APIReader {
-		err = r.APIReader.Get(ctx, secretKey, secret)
-	}
 	switch {
 	case apierrors.IsNotFound(err):
 		secret = nil
@@ -147,7 +146,7 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 // undoing a newer write. A Secret the API server refuses (say, a template label that
 // is not a valid label) leaves the keys as they were and reports InvalidSpec.
 func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *Desired) error {
-	if desired.Secret != nil {
+	if desired.Secret != nil && !desired.Secret.matches(o.Secret, o.Key.UID) {
 		ac := desired.Secret.applyConfiguration(o.Key)
 		if o.Secret != nil {
 			ac.WithResourceVersion(o.Secret.ResourceVersion)
@@ -160,7 +159,17 @@ func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *D
 			return fmt.Errorf("apply Secret %s/%s: %w", o.Key.Namespace, desired.Secret.Name, err)
 		}
 	}
+	if statusUnchanged(o.Key.Status, desired.Status) {
+		return nil
+	}
 	return r.applyStatus(ctx, o.Key, desired.Status)
+}
+
+// statusUnchanged compares the fields the controller owns; lastUsedTime belongs to
+// the token server.
+func statusUnchanged(observed, desired v1.ServiceKeyStatus) bool {
+	observed.LastUsedTime, desired.LastUsedTime = nil, nil
+	return equality.Semantic.DeepEqual(observed, desired)
 }
 
 func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus) error {
@@ -216,12 +225,16 @@ func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, cause RekeyCause, evs []
 }
 
 // SetupWithManager registers the controller: it watches ServiceKeys (spec and
-// annotation changes; its own status writes do not wake it) and the Secrets they own.
+// annotation changes; its own status writes do not wake it) and the Secrets they own
+// (updates and deletions, to repair them within seconds; creations of owned Secrets
+// are the controller's own writes and need no second look).
 func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ServiceKey{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("servicekey").
 		Complete(r)
