@@ -13,6 +13,8 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 # go test flags; e.g. `make test GOTESTFLAGS='-run TestValidation -v'`.
 GOTESTFLAGS ?=
+# Flags of `make demo`, e.g. DEMO_FLAGS=--exit.
+DEMO_FLAGS ?=
 # ServiceKeys created by `make bench`.
 BENCH_N ?= 200
 
@@ -59,6 +61,10 @@ envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.
 .PHONY: test
 test: manifests generate vet envtest ## Run all tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go test $(GOTESTFLAGS) ./...
+
+.PHONY: demo
+demo: envtest build ## The main job: an embedded control plane running the operator end to end (DEMO_FLAGS=--exit to stop after it).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/demo --binary $(LOCALBIN)/servicekey-operator $(DEMO_FLAGS)
 
 .PHONY: bench
 bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.

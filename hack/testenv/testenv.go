@@ -44,6 +44,9 @@ type Env struct {
 	Client client.Client
 	// Scheme knows core types and ServiceKeys.
 	Scheme *k8sruntime.Scheme
+	// KubeConfig is a kubeconfig file's content for the same cluster-admin access, for
+	// processes started outside the test (the demo runs the real binary with it).
+	KubeConfig []byte
 
 	env *envtest.Environment
 }
@@ -79,7 +82,7 @@ func Start() (*Env, error) {
 		_ = e.Stop()
 		return nil, fmt.Errorf("create client: %w", err)
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, env: e}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, KubeConfig: e.KubeConfig, env: e}, nil
 }
 
 // Stop stops the control plane.

@@ -1,0 +1,270 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command demo is the main job on an embedded control plane: it starts kube-apiserver
+// and etcd, runs the real servicekey-operator binary against them, and walks a
+// ServiceKey through issue, rotation, repair and suspension, printing each step. Then
+// it keeps the cluster running for you to explore (or exits with --exit).
+// Run it with `make demo`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+func main() {
+	exit := flag.Bool("exit", false, "exit after the walkthrough instead of keeping the cluster running")
+	binary := flag.String("binary", "bin/servicekey-operator", "the servicekey-operator binary to run")
+	metrics := flag.String("metrics-address", "127.0.0.1:18080", "where the controller serves metrics")
+	flag.Parse()
+	if err := run(*binary, *metrics, *exit); err != nil {
+		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	c       client.Client
+	dir     string
+	metrics string
+}
+
+func run(binary, metrics string, exitAfter bool) error {
+	step("Starting an embedded control plane (kube-apiserver + etcd built by hack/envtest-build.sh)")
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	dir, err := os.MkdirTemp("", "servicekey-demo-")
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		return err
+	}
+	say("API server up; the CRD is installed. KUBECONFIG=%s", kubeconfig)
+
+	stop, err := startController(binary, kubeconfig, metrics, dir)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	d := demo{c: env.Client, dir: dir, metrics: metrics}
+	if err := d.walkthrough(); err != nil {
+		return err
+	}
+	if exitAfter {
+		step("Done (--exit): stopping the controller and the control plane")
+		return nil
+	}
+	step("The cluster keeps running. Try:")
+	say("export KUBECONFIG=%s", kubeconfig)
+	say("kubectl get servicekeys -A        # or: kubectl get sk -A")
+	say("kubectl describe sk billing       # conditions and events")
+	say("curl -s http://%s/metrics | grep servicekey_", metrics)
+	say("controller log: %s", filepath.Join(dir, "controller.log"))
+	say("Press Ctrl-C to stop everything.")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	step("Stopping")
+	return nil
+}
+
+// startController runs the real binary as `servicekey-operator controller`.
+func startController(binary, kubeconfig, metrics, dir string) (func(), error) {
+	step("Starting the controller: " + binary + " controller")
+	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "controller", "--kubeconfig", kubeconfig, //nolint:gosec // the demo runs our own binary
+		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0",
+		"--token-uri", "https://token.servicekey.demo/oauth2/token")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (run 'make build' first): %w", binary, err)
+	}
+	say("pid %d, log %s", cmd.Process.Pid, logFile.Name())
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}, nil
+}
+
+func (d demo) walkthrough() error {
+	ctx := context.Background()
+	step("Applying config/samples/auth_v1alpha1_servicekey_minimal.yaml")
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", "auth_v1alpha1_servicekey_minimal.yaml"))
+	if err != nil {
+		return err
+	}
+	sk := &v1.ServiceKey{}
+	if err := yaml.Unmarshal(data, sk); err != nil {
+		return err
+	}
+	fmt.Printf("\n%s\n", data)
+	if err := d.c.Create(ctx, sk); err != nil {
+		return err
+	}
+	sk, err = d.waitFor(sk, "Ready", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonIssued) && len(sk.Status.Keys) == 1 })
+	if err != nil {
+		return err
+	}
+	d.printKey(sk)
+	if err := d.printSecret(sk); err != nil {
+		return err
+	}
+	return d.lifecycle(sk)
+}
+
+func (d demo) lifecycle(sk *v1.ServiceKey) error {
+	ctx := context.Background()
+	step("Rotating: kubectl annotate sk billing auth.servicekey.dev/rotate=demo-1")
+	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "demo-1"} }); err != nil {
+		return err
+	}
+	sk, err := d.waitFor(sk, "a new Active key and the old one Retiring", func(sk *v1.ServiceKey) bool { return len(sk.Status.Keys) == 2 })
+	if err != nil {
+		return err
+	}
+	d.printKey(sk)
+
+	step("Deleting the Secret by accident: kubectl delete secret billing")
+	secret := &corev1.Secret{}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, secret); err != nil {
+		return err
+	}
+	if err := d.c.Delete(ctx, secret); err != nil {
+		return err
+	}
+	if sk, err = d.waitFor(sk, "the Secret restored with a new key", func(sk *v1.ServiceKey) bool { return len(sk.Status.Keys) == 3 }); err != nil {
+		return err
+	}
+	d.printKey(sk)
+
+	step("Suspending: spec.suspended=true (grants refused, nothing deleted)")
+	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = true }); err != nil {
+		return err
+	}
+	if sk, err = d.waitFor(sk, "Ready=False Suspended", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonSuspended) }); err != nil {
+		return err
+	}
+	d.printKey(sk)
+	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false }); err != nil {
+		return err
+	}
+	if sk, err = d.waitFor(sk, "Ready again, same key", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonIssued) }); err != nil {
+		return err
+	}
+	d.printKey(sk)
+	return d.printEventsAndMetrics(sk)
+}
+
+// patch changes the ServiceKey, retrying on conflicts with the controller's writes.
+func (d demo) patch(sk *v1.ServiceKey, change func(*v1.ServiceKey)) error {
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cur := &v1.ServiceKey{}
+		if err := d.c.Get(ctx, client.ObjectKeyFromObject(sk), cur); err != nil {
+			return err
+		}
+		change(cur)
+		err := d.c.Update(ctx, cur)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
+// waitFor polls the ServiceKey until cond holds, printing progress.
+func (d demo) waitFor(sk *v1.ServiceKey, what string, cond func(*v1.ServiceKey) bool) (*v1.ServiceKey, error) {
+	say("waiting for %s ...", what)
+	start := time.Now()
+	for time.Since(start) < time.Minute {
+		cur := &v1.ServiceKey{}
+		if err := d.c.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
+			return nil, err
+		}
+		c := meta.FindStatusCondition(cur.Status.Conditions, v1.ConditionReady)
+		if c != nil && c.ObservedGeneration == cur.Generation && cond(cur) {
+			say("done in %v", time.Since(start).Round(time.Millisecond))
+			return cur, nil
+		}
+		time.Sleep(50 * time.Millisecond) // polling the API server
+	}
+	return nil, errors.New("timed out waiting for " + what + "; see the controller log")
+}
+
+func isReady(sk *v1.ServiceKey, reason string) bool {
+	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
+	return c != nil && c.Reason == reason
+}
+
+func (d demo) printKey(sk *v1.ServiceKey) {
+	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
+	fmt.Printf("\n  %-8s %-6s %-18s %s\n", "NAME", "READY", "REASON", "SUBJECT")
+	fmt.Printf("  %-8s %-6s %-18s %s\n", sk.Name, c.Status, c.Reason, sk.Status.Subject)
+	fmt.Printf("  message: %s\n  keys:\n", c.Message)
+	for _, k := range sk.Status.Keys {
+		until := "no end"
+		if k.NotAfter != nil {
+			until = "until " + k.NotAfter.UTC().Format(time.RFC3339)
+		}
+		fmt.Printf("    %-9s %s  created %s, %s\n", k.State, k.KeyID, k.Created.UTC().Format(time.RFC3339), until)
+	}
+	fmt.Println()
+}
+
+func (d demo) printSecret(sk *v1.ServiceKey) error {
+	s := &corev1.Secret{}
+	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+		return err
+	}
+	kf, err := keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
+	if err != nil {
+		return err
+	}
+	step("The Secret " + s.Name + " (type " + string(s.Type) + ") that pods mount holds key.json:")
+	fmt.Printf("  key_id:      %s\n  client_id:   %s\n  user_id:     %s\n  issued:      %s\n  token_uri:   %s\n",
+		kf.KeyID, kf.ClientID, kf.UserID, kf.Issued, kf.TokenURI)
+	fmt.Printf("  private_key: <%d bytes of PEM; the demo never prints it>\n", len(kf.PrivateKey))
+	fmt.Printf("  plus files: private-key.pem, client-id, key-id, token-uri, subject\n\n")
+	return nil
+}
