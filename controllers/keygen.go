@@ -20,7 +20,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
-	"io"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -32,18 +31,15 @@ type KeyGenerator interface {
 	New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error)
 }
 
-// RSAKeys generates RSA key pairs from Rand (crypto/rand when nil).
-type RSAKeys struct {
-	Rand io.Reader
-}
+// RSAKeys generates RSA key pairs from crypto/rand. Since Go 1.26 the reader given to
+// rsa.GenerateKey is ignored and the secure source is always used; tests that need
+// deterministic keys call testing/cryptotest.SetGlobalRandom, and tests that need
+// other keys inject their own KeyGenerator.
+type RSAKeys struct{}
 
 // New generates an RSA key of the given size and PEM-encodes it.
-func (g RSAKeys) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error) {
-	rnd := g.Rand
-	if rnd == nil {
-		rnd = rand.Reader
-	}
-	key, err := rsa.GenerateKey(rnd, int(bits))
+func (RSAKeys) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error) {
+	key, err := rsa.GenerateKey(rand.Reader, int(bits))
 	if err != nil {
 		return nil, fmt.Errorf("generate %d-bit RSA key: %w", bits, err)
 	}

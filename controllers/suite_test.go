@@ -61,11 +61,12 @@ const (
 )
 
 var (
-	k8s        client.Client
-	reconciler *controllers.ServiceKeyReconciler
-	fakeClock  = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
-	logs       = &syncBuffer{}
-	metrics    *controllers.Metrics
+	adminConfig *rest.Config
+	k8s         client.Client
+	reconciler  *controllers.ServiceKeyReconciler
+	fakeClock   = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	logs        = &syncBuffer{}
+	metrics     *controllers.Metrics
 )
 
 // syncBuffer collects the controllers' log output for the leak check.
@@ -98,6 +99,7 @@ func runSuite(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	k8s = env.Client
+	adminConfig = env.Config
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-controllers.MaxLogVerbosity))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

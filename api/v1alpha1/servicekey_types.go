@@ -282,7 +282,7 @@ type ServiceKeyStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.status.subject`
 // +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.keys[?(@.state=="Active")].keyID`
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.keys[?(@.state=="Active")].notAfter`
+// +kubebuilder:printcolumn:name="Expires",type=string,description="When the Active key stops working (RFC 3339); empty means never",JSONPath=`.status.keys[?(@.state=="Active")].notAfter`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ServiceKey struct {
 	metav1.TypeMeta   `json:",inline"`
