@@ -1,0 +1,194 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+)
+
+var (
+	now        = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	testPolicy = AssertionPolicy{
+		Audiences:   []string{"https://token.test/oauth2/token", "https://token.test"},
+		MaxLifetime: time.Hour, Leeway: time.Minute,
+	}
+)
+
+type mapLookup map[string]*KeyRecord
+
+func (m mapLookup) Record(id string) (*KeyRecord, bool) { r, ok := m[id]; return r, ok }
+
+type keyPair struct {
+	priv *rsa.PrivateKey
+	id   string
+}
+
+func newPair(t *testing.T) keyPair {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := keyutil.KeyID(&k.PublicKey)
+	return keyPair{k, id}
+}
+
+// sign makes an assertion with claims changed by mutate, signed by key.
+func sign(t *testing.T, method jwt.SigningMethod, key any, kid string, mutate func(jwt.MapClaims)) string {
+	t.Helper()
+	c := jwt.MapClaims{
+		"iss": "team/app", "sub": "system:servicekey:team:app", "aud": "https://token.test/oauth2/token",
+		"iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(), "jti": "j1",
+	}
+	if mutate != nil {
+		mutate(c)
+	}
+	tok := jwt.NewWithClaims(method, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestVerifyAssertion(t *testing.T) {
+	active, retiring, retired, stranger := newPair(t), newPair(t), newPair(t), newPair(t)
+	graceEnd, graceOver := now.Add(time.Hour), now.Add(-time.Second)
+	rec := &KeyRecord{
+		ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+		Keys: []PublicKey{
+			{ID: active.id, Key: &active.priv.PublicKey, Active: true},
+			{ID: retiring.id, Key: &retiring.priv.PublicKey, NotAfter: &graceEnd},
+			{ID: retired.id, Key: &retired.priv.PublicKey, NotAfter: &graceOver},
+		},
+	}
+	expired := now.Add(-time.Minute)
+	lookup := mapLookup{
+		"team/app":       rec,
+		"team/suspended": {ClientID: "team/suspended", Suspended: true, Ready: true, Keys: rec.Keys},
+		"team/expired":   {ClientID: "team/expired", Expiry: &expired, Ready: true, Keys: rec.Keys},
+		"team/notready":  {ClientID: "team/notready", Keys: rec.Keys},
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(&active.priv.PublicKey)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rs := jwt.SigningMethodRS256
+	cases := map[string]struct {
+		assertion string
+		want      string // substring of the description; "" means accepted
+	}{
+		"valid, kid":                {sign(t, rs, active.priv, active.id, nil), ""},
+		"valid, no kid":             {sign(t, rs, active.priv, "", nil), ""},
+		"valid, PS256":              {sign(t, jwt.SigningMethodPS256, active.priv, active.id, nil), ""},
+		"valid, issuer audience":    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["aud"] = "https://token.test" }), ""},
+		"valid, audience array":     {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["aud"] = []string{"x", "https://token.test"} }), ""},
+		"valid, no sub":             {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "sub") }), ""},
+		"valid, clock skew on iat":  {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iat"] = now.Add(30 * time.Second).Unix() }), ""},
+		"Retiring key within grace": {sign(t, rs, retiring.priv, retiring.id, nil), ""},
+		"Retiring key, no kid":      {sign(t, rs, retiring.priv, "", nil), ""},
+		"alg none":                  {sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, active.id, nil), "is signed with none; allowed: RS256"},
+		"HS256 with the public key": {sign(t, jwt.SigningMethodHS256, pubDER, active.id, nil), "is signed with HS256"},
+		"ES256":                     {sign(t, jwt.SigningMethodES256, ec, active.id, nil), "is signed with ES256"},
+		"unknown kid":               {sign(t, rs, active.priv, "nope", nil), "kid nope is not a usable key"},
+		"kid of another key":        {sign(t, rs, active.priv, retiring.id, nil), "signature does not verify"},
+		"retired key":               {sign(t, rs, retired.priv, retired.id, nil), "is not a usable key"},
+		"retired key, no kid":       {sign(t, rs, retired.priv, "", nil), "signature does not verify"},
+		"stranger's key":            {sign(t, rs, stranger.priv, "", nil), "signature does not verify"},
+		"no iss":                    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "iss") }), "no iss claim"},
+		"unknown iss":               {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/other" }), "unknown client_id team/other"},
+		"suspended":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/suspended" }), "is suspended"},
+		"expired ServiceKey":        {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/expired" }), "has expired"},
+		"not Ready":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/notready" }), "is not Ready"},
+		"sub mismatch":              {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["sub"] = "system:admin" }), "sub does not match"},
+		"no aud":                    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "aud") }), "no aud claim"},
+		"wrong aud":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["aud"] = "https://evil.test" }), "aud does not name this server"},
+		"no exp":                    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "exp") }), "no exp claim"},
+		"expired":                   {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() }), "expired at"},
+		"lifetime over 1h":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["exp"] = now.Add(2 * time.Hour).Unix() }), "lifetime (exp - iat) exceeds 1h0m0s"},
+		"no iat":                    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "iat") }), "no iat claim"},
+		"iat in the future":         {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iat"] = now.Add(5 * time.Minute).Unix() }), "iat is in the future"},
+		"nbf in the future":         {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["nbf"] = now.Add(5 * time.Minute).Unix() }), "not valid before"},
+		"exp not a number":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["exp"] = "tomorrow" }), "not a well-formed JWT"},
+		"not a JWT":                 {"not-a-jwt", "not a well-formed JWT"},
+		"empty":                     {"", "not a well-formed JWT"},
+		"tampered payload": {func() string {
+			p := strings.Split(sign(t, rs, active.priv, active.id, nil), ".")
+			other := strings.Split(sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["sub"] = "x" }), ".")
+			return p[0] + "." + other[1] + "." + p[2]
+		}(), "signature does not verify"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			v, err := VerifyAssertion(tc.assertion, now, testPolicy, lookup, CodeInvalidGrant)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if v.Record != rec {
+					t.Errorf("verified against %s", v.Record.ClientID)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if err.Code != CodeInvalidGrant || err.Status != 400 || !strings.Contains(err.Description, tc.want) {
+				t.Errorf("got %s (%d) %q; want invalid_grant 400 containing %q", err.Code, err.Status, err.Description, tc.want)
+			}
+			if tc.assertion != "" && strings.Contains(err.Description, tc.assertion) {
+				t.Error("the description quotes the assertion")
+			}
+		})
+	}
+}
+
+func TestVerifyAssertionClientAuthCode(t *testing.T) {
+	_, err := VerifyAssertion("x", now, testPolicy, mapLookup{}, CodeInvalidClient)
+	if err == nil || err.Code != CodeInvalidClient || err.Status != 401 {
+		t.Fatalf("got %+v, want invalid_client 401", err)
+	}
+}
+
+func TestSafe(t *testing.T) {
+	cases := map[string]struct{ in, want string }{
+		"plain":     {"team/app", "team/app"},
+		"quote":     {`a"b\c`, "a?b?c"},
+		"control":   {"a\nb", "a?b"},
+		"non-ASCII": {"ü", "?"},
+		"long":      {strings.Repeat("x", 100), strings.Repeat("x", 80) + "..."},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := safe(tc.in); got != tc.want {
+				t.Errorf("safe(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,143 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"crypto/rsa"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// KeyRecord is what the token server knows about one ServiceKey: everything grant
+// validation needs, with public keys parsed once so the request path never parses PEM.
+type KeyRecord struct {
+	UID            types.UID
+	ClientID       string
+	Subject        string
+	Scopes         []string
+	Audiences      []string
+	AccessTokenTTL time.Duration
+	AllowedCIDRs   []netip.Prefix
+	Suspended      bool
+	// Expiry is when the ServiceKey stops working; nil means never.
+	Expiry *time.Time
+	// Ready mirrors the Ready condition: False (subject not allowed, conflict, ...) refuses.
+	Ready bool
+	Keys  []PublicKey
+}
+
+// PublicKey is one verification key of a ServiceKey.
+type PublicKey struct {
+	ID  string
+	Key *rsa.PublicKey
+	// NotAfter is when the key stops being accepted (a Retiring key's grace end); nil: no end.
+	NotAfter *time.Time
+	Active   bool
+}
+
+// KeyParser turns a status PEM into a key; the index memoises it per key ID.
+type KeyParser func(id, pem string) (*rsa.PublicKey, error)
+
+// ParsePublicKey is the uncached KeyParser.
+func ParsePublicKey(_ string, pem string) (*rsa.PublicKey, error) {
+	return keyutil.ParsePublicKey([]byte(pem))
+}
+
+// NewKeyRecord derives the record of a ServiceKey. Keys that do not parse are left
+// out (they cannot verify anything), and reported in the error for the index to log.
+func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
+	r := &KeyRecord{
+		UID:       sk.UID,
+		ClientID:  v1.ClientID(sk.Namespace, sk.Name),
+		Subject:   sk.Status.Subject,
+		Scopes:    sk.Spec.Scopes,
+		Audiences: sk.Spec.Audiences,
+		Suspended: sk.Spec.Suspended,
+		Ready:     meta.IsStatusConditionTrue(sk.Status.Conditions, v1.ConditionReady),
+	}
+	if sk.Spec.AccessTokenTTL != nil {
+		r.AccessTokenTTL = sk.Spec.AccessTokenTTL.Duration
+	}
+	switch {
+	case sk.Spec.ExpiresAt != nil:
+		r.Expiry = &sk.Spec.ExpiresAt.Time
+	case sk.Spec.Validity != nil:
+		t := sk.CreationTimestamp.Add(sk.Spec.Validity.Duration)
+		r.Expiry = &t
+	}
+	var firstErr error
+	for _, c := range sk.Spec.AllowedCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			firstErr = fmt.Errorf("allowedCIDRs entry %q: %w", c, err)
+			// An unparsable entry must not widen access: allow nothing rather than anything.
+			p = netip.Prefix{}
+		}
+		r.AllowedCIDRs = append(r.AllowedCIDRs, p)
+	}
+	for _, k := range sk.Status.Keys {
+		pub, err := parse(k.KeyID, k.PublicKey)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("public key %s: %w", k.KeyID, err)
+			}
+			continue
+		}
+		r.Keys = append(r.Keys, PublicKey{ID: k.KeyID, Key: pub, NotAfter: timeOf(k.NotAfter), Active: k.State == v1.KeyActive})
+	}
+	return r, firstErr
+}
+
+func timeOf(t *metav1.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	return &t.Time
+}
+
+// usableKeys are the keys that verify grants at now: the Active key and Retiring keys
+// within their grace period.
+func (r *KeyRecord) usableKeys(now time.Time) []PublicKey {
+	var out []PublicKey
+	for _, k := range r.Keys {
+		if k.NotAfter == nil || now.Before(*k.NotAfter) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// refusal says why no grant of this ServiceKey is accepted at now, or "" when they are.
+func (r *KeyRecord) refusal(now time.Time) string {
+	switch {
+	case r.Suspended:
+		return "the ServiceKey " + r.ClientID + " is suspended"
+	case r.Expiry != nil && !now.Before(*r.Expiry):
+		return "the ServiceKey " + r.ClientID + " has expired"
+	case !r.Ready:
+		return "the ServiceKey " + r.ClientID + " is not Ready (see its Ready condition)"
+	}
+	return ""
+}
