@@ -32,6 +32,7 @@ help: ## Show this help.
 manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and RBAC (config/rbac) from the markers.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac/controller
+	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-token-server paths="./tokenserver/..." output:rbac:artifacts:config=config/rbac/token-server
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code (api/**/zz_generated.deepcopy.go).

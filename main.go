@@ -28,9 +28,15 @@ import (
 
 	goruntime "runtime"
 
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
 	uberzap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -43,12 +49,14 @@ import (
 
 	authv1alpha1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
 const usage = `Usage: servicekey-operator <command> [flags]
 
 Commands:
-  controller   run the ServiceKey controller (key pairs, Secrets, status)
+  controller     run the ServiceKey controller (key pairs, Secrets, status)
+  token-server   run the OAuth 2.0 token server (RFC 7523 grants -> RFC 9068 access tokens)
 
 Run 'servicekey-operator <command> -h' for a command's flags.
 `
@@ -69,6 +77,8 @@ func run(args []string, stderr io.Writer) int {
 	switch args[0] {
 	case "controller":
 		return runController(args[1:], stderr)
+	case "token-server":
+		return runTokenServer(args[1:], stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return 0
@@ -223,4 +233,119 @@ func restConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
 	return cfg, nil
+}
+
+// tokenServerFlags are the token-server subcommand's flags.
+type tokenServerFlags struct {
+	kubeconfig     string
+	opts           tokenserver.Options
+	signingSecret  string
+	namespaces     string
+	audiences      string
+	trustedProxies string
+	zapOpts        zap.Options
+}
+
+func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, error) {
+	f := &tokenServerFlags{}
+	fs := flag.NewFlagSet("token-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: $KUBECONFIG, in-cluster config, ~/.kube/config")
+	fs.StringVar(&f.opts.Listen, "listen", ":8080", "address of the token server (HTTP; terminate TLS in front of it)")
+	fs.StringVar(&f.opts.Issuer, "issuer", "", "issuer identifier (RFC 8414), e.g. https://token.example.com (required)")
+	fs.StringVar(&f.opts.TokenURL, "token-url", "", "public URL of the token endpoint; default: <issuer>/oauth2/token")
+	fs.StringVar(&f.signingSecret, "signing-key-secret", "", "namespace/name of the signing-key Secret (required)")
+	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose ServiceKeys are served; default: all")
+	fs.StringVar(&f.audiences, "default-audience", "", "comma-separated aud of tokens of ServiceKeys without spec.audiences; default: the issuer")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
+	fs.DurationVar(&f.opts.MaxTTL, "max-access-token-ttl", time.Hour, "cap on every ServiceKey's accessTokenTTL")
+	fs.IntVar(&f.opts.ReplayCacheSize, "replay-cache-size", 100000, "assertion IDs remembered at once (jti replay protection)")
+	f.zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, f.complete()
+}
+
+// complete checks and converts the flag values into Options.
+func (f *tokenServerFlags) complete() error {
+	if f.opts.Issuer == "" {
+		return errors.New("--issuer is required")
+	}
+	ns, name, ok := strings.Cut(f.signingSecret, "/")
+	if !ok || ns == "" || name == "" {
+		return errors.New("--signing-key-secret must be namespace/name")
+	}
+	f.opts.SigningSecret = types.NamespacedName{Namespace: ns, Name: name}
+	f.opts.Namespaces = splitList(f.namespaces)
+	f.opts.DefaultAudience = splitList(f.audiences)
+	if len(f.opts.DefaultAudience) == 0 {
+		f.opts.DefaultAudience = []string{f.opts.Issuer}
+	}
+	for _, c := range splitList(f.trustedProxies) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		f.opts.TrustedProxies = append(f.opts.TrustedProxies, p)
+	}
+	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 {
+		return errors.New("--max-access-token-ttl and --replay-cache-size must be positive")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func runTokenServer(args []string, stderr io.Writer) int {
+	f, err := parseTokenServerFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "token-server: %v\n", err)
+		return exitUsage
+	}
+	capVerbosity(&f.zapOpts, controllers.MaxLogVerbosity)
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
+	log := ctrl.Log.WithName("token-server")
+	if err := serveTokens(f, log); err != nil {
+		log.Error(err, "token server stopped")
+		return 1
+	}
+	return 0
+}
+
+func serveTokens(f *tokenServerFlags, log logr.Logger) error {
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("register core types: %w", err)
+	}
+	if err := authv1alpha1.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("register ServiceKey types: %w", err)
+	}
+	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
+	ctx := ctrl.SetupSignalHandler()
+	running, err := tokenserver.Start(ctx, cfg, scheme, f.opts)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
+	<-ctx.Done()
+	return nil
 }

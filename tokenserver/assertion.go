@@ -100,7 +100,11 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 		}
 		return nil, newError(code, "the assertion is not a well-formed JWT")
 	}
-	for _, check := range claimChecks {
+	checks := grantChecks
+	if code == CodeInvalidClient {
+		checks = clientAuthChecks
+	}
+	for _, check := range checks {
 		if why := check(&claims, rec, now, p); why != "" {
 			return nil, newError(code, why)
 		}
@@ -139,8 +143,13 @@ func keyIDOf(kid string, set jwt.VerificationKeySet) string {
 // the claims fail it, or "".
 type claimCheck func(c *AssertionClaims, rec *KeyRecord, now time.Time, p AssertionPolicy) string
 
-// claimChecks run in order; the first failure is the answer.
-var claimChecks = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectMatches}
+// grantChecks run in order on a jwt-bearer grant (RFC 7523 §2.1); the first failure
+// is the answer. clientAuthChecks are the same for a client assertion (§2.2), whose
+// sub must be the client_id (§3, item 2.B).
+var (
+	grantChecks      = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectMatches}
+	clientAuthChecks = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectIsClientID}
+)
 
 func expRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.ExpiresAt == nil {
@@ -199,6 +208,13 @@ func audienceAccepted(c *AssertionClaims, _ *KeyRecord, _ time.Time, p Assertion
 func subjectMatches(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.Subject != "" && c.Subject != rec.Subject {
 		return "the assertion's sub does not match the subject of " + rec.ClientID
+	}
+	return ""
+}
+
+func subjectIsClientID(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ AssertionPolicy) string {
+	if c.Subject != rec.ClientID {
+		return "a client assertion's sub must be the client_id " + rec.ClientID + " (RFC 7523 §3)"
 	}
 	return ""
 }

@@ -169,10 +169,35 @@ func TestVerifyAssertion(t *testing.T) {
 	}
 }
 
-func TestVerifyAssertionClientAuthCode(t *testing.T) {
-	_, err := VerifyAssertion("x", now, testPolicy, mapLookup{}, CodeInvalidClient)
-	if err == nil || err.Code != CodeInvalidClient || err.Status != 401 {
-		t.Fatalf("got %+v, want invalid_client 401", err)
+func TestVerifyClientAssertion(t *testing.T) {
+	k := newPair(t)
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
+	cases := map[string]struct {
+		sub  any
+		want string
+	}{
+		"sub is the client_id":     {"team/app", ""},
+		"sub is the key's subject": {"system:servicekey:team:app", "sub must be the client_id"},
+		"no sub":                   {nil, "sub must be the client_id"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := sign(t, jwt.SigningMethodRS256, k.priv, k.id, func(c jwt.MapClaims) {
+				if tc.sub == nil {
+					delete(c, "sub")
+				} else {
+					c["sub"] = tc.sub
+				}
+			})
+			_, err := VerifyAssertion(a, now, testPolicy, lookup, CodeInvalidClient)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || err.Code != CodeInvalidClient || err.Status != 401 || !strings.Contains(err.Description, tc.want)):
+				t.Fatalf("got %+v, want invalid_client 401 %q", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -60,9 +60,18 @@ type PublicKey struct {
 // KeyParser turns a status PEM into a key; the index memoises it per key ID.
 type KeyParser func(id, pem string) (*rsa.PublicKey, error)
 
-// ParsePublicKey is the uncached KeyParser.
-func ParsePublicKey(_ string, pem string) (*rsa.PublicKey, error) {
-	return keyutil.ParsePublicKey([]byte(pem))
+// ParsePublicKey is the uncached KeyParser. It checks that id is the key's RFC 7638
+// thumbprint, so a status whose keyID and PEM disagree can never bind a kid to
+// another key.
+func ParsePublicKey(id string, pem string) (*rsa.PublicKey, error) {
+	pub, err := keyutil.ParsePublicKey([]byte(pem))
+	if err != nil {
+		return nil, err
+	}
+	if got, err := keyutil.KeyID(pub); err != nil || got != id {
+		return nil, fmt.Errorf("keyID %s is not the thumbprint of its public key", id)
+	}
+	return pub, nil
 }
 
 // NewKeyRecord derives the record of a ServiceKey. Keys that do not parse are left

@@ -1,0 +1,192 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"encoding/json"
+	"errors"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/go-logr/logr"
+)
+
+// Grant and assertion type URNs (RFC 7523 §2.1, §2.2).
+const (
+	GrantTypeJWTBearer    = "urn:ietf:params:oauth:grant-type:jwt-bearer" //nolint:gosec // a URN, not a credential
+	GrantTypeClientCreds  = "client_credentials"
+	ClientAssertionJWTURN = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+)
+
+// MaxBodyBytes bounds a token request: a form with a 4096-bit RS512 assertion is
+// well under 8 KiB.
+const MaxBodyBytes = 64 << 10
+
+// TokenHandler serves POST /oauth2/token (RFC 6749 §3.2, RFC 7523 §2).
+type TokenHandler struct {
+	Exchanger *Exchanger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// Log receives one audit line per request.
+	Log logr.Logger
+	// Observe, when set, records metrics of each request.
+	Observe func(grantType, outcome string)
+}
+
+// ServeHTTP answers a token request: a token, or an RFC 6749 §5.2 error — never a 500
+// for bad input.
+func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	form, err := h.readForm(w, r)
+	grantType := form.Get("grant_type")
+	addr := clientAddr(r, h.TrustedProxies)
+	var resp *TokenResponse
+	var out Outcome
+	if err == nil {
+		resp, out, err = h.dispatch(form, addr)
+	}
+	outcome := "issued"
+	if err != nil {
+		outcome = err.Code
+		err.Write(w, false)
+	} else {
+		writeJSON(w, http.StatusOK, resp)
+	}
+	h.audit(grantType, addr, out, outcome, err)
+}
+
+// readForm enforces the transport rules: POST only (§3.2), form encoding, a body
+// limit, and no repeated parameter (§3.2: parameters MUST NOT be included more than once).
+func (h *TokenHandler) readForm(w http.ResponseWriter, r *http.Request) (url.Values, *Error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, &Error{Code: CodeInvalidRequest, Description: "the token endpoint accepts POST only", Status: http.StatusMethodNotAllowed}
+	}
+	if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/x-www-form-urlencoded" {
+		return nil, newError(CodeInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &Error{Code: CodeInvalidRequest, Description: "the request body is too large", Status: http.StatusRequestEntityTooLarge}
+		}
+		return nil, newError(CodeInvalidRequest, "the body is not a valid form")
+	}
+	for name, values := range r.PostForm {
+		if len(values) > 1 {
+			return r.PostForm, newError(CodeInvalidRequest, "parameter "+safe(name)+" is repeated")
+		}
+	}
+	if len(r.URL.Query()) > 0 {
+		return r.PostForm, newError(CodeInvalidRequest, "parameters must be in the body, not the URL")
+	}
+	return r.PostForm, nil
+}
+
+// dispatch picks the grant handler (fosite's one handler per grant).
+func (h *TokenHandler) dispatch(form url.Values, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	switch form.Get("grant_type") {
+	case "":
+		return nil, Outcome{}, newError(CodeInvalidRequest, "grant_type is missing")
+	case GrantTypeJWTBearer:
+		if form.Get("assertion") == "" {
+			return nil, Outcome{}, newError(CodeInvalidRequest, "assertion is missing (RFC 7523 §2.1)")
+		}
+		return h.Exchanger.Exchange(Request{Assertion: form.Get("assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidGrant})
+	case GrantTypeClientCreds:
+		return h.clientCredentials(form, addr)
+	default:
+		return nil, Outcome{}, newError(CodeUnsupportedGrantType, "grant_type "+safe(form.Get("grant_type"))+
+			" is not supported; use "+GrantTypeJWTBearer+" or client_credentials")
+	}
+}
+
+// clientCredentials authenticates the client with a JWT (RFC 7523 §2.2,
+// private_key_jwt) and issues a token for its own identity.
+func (h *TokenHandler) clientCredentials(form url.Values, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	if form.Get("client_assertion_type") != ClientAssertionJWTURN || form.Get("client_assertion") == "" {
+		return nil, Outcome{}, newError(CodeInvalidClient, "client_credentials needs client_assertion_type="+
+			ClientAssertionJWTURN+" and a client_assertion (RFC 7523 §2.2)")
+	}
+	resp, out, err := h.Exchanger.Exchange(Request{Assertion: form.Get("client_assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidClient})
+	if err == nil && form.Get("client_id") != "" && form.Get("client_id") != out.ClientID {
+		return nil, out, newError(CodeInvalidClient, "client_id does not match the client assertion's iss")
+	}
+	return resp, out, err
+}
+
+func (h *TokenHandler) audit(grantType string, addr netip.Addr, out Outcome, outcome string, err *Error) {
+	kv := []any{"grant_type", safe(grantType), "client_id", out.ClientID, "key_id", out.KeyID, "subject", out.Subject,
+		"scopes", out.Scopes, "client_addr", addr.String(), "outcome", outcome}
+	if err != nil {
+		kv = append(kv, "reason", err.Description)
+	}
+	h.Log.Info("token request", kv...)
+	if h.Observe != nil {
+		h.Observe(grantType, outcome)
+	}
+}
+
+// clientAddr is the peer address, or the rightmost X-Forwarded-For address not in
+// trusted when the peer itself is a trusted proxy.
+func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer = peer.Unmap()
+	if !inAny(trusted, peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer
+		}
+		if a = a.Unmap(); !inAny(trusted, a) {
+			return a
+		}
+	}
+	return peer
+}
+
+func inAny(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

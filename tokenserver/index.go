@@ -1,0 +1,107 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"crypto/rsa"
+	"sync"
+
+	"github.com/go-logr/logr"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// Index holds a KeyRecord per client_id, kept current by watch events on
+// ServiceKeys, so a deleted or suspended ServiceKey stops new tokens as soon as its
+// event arrives. Public keys are parsed once per key ID: a new record reuses the
+// parsed keys of the record it replaces.
+type Index struct {
+	mu       sync.RWMutex
+	byClient map[string]*KeyRecord
+	log      logr.Logger
+}
+
+// NewIndex returns an empty index.
+func NewIndex(log logr.Logger) *Index {
+	return &Index{byClient: map[string]*KeyRecord{}, log: log}
+}
+
+// Record implements Lookup.
+func (ix *Index) Record(clientID string) (*KeyRecord, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	r, ok := ix.byClient[clientID]
+	return r, ok
+}
+
+// Len is the number of indexed ServiceKeys.
+func (ix *Index) Len() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return len(ix.byClient)
+}
+
+// Handler is the informer event handler that maintains the index.
+func (ix *Index) Handler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { ix.upsert(obj) },
+		UpdateFunc: func(_, obj any) { ix.upsert(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if sk, ok := obj.(*v1.ServiceKey); ok {
+				ix.mu.Lock()
+				delete(ix.byClient, v1.ClientID(sk.Namespace, sk.Name))
+				ix.mu.Unlock()
+			}
+		},
+	}
+}
+
+func (ix *Index) upsert(obj any) {
+	sk, ok := obj.(*v1.ServiceKey)
+	if !ok {
+		return
+	}
+	id := v1.ClientID(sk.Namespace, sk.Name)
+	prev, _ := ix.Record(id)
+	rec, err := NewKeyRecord(sk, memoParser(prev))
+	if err != nil {
+		ix.log.Error(err, "ServiceKey partly unusable", "client_id", id)
+	}
+	ix.mu.Lock()
+	ix.byClient[id] = rec
+	ix.mu.Unlock()
+}
+
+// memoParser reuses the parsed keys of the previous record of the same ServiceKey.
+func memoParser(prev *KeyRecord) KeyParser {
+	known := map[string]*rsa.PublicKey{}
+	if prev != nil {
+		for _, k := range prev.Keys {
+			known[k.ID] = k.Key
+		}
+	}
+	return func(id, pem string) (*rsa.PublicKey, error) {
+		if k, ok := known[id]; ok {
+			return k, nil
+		}
+		return ParsePublicKey(id, pem)
+	}
+}

@@ -1,0 +1,158 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// RBAC of the token server: ServiceKeys read; status patched for lastUsedTime; its
+// one signing-key Secret read (the chart narrows secrets to it with resourceNames).
+//
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// Options configure a token server.
+type Options struct {
+	Issuer          string
+	TokenURL        string // default: Issuer + /oauth2/token
+	Listen          string
+	SigningSecret   types.NamespacedName
+	Namespaces      []string // empty: all
+	MaxTTL          time.Duration
+	DefaultAudience []string
+	TrustedProxies  []netip.Prefix
+	ReplayCacheSize int
+	Clock           clock.PassiveClock
+	Log             logr.Logger
+}
+
+// Running is a started token server.
+type Running struct {
+	Server *Server
+	Index  *Index
+	// Addr is the address the listener is bound to.
+	Addr net.Addr
+}
+
+// Start starts the caches and the HTTP listener; both stop when ctx is done.
+func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Options) (*Running, error) {
+	if o.TokenURL == "" {
+		o.TokenURL = o.Issuer + "/oauth2/token"
+	}
+	c, err := cache.New(cfg, cacheOptions(scheme, o))
+	if err != nil {
+		return nil, fmt.Errorf("create cache: %w", err)
+	}
+	ix := NewIndex(o.Log.WithName("index"))
+	x := &Exchanger{
+		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
+		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
+		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize), Clock: o.Clock, NewID: randomID,
+	}
+	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit")}
+	var synced atomic.Bool
+	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
+	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
+		return nil, err
+	}
+	if err := watch(ctx, c, &corev1.Secret{}, srv.SigningSecretHandler()); err != nil {
+		return nil, err
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		return nil, errors.New("the ServiceKey cache did not sync")
+	}
+	synced.Store(true)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", o.Listen, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		// ctx is done: shutting down needs a fresh deadline of its own.
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shutdown)
+	}()
+	return &Running{Server: srv, Index: ix, Addr: ln.Addr()}, nil
+}
+
+// cacheOptions: ServiceKeys without managedFields (validation never needs them), in
+// the configured namespaces; Secrets limited to the one signing-key Secret by name.
+func cacheOptions(scheme *runtime.Scheme, o Options) cache.Options {
+	opts := cache.Options{
+		Scheme:           scheme,
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {
+				Namespaces: map[string]cache.Config{o.SigningSecret.Namespace: {}},
+				Field:      fields.OneTermEqualSelector("metadata.name", o.SigningSecret.Name),
+			},
+		},
+	}
+	if len(o.Namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.Namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+func watch(ctx context.Context, c cache.Cache, obj client.Object, h toolscache.ResourceEventHandler) error {
+	inf, err := c.GetInformer(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("informer for %T: %w", obj, err)
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		return fmt.Errorf("event handler for %T: %w", obj, err)
+	}
+	return nil
+}
+
+// randomID is a 128-bit random token ID (jti).
+func randomID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,130 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+)
+
+// Server wires the endpoints: token, JWKS, RFC 8414 metadata, health and readiness.
+type Server struct {
+	// Issuer is the issuer identifier (RFC 8414 §2), e.g. https://token.example.com.
+	Issuer string
+	// TokenURL is the token endpoint's public URL.
+	TokenURL string
+	// Token serves the token endpoint.
+	Token *TokenHandler
+	// Synced reports whether the ServiceKey cache has synced.
+	Synced func() bool
+
+	keys atomic.Pointer[SigningKeys]
+	log  logr.Logger
+}
+
+// NewServer returns a server; its Exchanger reads the signing keys the server holds.
+func NewServer(issuer, tokenURL string, token *TokenHandler, synced func() bool, log logr.Logger) *Server {
+	s := &Server{Issuer: issuer, TokenURL: tokenURL, Token: token, Synced: synced, log: log}
+	token.Exchanger.Keys = s.keys.Load
+	return s
+}
+
+// SetSigningKeys replaces the signing keys (rotation without restart).
+func (s *Server) SetSigningKeys(ks *SigningKeys) { s.keys.Store(ks) }
+
+// SigningSecretHandler loads the signing keys from every version of the signing-key
+// Secret the informer delivers. A broken update keeps the previous keys.
+func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
+	load := func(obj any) {
+		secret, ok := obj.(*corev1.Secret)
+		if !ok {
+			return
+		}
+		ks, err := LoadSigningKeys(secret.Data)
+		if err != nil {
+			s.log.Error(err, "signing-key Secret unusable; keeping the previous keys", "secret", secret.Namespace+"/"+secret.Name)
+			return
+		}
+		s.SetSigningKeys(ks)
+		s.log.Info("signing keys loaded", "current", ks.Current.ID, "alg", ks.Current.Alg, "published", len(ks.Others)+1)
+	}
+	return toolscache.ResourceEventHandlerFuncs{AddFunc: load, UpdateFunc: func(_, obj any) { load(obj) }}
+}
+
+// Handler routes the server's endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/oauth2/token", s.Token)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.metadata)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	return mux
+}
+
+// Ready is true once the ServiceKey cache has synced and a signing key is loaded.
+func (s *Server) Ready() bool { return s.Synced() && s.keys.Load() != nil }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.Ready() {
+		http.Error(w, "not ready: waiting for the ServiceKey cache and the signing key", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok"))
+}
+
+// jwks serves the RFC 7517 key set: current, next and previous signing keys.
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	ks := s.keys.Load()
+	if ks == nil {
+		http.Error(w, "no signing key loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(ks.JWKS())
+}
+
+// Metadata is the RFC 8414 authorization server metadata document.
+type Metadata struct {
+	Issuer                     string   `json:"issuer"`
+	TokenEndpoint              string   `json:"token_endpoint"`
+	JWKSURI                    string   `json:"jwks_uri"`
+	GrantTypesSupported        []string `json:"grant_types_supported"`
+	ResponseTypesSupported     []string `json:"response_types_supported"`
+	TokenEndpointAuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAl []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+}
+
+func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
+	base := strings.TrimSuffix(s.Issuer, "/")
+	writeJSON(w, http.StatusOK, Metadata{
+		Issuer:                     s.Issuer,
+		TokenEndpoint:              s.TokenURL,
+		JWKSURI:                    base + "/.well-known/jwks.json",
+		GrantTypesSupported:        []string{GrantTypeJWTBearer, GrantTypeClientCreds},
+		ResponseTypesSupported:     []string{}, // no authorization endpoint
+		TokenEndpointAuthMethods:   []string{"private_key_jwt"},
+		TokenEndpointAuthSigningAl: AllowedAlgorithms,
+	})
+}

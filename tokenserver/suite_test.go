@@ -1,0 +1,215 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"github.com/servicekey-operator/servicekey-operator/controllers"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+)
+
+const (
+	ns         = "apps"
+	systemNS   = "servicekey-system"
+	signingKey = "token-signing"
+	tsUser     = "system:serviceaccount:servicekey-system:servicekey-operator-token-server"
+)
+
+var (
+	k8s      client.Client
+	server   *tokenserver.Running
+	baseURL  string
+	tokenURL string
+	logs     = &syncBuffer{}
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	env, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	k8s = env.Client
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.Level(zapcore.Level(-controllers.MaxLogVerbosity))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := setup(ctx, env); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func setup(ctx context.Context, env *testenv.Env) error {
+	for _, n := range []string{ns, systemNS} {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			return err
+		}
+	}
+	if err := writeSigningSecret(ctx, newSigningPEM()); err != nil {
+		return err
+	}
+	if err := startController(ctx, env); err != nil {
+		return err
+	}
+	cfg, err := asTokenServer(ctx, env)
+	if err != nil {
+		return err
+	}
+	issuer := "https://token.test"
+	server, err = tokenserver.Start(ctx, cfg, env.Scheme, tokenserver.Options{
+		Issuer: issuer, Listen: "127.0.0.1:0",
+		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
+		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000,
+		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("token-server"),
+	})
+	if err != nil {
+		return err
+	}
+	baseURL = "http://" + server.Addr.String()
+	// The server's public token URL is the issuer's; tests POST to the listener.
+	tokenURL = baseURL + "/oauth2/token"
+	return nil
+}
+
+func startController(ctx context.Context, env *testenv.Env) error {
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Cache: controllers.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+	})
+	if err != nil {
+		return err
+	}
+	r := &controllers.ServiceKeyReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
+		Keys: controllers.RSAKeys{}, Policy: controllers.Policy{TokenURI: "https://token.test/oauth2/token"},
+	}
+	if err := r.SetupWithManager(mgr, 2); err != nil {
+		return err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	return nil
+}
+
+// asTokenServer grants a user the least privilege the token server needs — the
+// generated ClusterRole without its Secret rule, plus a Role that reads only the
+// signing-key Secret by resourceNames, as the Helm chart does — and impersonates it.
+func asTokenServer(ctx context.Context, env *testenv.Env) (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "token-server", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(data, role); err != nil {
+		return nil, err
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if len(r.Resources) == 1 && r.Resources[0] == "secrets" {
+			continue
+		}
+		rules = append(rules, r)
+	}
+	role.Rules = rules
+	secretRole := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "token-signing-key", Namespace: systemNS},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"},
+			ResourceNames: []string{signingKey}, Verbs: []string{"get", "list", "watch"}}},
+	}
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: tsUser}}
+	objs := []client.Object{
+		role, secretRole,
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name}, Subjects: subject,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: secretRole.Name, Namespace: systemNS}, Subjects: subject,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: secretRole.Name}},
+	}
+	for _, o := range objs {
+		if err := k8s.Create(ctx, o); err != nil {
+			return nil, fmt.Errorf("create %T: %w", o, err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: tsUser}
+	return cfg, nil
+}
+
+func newSigningPEM() []byte {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// writeSigningSecret creates or replaces the signing-key Secret's data.
+func writeSigningSecret(ctx context.Context, current []byte, others ...[]byte) error {
+	data := map[string][]byte{tokenserver.SigningCurrent: current}
+	if len(others) > 0 {
+		data[tokenserver.SigningPrevious] = others[0]
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: signingKey, Namespace: systemNS}}
+	_, err := ctrl.CreateOrUpdate(ctx, k8s, s, func() error { s.Data = data; return nil })
+	return err
+}
