@@ -213,3 +213,9 @@ func writeSigningSecret(ctx context.Context, current []byte, others ...[]byte) e
 	_, err := ctrl.CreateOrUpdate(ctx, k8s, s, func() error { s.Data = data; return nil })
 	return err
 }
+
+func getSigningSecret(ctx context.Context) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: signingKey}, s)
+	return s, err
+}

@@ -1,0 +1,137 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+)
+
+// grant exchanges a fresh assertion signed with kf and returns status and body.
+func grant(t *testing.T, kf keyutil.KeyFile) response {
+	t.Helper()
+	return postForm(t, url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {signAssertion(t, kf, nil)}})
+}
+
+// refusedWithin polls grants until one is refused and returns how long that took.
+func refusedWithin(t *testing.T, kf keyutil.KeyFile, want string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	eventually(t, "grants of "+kf.ClientID+" refused", func() (bool, string) {
+		r := grant(t, kf)
+		return r.status == 400 && strings.Contains(r.body, want), r.body
+	})
+	return time.Since(start)
+}
+
+func TestRevocationByDeleteAndSuspend(t *testing.T) {
+	cases := map[string]struct {
+		revoke func(t *testing.T, name string)
+		want   string
+	}{
+		"suspend": {func(t *testing.T, name string) {
+			patchKey(t, name, func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
+		}, "is suspended"},
+		"delete": {func(t *testing.T, name string) {
+			sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+			if err := k8s.Delete(context.Background(), sk); err != nil {
+				t.Fatal(err)
+			}
+		}, "unknown client_id"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			kf := readyKey(t, "revoke-"+name, v1.ServiceKeySpec{})
+			if r := grant(t, kf); r.status != 200 {
+				t.Fatalf("before revocation: %d %s", r.status, r.body)
+			}
+			tc.revoke(t, "revoke-"+name)
+			took := refusedWithin(t, kf, tc.want)
+			t.Logf("%s: grants refused %v after the API call returned", name, took.Round(time.Millisecond))
+		})
+	}
+}
+
+func TestServiceKeyRotationGrace(t *testing.T) {
+	old := readyKey(t, "rotating", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}}})
+	patchKey(t, "rotating", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "now"} })
+	current := waitKeyFile(t, "rotating", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != old.KeyID })
+	if r := grant(t, old); r.status != 200 {
+		t.Fatalf("the Retiring key was refused within its grace period: %s", r.body)
+	}
+	if r := grant(t, current); r.status != 200 {
+		t.Fatalf("the new key was refused: %s", r.body)
+	}
+	took := refusedWithin(t, old, "is not a usable key")
+	t.Logf("Retiring key refused %v after rotation (grace period 3s)", took.Round(time.Millisecond))
+	if r := grant(t, current); r.status != 200 {
+		t.Fatalf("the new key stopped working: %s", r.body)
+	}
+}
+
+func TestSigningKeyRotationKeepsTokensVerifiable(t *testing.T) {
+	kf := readyKey(t, "signing-rotation", v1.ServiceKeySpec{})
+	before := accessToken(t, kf)
+	_, oldHeader := verifyAccessToken(t, before)
+
+	// Rotate: a new current key, the old one kept as previous.
+	if err := rotateSigningKey(); err != nil {
+		t.Fatal(err)
+	}
+	var after string
+	eventually(t, "the server to sign with the new key", func() (bool, string) {
+		after = accessToken(t, kf)
+		_, h := verifyAccessToken(t, after)
+		return h["kid"] != oldHeader["kid"], "still the old kid"
+	})
+	// The token signed before the rotation still verifies through the JWKS.
+	verifyAccessToken(t, before)
+	if n := len(jwks(t).Keys); n != 2 {
+		t.Errorf("JWKS has %d keys, want current and previous", n)
+	}
+}
+
+func accessToken(t *testing.T, kf keyutil.KeyFile) string {
+	t.Helper()
+	r := grant(t, kf)
+	var tr tokenserver.TokenResponse
+	if r.status != 200 || json.Unmarshal([]byte(r.body), &tr) != nil {
+		t.Fatalf("grant: %d %s", r.status, r.body)
+	}
+	return tr.AccessToken
+}
+
+// rotateSigningKey moves current to previous and installs a new current key, as the
+// signing-key rotation does.
+func rotateSigningKey() error {
+	ctx := context.Background()
+	s, err := getSigningSecret(ctx)
+	if err != nil {
+		return err
+	}
+	return writeSigningSecret(ctx, newSigningPEM(), s.Data[tokenserver.SigningCurrent])
+}
