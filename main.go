@@ -260,6 +260,10 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	fs.DurationVar(&f.opts.MaxTTL, "max-access-token-ttl", time.Hour, "cap on every ServiceKey's accessTokenTTL")
 	fs.IntVar(&f.opts.ReplayCacheSize, "replay-cache-size", 100000, "assertion IDs remembered at once (jti replay protection)")
+	fs.Float64Var(&f.opts.RateLimit, "rate-limit", 10, "token requests per second per client (0 disables); excess gets 429 with Retry-After")
+	fs.IntVar(&f.opts.RateBurst, "rate-burst", 20, "burst of the per-client rate limit")
+	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
+	fs.StringVar(&f.opts.MetricsListen, "metrics-bind-address", ":9090", "address of the Prometheus metrics endpoint (empty disables it)")
 	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

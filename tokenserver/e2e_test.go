@@ -266,3 +266,33 @@ func signAssertion(t *testing.T, kf keyutil.KeyFile, mutate func(gojwt.MapClaims
 	}
 	return s
 }
+
+func TestLastUsedTimeAndMetrics(t *testing.T) {
+	kf := readyKey(t, "used", v1.ServiceKeySpec{})
+	if r := grant(t, kf); r.status != 200 {
+		t.Fatalf("grant: %d %s", r.status, r.body)
+	}
+	eventually(t, "status.lastUsedTime", func() (bool, string) {
+		sk := &v1.ServiceKey{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "used"}, sk); err != nil {
+			return false, err.Error()
+		}
+		return sk.Status.LastUsedTime != nil && time.Since(sk.Status.LastUsedTime.Time) < time.Minute, fmt.Sprint(sk.Status.LastUsedTime)
+	})
+	resp, err := http.Get("http://" + server.MetricsAddr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{
+		`servicekey_token_requests_total{grant_type="jwt-bearer",outcome="issued"}`,
+		`servicekey_token_requests_total{grant_type="other",outcome="unsupported_grant_type"}`,
+		`servicekey_token_request_duration_seconds_bucket{grant_type="jwt-bearer"`,
+		`servicekey_token_keys_indexed`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

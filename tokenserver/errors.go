@@ -20,7 +20,10 @@ package tokenserver
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Error codes of RFC 6749 §5.2, plus RFC 6750 §3.1's invalid_token for introspection
@@ -44,6 +47,8 @@ type Error struct {
 	Description string `json:"error_description,omitempty"`
 	// Status is the HTTP status: 400, or 401 for invalid_client (§5.2), or 429/405.
 	Status int `json:"-"`
+	// RetryAfter, when positive, is sent as Retry-After (seconds) with a 429.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // Error implements error.
@@ -65,6 +70,9 @@ func (e *Error) Write(w http.ResponseWriter, usedBasic bool) {
 	h.Set("Content-Type", "application/json;charset=UTF-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
 	if e.Code == CodeInvalidClient && usedBasic {
 		h.Set("WWW-Authenticate", `Basic realm="servicekey"`)
 	}

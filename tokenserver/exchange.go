@@ -63,6 +63,9 @@ type Exchanger struct {
 	// Clock and NewID are injected: time and randomness.
 	Clock clock.PassiveClock
 	NewID func() string
+	// Limiter rate-limits each client (nil: no limit); Used records lastUsedTime (nil: off).
+	Limiter *Limiter
+	Used    *LastUsed
 }
 
 // Request is one grant: the assertion, the requested scope (form parameter; empty
@@ -94,6 +97,10 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 		return nil, out, newError(CodeUnauthorizedClient, "requests from "+r.ClientAddr.String()+
 			" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
 	}
+	if ok, wait := x.Limiter.Allow(rec.ClientID, now); !ok {
+		return nil, out, &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + rec.ClientID +
+			"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
+	}
 	if jti := v.Claims.ID; jti != "" {
 		if e := x.Replay.Record(rec.ClientID+"\x00"+jti, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now); e != nil {
 			return nil, out, e
@@ -112,6 +119,7 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	if err != nil {
 		return nil, out, &Error{Code: "server_error", Description: "could not sign the access token", Status: http.StatusInternalServerError}
 	}
+	x.Used.Note(rec.ClientID)
 	return resp, out, nil
 }
 

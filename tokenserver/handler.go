@@ -25,6 +25,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -47,13 +48,14 @@ type TokenHandler struct {
 	TrustedProxies []netip.Prefix
 	// Log receives one audit line per request.
 	Log logr.Logger
-	// Observe, when set, records metrics of each request.
-	Observe func(grantType, outcome string)
+	// Metrics, when set, records each request.
+	Metrics *Metrics
 }
 
 // ServeHTTP answers a token request: a token, or an RFC 6749 §5.2 error — never a 500
 // for bad input.
 func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	form, err := h.readForm(w, r)
 	grantType := form.Get("grant_type")
 	addr := clientAddr(r, h.TrustedProxies)
@@ -70,6 +72,9 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, resp)
 	}
 	h.audit(grantType, addr, out, outcome, err)
+	if h.Metrics != nil {
+		h.Metrics.Observe(grantType, outcome, time.Since(start))
+	}
 }
 
 // readForm enforces the transport rules: POST only (§3.2), form encoding, a body
@@ -140,9 +145,6 @@ func (h *TokenHandler) audit(grantType string, addr netip.Addr, out Outcome, out
 		kv = append(kv, "reason", err.Description)
 	}
 	h.Log.Info("token request", kv...)
-	if h.Observe != nil {
-		h.Observe(grantType, outcome)
-	}
 }
 
 // clientAddr is the peer address, or the rightmost X-Forwarded-For address not in

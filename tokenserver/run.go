@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -60,8 +62,15 @@ type Options struct {
 	DefaultAudience []string
 	TrustedProxies  []netip.Prefix
 	ReplayCacheSize int
-	Clock           clock.PassiveClock
-	Log             logr.Logger
+	// RateLimit is token requests per second per client (0: off), RateBurst its burst.
+	RateLimit float64
+	RateBurst int
+	// LastUsedGranularity: status.lastUsedTime is written at most this often per key.
+	LastUsedGranularity time.Duration
+	// MetricsListen serves Prometheus /metrics ("": off).
+	MetricsListen string
+	Clock         clock.PassiveClock
+	Log           logr.Logger
 }
 
 // Running is a started token server.
@@ -70,6 +79,8 @@ type Running struct {
 	Index  *Index
 	// Addr is the address the listener is bound to.
 	Addr net.Addr
+	// MetricsAddr is the metrics listener's address (nil: no metrics listener).
+	MetricsAddr net.Addr
 }
 
 // Start starts the caches and the HTTP listener; both stop when ctx is done.
@@ -82,12 +93,24 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		return nil, fmt.Errorf("create cache: %w", err)
 	}
 	ix := NewIndex(o.Log.WithName("index"))
+	writer, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("create client: %w", err)
+	}
+	used := NewLastUsed(writer, o.LastUsedGranularity, o.Clock, o.Log.WithName("last-used"))
+	go used.Run(ctx)
+	reg := prometheus.NewRegistry()
+	metrics, err := NewMetrics(reg, ix)
+	if err != nil {
+		return nil, err
+	}
 	x := &Exchanger{
+		Limiter: NewLimiter(o.RateLimit, o.RateBurst), Used: used,
 		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
 		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize), Clock: o.Clock, NewID: randomID,
 	}
-	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit")}
+	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
 	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
@@ -105,7 +128,24 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.Listen, err)
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	serve(ctx, ln, srv.Handler())
+	running := &Running{Server: srv, Index: ix, Addr: ln.Addr()}
+	if o.MetricsListen != "" {
+		mln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", o.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		serve(ctx, mln, mux)
+		running.MetricsAddr = mln.Addr()
+	}
+	return running, nil
+}
+
+// serve runs an HTTP server on ln until ctx is done.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	go func() {
 		<-ctx.Done()
@@ -114,7 +154,6 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		defer cancel()
 		_ = hs.Shutdown(shutdown)
 	}()
-	return &Running{Server: srv, Index: ix, Addr: ln.Addr()}, nil
 }
 
 // cacheOptions: ServiceKeys without managedFields (validation never needs them), in

@@ -124,6 +124,7 @@ func setup(ctx context.Context, env *testenv.Env) error {
 		Issuer: issuer, Listen: "127.0.0.1:0",
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
 		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000,
+		LastUsedGranularity: time.Hour, MetricsListen: "127.0.0.1:0",
 		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("token-server"),
 	})
 	if err != nil {
