@@ -11,6 +11,8 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
+# Files controller-gen writes (checked by verify-generated).
+GENERATED := config/crd/bases config/rbac api/v1alpha1/zz_generated.deepcopy.go
 # go test flags; e.g. `make test GOTESTFLAGS='-run TestValidation -v'`.
 GOTESTFLAGS ?=
 # Flags of `make demo`, e.g. DEMO_FLAGS=--exit.
@@ -52,8 +54,8 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (config: .golangci.yml).
 
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files differ from what is committed.
-	@git diff --exit-code -- config api || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
-	@test -z "$$(git status --porcelain -- config api)" || { git status --porcelain -- config api; echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { git status --porcelain -- $(GENERATED); echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
 
 .PHONY: envtest
 envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.

@@ -99,6 +99,8 @@ type controllerFlags struct {
 	tokenURI         string
 	allowCustomSubj  bool
 	workers          int
+	signingSecret    string
+	signing          controllers.SigningPolicy
 	zapOpts          zap.Options
 }
 
@@ -115,6 +117,10 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	fs.StringVar(&f.tokenURI, "token-uri", "", "token endpoint URL written into key files (token_uri), e.g. https://token.example.com/oauth2/token")
 	fs.BoolVar(&f.allowCustomSubj, "allow-custom-subjects", false, "allow spec.subject to name identities other than system:servicekey:<namespace>:<name>")
 	fs.IntVar(&f.workers, "max-concurrent-reconciles", goruntime.NumCPU(), "ServiceKeys reconciled in parallel (key generation is CPU-bound)")
+	fs.StringVar(&f.signingSecret, "signing-key-secret", "", "namespace/name of the token server's signing-key Secret to manage (empty: not managed)")
+	fs.StringVar(&f.signing.Algorithm, "signing-key-algorithm", "ES256", "algorithm of the token server's signing keys: ES256 or RS256")
+	fs.DurationVar(&f.signing.Every, "signing-key-rotation", 720*time.Hour, "rotation period of the token server's signing keys")
+	fs.DurationVar(&f.signing.MaxTokenTTL, "max-access-token-ttl", time.Hour, "the token server's --max-access-token-ttl: how long a previous signing key stays published")
 	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -124,6 +130,12 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	}
 	if f.workers < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.workers)
+	}
+	if f.signing.Algorithm != "ES256" && f.signing.Algorithm != "RS256" {
+		return nil, fmt.Errorf("--signing-key-algorithm must be ES256 or RS256, got %q", f.signing.Algorithm)
+	}
+	if f.signing.Every <= f.signing.MaxTokenTTL {
+		return nil, errors.New("--signing-key-rotation must be longer than --max-access-token-ttl")
 	}
 	return f, nil
 }
@@ -193,6 +205,18 @@ func startController(f *controllerFlags) error {
 	}
 	if err := r.SetupWithManager(mgr, f.workers); err != nil {
 		return err
+	}
+	if f.signingSecret != "" {
+		ns, name, ok := strings.Cut(f.signingSecret, "/")
+		if !ok || ns == "" || name == "" {
+			return errors.New("--signing-key-secret must be namespace/name")
+		}
+		if err := mgr.Add(&controllers.SigningKeyManager{
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: types.NamespacedName{Namespace: ns, Name: name},
+			Policy: f.signing, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("signing-keys"),
+		}); err != nil {
+			return fmt.Errorf("add signing-key manager: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)

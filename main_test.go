@@ -30,13 +30,21 @@ func TestRunCommandLine(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		"no command":           {args: nil, wantCode: exitUsage, wantOut: "Usage: servicekey-operator <command>"},
-		"unknown command":      {args: []string{"frobnicate"}, wantCode: exitUsage, wantOut: `unknown command "frobnicate"`},
-		"help":                 {args: []string{"help"}, wantCode: 0, wantOut: "controller"},
-		"--help":               {args: []string{"--help"}, wantCode: 0, wantOut: "Commands:"},
-		"controller -h":        {args: []string{"controller", "-h"}, wantCode: 0, wantOut: "-leader-elect"},
-		"controller bad flag":  {args: []string{"controller", "--no-such-flag"}, wantCode: exitUsage, wantOut: "flag provided but not defined"},
-		"controller extra arg": {args: []string{"controller", "extra"}, wantCode: exitUsage, wantOut: "unexpected arguments"},
+		"no command":                       {args: nil, wantCode: exitUsage, wantOut: "Usage: servicekey-operator <command>"},
+		"unknown command":                  {args: []string{"frobnicate"}, wantCode: exitUsage, wantOut: `unknown command "frobnicate"`},
+		"help":                             {args: []string{"help"}, wantCode: 0, wantOut: "controller"},
+		"--help":                           {args: []string{"--help"}, wantCode: 0, wantOut: "Commands:"},
+		"controller -h":                    {args: []string{"controller", "-h"}, wantCode: 0, wantOut: "-leader-elect"},
+		"controller bad flag":              {args: []string{"controller", "--no-such-flag"}, wantCode: exitUsage, wantOut: "flag provided but not defined"},
+		"controller extra arg":             {args: []string{"controller", "extra"}, wantCode: exitUsage, wantOut: "unexpected arguments"},
+		"controller bad signing algorithm": {args: []string{"controller", "--signing-key-algorithm", "HS256"}, wantCode: exitUsage, wantOut: "ES256 or RS256"},
+		"controller rotation under token TTL": {args: []string{"controller", "--signing-key-rotation", "30m"}, wantCode: exitUsage,
+			wantOut: "--signing-key-rotation must be longer than --max-access-token-ttl"},
+		"token-server -h":         {args: []string{"token-server", "-h"}, wantCode: 0, wantOut: "-signing-key-secret"},
+		"token-server no issuer":  {args: []string{"token-server"}, wantCode: exitUsage, wantOut: "--issuer is required"},
+		"token-server bad secret": {args: []string{"token-server", "--issuer", "https://t", "--signing-key-secret", "nons"}, wantCode: exitUsage, wantOut: "namespace/name"},
+		"token-server bad proxy CIDR": {args: []string{"token-server", "--issuer", "https://t", "--signing-key-secret", "a/b", "--trusted-proxies", "10.0.0.0/99"},
+			wantCode: exitUsage, wantOut: "--trusted-proxies"},
 		"controller bad kubeconfig": {
 			args:     []string{"controller", "--kubeconfig", "/nonexistent/kubeconfig", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
 			wantCode: 1, wantOut: "",

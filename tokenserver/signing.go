@@ -30,15 +30,16 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 )
 
-// Data keys of the signing-key Secret. The key in `current.pem` signs; `next.pem` is
-// published in the JWKS before it signs, so resource servers already know it when the
-// rotation happens; `previous.pem` stays published until the tokens it signed expired.
+// Data keys of the signing-key Secret (see keyutil): current signs; next and previous
+// are published in the JWKS only.
 const (
-	SigningCurrent  = "current.pem"
-	SigningNext     = "next.pem"
-	SigningPrevious = "previous.pem"
+	SigningCurrent  = keyutil.SigningCurrent
+	SigningNext     = keyutil.SigningNext
+	SigningPrevious = keyutil.SigningPrevious
 )
 
 // SigningKey is one server signing key.

@@ -66,3 +66,13 @@ func ParseKeyFile(data []byte) (KeyFile, error) {
 	}
 	return k, nil
 }
+
+// Data keys of the token server's signing-key Secret, written by the controller and
+// read by the token server. The key in SigningCurrent signs; SigningNext is published
+// in the JWKS a full rotation period before it signs, so resource servers know it in
+// advance; SigningPrevious stays published until the tokens it signed have expired.
+const (
+	SigningCurrent  = "current.pem"
+	SigningNext     = "next.pem"
+	SigningPrevious = "previous.pem"
+)
