@@ -48,10 +48,12 @@ type Desired struct {
 	RequeueAfter time.Duration
 }
 
-// NewKey is a freshly generated key pair and its encodings.
+// NewKey is a freshly generated key pair and its encodings, and a fresh client
+// secret when the decision asked for one.
 type NewKey struct {
-	Key *rsa.PrivateKey
-	PEM []byte
+	Key          *rsa.PrivateKey
+	PEM          []byte
+	ClientSecret string
 }
 
 // Build computes the desired Secret, status and events from what was observed, the
@@ -68,10 +70,21 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 		SecretName:         secretName(k),
 		Keys:               append([]v1.PublicKey(nil), k.Status.Keys...),
 		LastRotationTime:   k.Status.LastRotationTime,
+		ClientSecretHash:   k.Status.ClientSecretHash,
 	}
 	var out Desired
+	secretValue, err := clientSecretOf(k, d, newKey)
+	if err != nil {
+		return Desired{}, err
+	}
+	if d.BlockedReason == "" { // a blocked ServiceKey keeps what it published
+		st.ClientSecretHash = ""
+		if secretValue != "" {
+			st.ClientSecretHash = keyutil.HashClientSecret(secretValue)
+		}
+	}
 	if d.Rekey != "" {
-		if newKey == nil {
+		if newKey == nil || newKey.Key == nil {
 			return Desired{}, fmt.Errorf("decision %s needs a new key", d.Rekey)
 		}
 		ev, err := rotate(&st, k, d.Rekey, newKey, now)
@@ -95,7 +108,7 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretConflict, "Skip", d.BlockedMessage})
 	}
 	if d.BlockedReason == "" {
-		content, err := secretContent(o, d, p, st, newKey)
+		content, err := secretContent(o, d, p, st, newKey, secretValue)
 		if err != nil {
 			return Desired{}, err
 		}
@@ -104,6 +117,22 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 	out.Status = st
 	out.RequeueAfter = requeueAfter(k, st, o.Now)
 	return out, nil
+}
+
+// clientSecretOf is the client secret to keep or write: none when disabled, the new
+// one when the decision asked for it, else the one in the Secret.
+func clientSecretOf(k *v1.ServiceKey, d Decision, nk *NewKey) (string, error) {
+	switch {
+	case !clientSecretEnabled(k) || d.BlockedReason != "":
+		return "", nil
+	case d.NewClientSecret:
+		if nk == nil || nk.ClientSecret == "" {
+			return "", fmt.Errorf("decision asks for a client secret, none was generated")
+		}
+		return nk.ClientSecret, nil
+	default:
+		return d.secret.clientSecret, nil
+	}
 }
 
 // rotate makes newKey the Active key and turns the previous Active key Retiring for

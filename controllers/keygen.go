@@ -19,6 +19,7 @@ package controllers
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"fmt"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
@@ -54,3 +55,12 @@ func (RSAKeys) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error) 
 // logs request and response bodies from V(8) on, and a key Secret's body is its
 // private key, so anything above 7 is clamped (see main.go).
 const MaxLogVerbosity = 7
+
+// RandomSecret is a client secret: 256 random bits, base64url.
+func RandomSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("read random bytes: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

@@ -111,10 +111,11 @@ var rekeyChecks = []rekeyCheck{noActiveKey, secretMissing, secretMismatch, priva
 
 // secretState is what the Secret says about the key it holds.
 type secretState struct {
-	key      *rsa.PrivateKey // nil when absent or unreadable
-	keyID    string
-	encoding v1.PrivateKeyEncoding
-	pem      []byte
+	key          *rsa.PrivateKey // nil when absent or unreadable
+	keyID        string
+	encoding     v1.PrivateKeyEncoding
+	pem          []byte
+	clientSecret string
 }
 
 func readSecret(s *corev1.Secret) secretState {
@@ -130,7 +131,7 @@ func readSecret(s *corev1.Secret) secretState {
 	if err != nil {
 		return secretState{}
 	}
-	return secretState{key: key, keyID: id, encoding: enc, pem: pem}
+	return secretState{key: key, keyID: id, encoding: enc, pem: pem, clientSecret: string(s.Data[v1.SecretKeyClientSecret])}
 }
 
 func noActiveKey(o Observed, _ secretState) RekeyCause {
@@ -185,6 +186,9 @@ type Decision struct {
 	BlockedReason, BlockedMessage string
 	// Rekey is the cause for a new key pair, or "".
 	Rekey RekeyCause
+	// NewClientSecret asks for a new client secret: enabled, and the Secret has none
+	// or one that does not match the published hash.
+	NewClientSecret bool
 	// secret is the parsed current Secret, reused when not re-keying.
 	secret secretState
 }
@@ -197,12 +201,19 @@ func Decide(o Observed, p Policy) Decision {
 		}
 	}
 	s := readSecret(o.Secret)
+	d := Decision{secret: s, NewClientSecret: clientSecretEnabled(o.Key) &&
+		(s.clientSecret == "" || !keyutil.ClientSecretMatches(s.clientSecret, o.Key.Status.ClientSecretHash))}
 	for _, check := range rekeyChecks {
 		if cause := check(o, s); cause != "" {
-			return Decision{Rekey: cause, secret: s}
+			d.Rekey = cause
+			return d
 		}
 	}
-	return Decision{secret: s}
+	return d
+}
+
+func clientSecretEnabled(k *v1.ServiceKey) bool {
+	return k.Spec.ClientSecret != nil && k.Spec.ClientSecret.Enabled
 }
 
 func activeKey(keys []v1.PublicKey) *v1.PublicKey {

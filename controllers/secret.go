@@ -41,10 +41,10 @@ type SecretContent struct {
 
 // secretContent builds the Secret for the Active key: the new key when re-keying, else
 // the private key already in the Secret (kept byte for byte).
-func secretContent(o Observed, d Decision, p Policy, st v1.ServiceKeyStatus, nk *NewKey) (*SecretContent, error) {
+func secretContent(o Observed, d Decision, p Policy, st v1.ServiceKeyStatus, nk *NewKey, clientSecret string) (*SecretContent, error) {
 	k := o.Key
 	pem := d.secret.pem
-	if nk != nil {
+	if nk != nil && nk.PEM != nil {
 		pem = nk.PEM
 	}
 	active := activeKey(st.Keys)
@@ -77,19 +77,18 @@ func secretContent(o Observed, d Decision, p Policy, st v1.ServiceKeyStatus, nk 
 	if req, ok := k.Annotations[v1.AnnotationRotate]; ok {
 		annotations[AnnotationRotationHandled] = req
 	}
-	return &SecretContent{
-		Name:        st.SecretName,
-		Labels:      labels,
-		Annotations: annotations,
-		Data: map[string][]byte{
-			v1.SecretKeyJSON:       keyJSON,
-			v1.SecretKeyPrivateKey: pem,
-			v1.SecretKeyClientID:   []byte(kf.ClientID),
-			v1.SecretKeyKeyID:      []byte(kf.KeyID),
-			v1.SecretKeyTokenURI:   []byte(kf.TokenURI),
-			v1.SecretKeySubject:    []byte(kf.UserID),
-		},
-	}, nil
+	data := map[string][]byte{
+		v1.SecretKeyJSON:       keyJSON,
+		v1.SecretKeyPrivateKey: pem,
+		v1.SecretKeyClientID:   []byte(kf.ClientID),
+		v1.SecretKeyKeyID:      []byte(kf.KeyID),
+		v1.SecretKeyTokenURI:   []byte(kf.TokenURI),
+		v1.SecretKeySubject:    []byte(kf.UserID),
+	}
+	if clientSecret != "" {
+		data[v1.SecretKeyClientSecret] = []byte(clientSecret)
+	}
+	return &SecretContent{Name: st.SecretName, Labels: labels, Annotations: annotations, Data: data}, nil
 }
 
 // applyConfiguration is the server-side apply request for the Secret, controlled by

@@ -94,7 +94,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	d := Decide(o, r.Policy)
 	var nk *NewKey
-	if d.Rekey != "" || o.Secret == nil {
+	if d.Rekey != "" || d.NewClientSecret || o.Secret == nil {
 		// Read live before acting on a missing Secret or a re-key: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
 		// overwritten), and it may lag behind this controller's own last write (a key
@@ -102,10 +102,9 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
 			return ctrl.Result{}, err
 		}
-		if d = Decide(o, r.Policy); d.Rekey != "" {
-			if nk, err = r.Keys.New(keySize(o.Key.Spec.PrivateKey), keyEncoding(o.Key.Spec.PrivateKey)); err != nil {
-				return ctrl.Result{}, err
-			}
+		d = Decide(o, r.Policy)
+		if nk, err = r.generate(o, d); err != nil {
+			return ctrl.Result{}, err
 		}
 	}
 	desired, err := Build(o, d, r.Policy, nk)
@@ -119,6 +118,29 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	r.emit(o.Key, d.Rekey, desired.Events)
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
+}
+
+// generate makes what the decision asks for: a key pair, a client secret, or both.
+func (r *ServiceKeyReconciler) generate(o Observed, d Decision) (*NewKey, error) {
+	if d.Rekey == "" && !d.NewClientSecret {
+		return nil, nil
+	}
+	nk := &NewKey{}
+	if d.Rekey != "" {
+		k, err := r.Keys.New(keySize(o.Key.Spec.PrivateKey), keyEncoding(o.Key.Spec.PrivateKey))
+		if err != nil {
+			return nil, err
+		}
+		nk = k
+	}
+	if d.NewClientSecret {
+		s, err := RandomSecret()
+		if err != nil {
+			return nil, err
+		}
+		nk.ClientSecret = s
+	}
+	return nk, nil
 }
 
 // observe reads the ServiceKey and its Secret (nil when absent) through rd.

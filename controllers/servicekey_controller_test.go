@@ -473,3 +473,31 @@ servicekey_keys{state="Retiring"} %d
 func reqFor(sk *v1.ServiceKey) ctrl.Request {
 	return ctrl.Request{NamespacedName: client.ObjectKeyFromObject(sk)}
 }
+
+func TestClientSecretOptIn(t *testing.T) {
+	kept := newKey("with-secret-kept") // stays, so the leak check looks for its secret
+	kept.Spec.ClientSecret = &v1.ClientSecretSpec{Enabled: true}
+	waitReady(t, ns, create(t, kept).Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return sk.Status.ClientSecretHash != "" })
+	sk := newKey("with-secret")
+	sk.Spec.ClientSecret = &v1.ClientSecretSpec{Enabled: true}
+	sk = waitReady(t, ns, create(t, sk).Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return sk.Status.ClientSecretHash != "" })
+	s, _ := getSecret(ns, sk.Name)
+	secret := string(s.Data[v1.SecretKeyClientSecret])
+	if len(secret) < 40 || !keyutil.ClientSecretMatches(secret, sk.Status.ClientSecretHash) {
+		t.Fatalf("client secret of %d chars does not match the status hash", len(secret))
+	}
+	// A key rotation keeps the client secret.
+	update(t, ns, sk.Name, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
+	sk = waitReady(t, ns, sk.Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return len(sk.Status.Keys) == 2 })
+	if s, _ := getSecret(ns, sk.Name); string(s.Data[v1.SecretKeyClientSecret]) != secret {
+		t.Error("a key rotation changed the client secret")
+	}
+	// Opting out removes it.
+	update(t, ns, sk.Name, func(sk *v1.ServiceKey) { sk.Spec.ClientSecret = nil })
+	waitReady(t, ns, sk.Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return sk.Status.ClientSecretHash == "" })
+	eventually(t, "client-secret removed from the Secret", func() (bool, string) {
+		s, err := getSecret(ns, sk.Name)
+		_, has := s.Data[v1.SecretKeyClientSecret]
+		return err == nil && !has, ""
+	})
+}

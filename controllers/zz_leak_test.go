@@ -48,6 +48,9 @@ func TestNoKeyMaterialLeaks(t *testing.T) {
 		if len(body) > 200 {
 			needles = append(needles, body[100:140])
 		}
+		if cs := string(s.Data[v1.SecretKeyClientSecret]); cs != "" {
+			needles = append(needles, cs)
+		}
 	}
 	needles = append(needles, "PRIVATE KEY")
 

@@ -171,6 +171,7 @@ func badCases(t *testing.T, k badKeys) map[string]badCase {
 		"client assertion sub not client":    {p, form, clientCreds(sign(k.ok, nil)), 401, ic},
 		"client assertion bad signature":     {p, form, clientCreds(sign(stranger, set("sub", k.ok.ClientID))), 401, ic},
 		"client assertion client_id differs": {p, form, clientCreds(sign(k.ok, set("sub", k.ok.ClientID)), "client_id", "apps/other"), 401, ic},
+		"two client auth methods":            {p, form, clientCreds(sign(k.ok, set("sub", k.ok.ClientID)), "client_secret", "x"), 400, ir},
 		"client assertion expired":           {p, form, clientCreds(sign(k.ok, func(c gojwt.MapClaims) { c["sub"] = k.ok.ClientID; c["exp"] = now.Add(-5 * time.Minute).Unix() })), 401, ic},
 	}
 }

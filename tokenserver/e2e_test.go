@@ -30,6 +30,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	gojwt "github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 	"golang.org/x/oauth2/jwt"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -294,5 +296,44 @@ func TestLastUsedTimeAndMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+func TestClientSecretWithGolangOAuth2(t *testing.T) {
+	readyKey(t, "secret-client", v1.ServiceKeySpec{Scopes: []string{"metrics:read"}, ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
+	var secret string
+	eventually(t, "client secret in the Secret and the index", func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "secret-client"}, s); err != nil {
+			return false, err.Error()
+		}
+		secret = string(s.Data[v1.SecretKeyClientSecret])
+		rec, ok := server.Index.Record("apps/secret-client")
+		return secret != "" && ok && keyutil.ClientSecretMatches(secret, rec.ClientSecretHash), "not yet"
+	})
+	for name, style := range map[string]oauth2.AuthStyle{"HTTP Basic": oauth2.AuthStyleInHeader, "form": oauth2.AuthStyleInParams} {
+		t.Run(name, func(t *testing.T) {
+			cc := clientcredentials.Config{ClientID: "apps/secret-client", ClientSecret: secret, TokenURL: tokenURL,
+				Scopes: []string{"metrics:read"}, AuthStyle: style}
+			tok, err := cc.Token(context.Background())
+			if err != nil {
+				t.Fatalf("golang.org/x/oauth2/clientcredentials: %v", err)
+			}
+			claims, _ := verifyAccessToken(t, tok.AccessToken)
+			if claims.ClientID != "apps/secret-client" || claims.Scope != "metrics:read" {
+				t.Errorf("claims %+v", claims)
+			}
+		})
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, tokenURL, strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape("apps/secret-client"), "wrong")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("wrong secret: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
 }

@@ -26,6 +26,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"k8s.io/utils/clock"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 )
 
 // AccessTokenClaims are the claims of an RFC 9068 access token (§2.2).
@@ -93,22 +95,50 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	}
 	rec := v.Record
 	out := Outcome{ClientID: rec.ClientID, KeyID: v.KeyID, Subject: rec.Subject}
-	if !addrAllowed(rec.AllowedCIDRs, r.ClientAddr) {
-		return nil, out, newError(CodeUnauthorizedClient, "requests from "+r.ClientAddr.String()+
+	requested := r.Scope
+	if requested == "" {
+		requested = v.Claims.Scope
+	}
+	replay := func() *Error {
+		if v.Claims.ID == "" {
+			return nil
+		}
+		return x.Replay.Record(rec.ClientID+"\x00"+v.Claims.ID, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now)
+	}
+	return x.issue(rec, out, requested, r.ClientAddr, now, replay)
+}
+
+// ExchangeSecret authenticates a client by its client secret (RFC 6749 §2.3.1) and
+// issues a token. Unknown client and wrong secret get the same answer, so the
+// endpoint cannot be used to probe which client_ids exist.
+func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	now := x.Clock.Now()
+	rec, ok := x.Lookup.Record(clientID)
+	if !ok || !keyutil.ClientSecretMatches(secret, rec.ClientSecretHash) {
+		return nil, Outcome{}, newError(CodeInvalidClient, "client authentication failed: unknown client_id, client secrets not enabled for it, or wrong secret")
+	}
+	out := Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
+	if why := rec.refusal(now); why != "" {
+		return nil, out, newError(CodeInvalidClient, why)
+	}
+	return x.issue(rec, out, scope, addr, now, nil)
+}
+
+// issue runs the checks that follow client authentication — source address, rate
+// limit, replay (when given), scope — and mints the token.
+func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, replay func() *Error) (*TokenResponse, Outcome, *Error) {
+	if !addrAllowed(rec.AllowedCIDRs, addr) {
+		return nil, out, newError(CodeUnauthorizedClient, "requests from "+addr.String()+
 			" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
 	}
 	if ok, wait := x.Limiter.Allow(rec.ClientID, now); !ok {
 		return nil, out, &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + rec.ClientID +
 			"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
 	}
-	if jti := v.Claims.ID; jti != "" {
-		if e := x.Replay.Record(rec.ClientID+"\x00"+jti, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now); e != nil {
+	if replay != nil {
+		if e := replay(); e != nil {
 			return nil, out, e
 		}
-	}
-	requested := r.Scope
-	if requested == "" {
-		requested = v.Claims.Scope
 	}
 	scopes, e := grantedScopes(requested, rec.Scopes)
 	if e != nil {

@@ -62,12 +62,13 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var resp *TokenResponse
 	var out Outcome
 	if err == nil {
-		resp, out, err = h.dispatch(form, addr)
+		resp, out, err = h.dispatch(form, r, addr)
 	}
 	outcome := "issued"
 	if err != nil {
 		outcome = err.Code
-		err.Write(w, false)
+		_, _, basic := r.BasicAuth()
+		err.Write(w, basic)
 	} else {
 		writeJSON(w, http.StatusOK, resp)
 	}
@@ -107,7 +108,7 @@ func (h *TokenHandler) readForm(w http.ResponseWriter, r *http.Request) (url.Val
 }
 
 // dispatch picks the grant handler (fosite's one handler per grant).
-func (h *TokenHandler) dispatch(form url.Values, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+func (h *TokenHandler) dispatch(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
 	switch form.Get("grant_type") {
 	case "":
 		return nil, Outcome{}, newError(CodeInvalidRequest, "grant_type is missing")
@@ -117,16 +118,34 @@ func (h *TokenHandler) dispatch(form url.Values, addr netip.Addr) (*TokenRespons
 		}
 		return h.Exchanger.Exchange(Request{Assertion: form.Get("assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidGrant})
 	case GrantTypeClientCreds:
-		return h.clientCredentials(form, addr)
+		return h.clientCredentials(form, r, addr)
 	default:
 		return nil, Outcome{}, newError(CodeUnsupportedGrantType, "grant_type "+safe(form.Get("grant_type"))+
 			" is not supported; use "+GrantTypeJWTBearer+" or client_credentials")
 	}
 }
 
-// clientCredentials authenticates the client with a JWT (RFC 7523 §2.2,
-// private_key_jwt) and issues a token for its own identity.
-func (h *TokenHandler) clientCredentials(form url.Values, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+// clientCredentials authenticates the client — with a JWT (RFC 7523 §2.2,
+// private_key_jwt), or with a client secret by HTTP Basic or form (RFC 6749 §2.3.1),
+// exactly one method per request — and issues a token for its own identity.
+func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	basicID, basicSecret, basic := r.BasicAuth()
+	hasAssertion := form.Get("client_assertion") != "" || form.Get("client_assertion_type") != ""
+	hasFormSecret := form.Get("client_secret") != ""
+	if methods := btoi(basic) + btoi(hasAssertion) + btoi(hasFormSecret); methods > 1 {
+		return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 §2.3)")
+	}
+	switch {
+	case basic:
+		id, err1 := url.QueryUnescape(basicID)
+		secret, err2 := url.QueryUnescape(basicSecret)
+		if err1 != nil || err2 != nil {
+			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 §2.3.1)")
+		}
+		return h.Exchanger.ExchangeSecret(id, secret, form.Get("scope"), addr)
+	case hasFormSecret:
+		return h.Exchanger.ExchangeSecret(form.Get("client_id"), form.Get("client_secret"), form.Get("scope"), addr)
+	}
 	if form.Get("client_assertion_type") != ClientAssertionJWTURN || form.Get("client_assertion") == "" {
 		return nil, Outcome{}, newError(CodeInvalidClient, "client_credentials needs client_assertion_type="+
 			ClientAssertionJWTURN+" and a client_assertion (RFC 7523 §2.2)")
@@ -182,6 +201,13 @@ func inAny(prefixes []netip.Prefix, a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -45,7 +45,9 @@ type KeyRecord struct {
 	Expiry *time.Time
 	// Ready mirrors the Ready condition: False (subject not allowed, conflict, ...) refuses.
 	Ready bool
-	Keys  []PublicKey
+	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
+	ClientSecretHash string
+	Keys             []PublicKey
 }
 
 // PublicKey is one verification key of a ServiceKey.
@@ -85,6 +87,9 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 		Audiences: sk.Spec.Audiences,
 		Suspended: sk.Spec.Suspended,
 		Ready:     meta.IsStatusConditionTrue(sk.Status.Conditions, v1.ConditionReady),
+	}
+	if sk.Spec.ClientSecret != nil && sk.Spec.ClientSecret.Enabled {
+		r.ClientSecretHash = sk.Status.ClientSecretHash
 	}
 	if sk.Spec.AccessTokenTTL != nil {
 		r.AccessTokenTTL = sk.Spec.AccessTokenTTL.Duration

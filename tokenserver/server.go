@@ -124,7 +124,7 @@ func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 		JWKSURI:                    base + "/.well-known/jwks.json",
 		GrantTypesSupported:        []string{GrantTypeJWTBearer, GrantTypeClientCreds},
 		ResponseTypesSupported:     []string{}, // no authorization endpoint
-		TokenEndpointAuthMethods:   []string{"private_key_jwt"},
+		TokenEndpointAuthMethods:   []string{"private_key_jwt", "client_secret_basic", "client_secret_post"},
 		TokenEndpointAuthSigningAl: AllowedAlgorithms,
 	})
 }

@@ -17,6 +17,9 @@ limitations under the License.
 package keyutil
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,3 +79,18 @@ const (
 	SigningNext     = "next.pem"
 	SigningPrevious = "previous.pem"
 )
+
+// HashClientSecret is the status form of a client secret: "sha256:" and the base64url
+// SHA-256. A plain hash suffices because secrets are 256 random bits, not passwords.
+func HashClientSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256:" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// ClientSecretMatches compares a presented secret with a status hash in constant time.
+func ClientSecretMatches(secret, hash string) bool {
+	if hash == "" || secret == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(HashClientSecret(secret)), []byte(hash)) == 1
+}

@@ -85,6 +85,8 @@ const (
 	SecretKeyTokenURI = "token-uri"
 	// SecretKeySubject is the subject.
 	SecretKeySubject = "subject"
+	// SecretKeyClientSecret is the client secret, when spec.clientSecret.enabled.
+	SecretKeyClientSecret = "client-secret"
 )
 
 // DefaultSubject is the subject a ServiceKey gets when spec.subject is empty: the

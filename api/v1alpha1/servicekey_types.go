@@ -120,6 +120,19 @@ type ServiceKeySpec struct {
 	// unset it to resume.
 	// +optional
 	Suspended bool `json:"suspended,omitempty"`
+
+	// ClientSecret opts in to client_credentials with a client secret (HTTP Basic or
+	// form), for clients that cannot sign JWTs. Off by default: a signed grant never
+	// travels as a reusable secret.
+	// +optional
+	ClientSecret *ClientSecretSpec `json:"clientSecret,omitempty"`
+}
+
+// ClientSecretSpec configures the optional client secret.
+type ClientSecretSpec struct {
+	// Enabled makes the controller generate a random secret into the Secret's
+	// `client-secret` file; the status holds only its SHA-256 hash.
+	Enabled bool `json:"enabled"`
 }
 
 // SecretTemplate is metadata copied onto the key's Secret, for tools that select or
@@ -265,6 +278,11 @@ type ServiceKeyStatus struct {
 	// NextRotationTime is when the next automatic rotation is due, if rotation.every is set.
 	// +optional
 	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
+
+	// ClientSecretHash is `sha256:` and the base64url SHA-256 of the client secret, when
+	// spec.clientSecret.enabled; the secret itself is only in the Secret.
+	// +optional
+	ClientSecretHash string `json:"clientSecretHash,omitempty"`
 
 	// LastUsedTime is when the token server last issued a token with this key, coarse
 	// (written at most once per the server's granularity).
