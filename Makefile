@@ -19,6 +19,8 @@ GOTESTFLAGS ?=
 DEMO_FLAGS ?=
 # ServiceKeys created by `make bench`.
 BENCH_N ?= 200
+# Token requests per concurrency level in `make bench`.
+BENCH_TOKENS ?= 10000
 
 ##@ General
 
@@ -72,6 +74,7 @@ demo: envtest build ## The main job: an embedded control plane running the opera
 .PHONY: bench
 bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/bench/controller -n $(BENCH_N)
+	go run ./hack/bench/token -n $(BENCH_TOKENS)
 
 ##@ Build
 

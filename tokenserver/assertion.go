@@ -68,36 +68,36 @@ type Verified struct {
 // the caller, which owns the replay cache.
 func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup, code string) (*Verified, *Error) {
 	var claims AssertionClaims
-	parser := jwt.NewParser(jwt.WithValidMethods(AllowedAlgorithms), jwt.WithoutClaimsValidation())
-	unverified, _, err := parser.ParseUnverified(raw, &claims)
-	if err != nil {
-		return nil, newError(code, "the assertion is not a well-formed JWT")
-	}
-	if !slices.Contains(AllowedAlgorithms, unverified.Method.Alg()) {
-		return nil, newError(code, "the assertion is signed with "+safe(unverified.Method.Alg())+
-			"; allowed: "+strings.Join(AllowedAlgorithms, ", "))
-	}
-	if claims.Issuer == "" {
-		return nil, newError(code, "the assertion has no iss claim; it must be the client_id (<namespace>/<name>)")
-	}
-	rec, ok := lookup.Record(claims.Issuer)
-	if !ok {
-		return nil, newError(code, "unknown client_id "+safe(claims.Issuer)+" in iss")
-	}
-	if why := rec.refusal(now); why != "" {
-		return nil, newError(code, why)
-	}
-	kid, _ := unverified.Header["kid"].(string)
-	keys, e := verificationKeys(rec, kid, now, code)
-	if e != nil {
-		return nil, e
-	}
-	claims = AssertionClaims{}
-	tok, err := parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return keys, nil })
-	if err != nil || !tok.Valid {
-		if errors.Is(err, jwt.ErrTokenSignatureInvalid) || errors.Is(err, jwt.ErrTokenUnverifiable) {
-			return nil, newError(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID)
+	var rec *KeyRecord
+	var kid string
+	var keys jwt.VerificationKeySet
+	var refused *Error
+	// One parse: golang-jwt decodes header and claims, then asks the keyfunc for the
+	// keys; the keyfunc finds the ServiceKey and decides which keys may verify.
+	keyfunc := func(t *jwt.Token) (any, error) {
+		if !slices.Contains(AllowedAlgorithms, t.Method.Alg()) {
+			refused = newError(code, "the assertion is signed with "+safe(t.Method.Alg())+"; allowed: "+strings.Join(AllowedAlgorithms, ", "))
+			return nil, errRefused
 		}
+		if rec, refused = findRecord(claims.Issuer, now, lookup, code); refused != nil {
+			return nil, errRefused
+		}
+		kid, _ = t.Header["kid"].(string)
+		var e *Error
+		if keys, e = verificationKeys(rec, kid, now, code); e != nil {
+			refused = e
+			return nil, errRefused
+		}
+		return keys, nil
+	}
+	parser := jwt.NewParser(jwt.WithoutClaimsValidation())
+	tok, err := parser.ParseWithClaims(raw, &claims, keyfunc)
+	switch {
+	case refused != nil:
+		return nil, refused
+	case err != nil && rec != nil && (errors.Is(err, jwt.ErrTokenSignatureInvalid) || errors.Is(err, jwt.ErrTokenUnverifiable)):
+		return nil, newError(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID)
+	case err != nil || !tok.Valid:
 		return nil, newError(code, "the assertion is not a well-formed JWT")
 	}
 	checks := grantChecks
@@ -110,6 +110,24 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 		}
 	}
 	return &Verified{Record: rec, KeyID: keyIDOf(kid, keys), Claims: claims}, nil
+}
+
+// errRefused tells the parser to stop; the reason is in the keyfunc's *Error.
+var errRefused = errors.New("refused")
+
+// findRecord looks the issuer up and checks that its ServiceKey accepts grants.
+func findRecord(iss string, now time.Time, lookup Lookup, code string) (*KeyRecord, *Error) {
+	if iss == "" {
+		return nil, newError(code, "the assertion has no iss claim; it must be the client_id (<namespace>/<name>)")
+	}
+	rec, ok := lookup.Record(iss)
+	if !ok {
+		return nil, newError(code, "unknown client_id "+safe(iss)+" in iss")
+	}
+	if why := rec.refusal(now); why != "" {
+		return nil, newError(code, why)
+	}
+	return rec, nil
 }
 
 // verificationKeys picks the keys to try: the one named by kid, or all usable keys.
