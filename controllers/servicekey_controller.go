@@ -94,7 +94,8 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	d := Decide(o, r.Policy)
 	var nk *NewKey
-	if d.Rekey != "" || d.NewClientSecret || o.Secret == nil {
+	live := d.Rekey != "" || d.NewClientSecret || o.Secret == nil
+	if live {
 		// Read live before acting on a missing Secret or a re-key: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
 		// overwritten), and it may lag behind this controller's own last write (a key
@@ -111,7 +112,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", req.NamespacedName, err)
 	}
-	if err := r.write(ctx, o, &desired); apierrors.IsConflict(err) {
+	if err := r.write(ctx, o, &desired, live); apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	} else if err != nil {
 		return ctrl.Result{}, err
@@ -163,11 +164,15 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 	return o, nil
 }
 
-// write applies the Secret, then the status. Both carry the resourceVersion that was
-// read, so a reconcile working from a stale cache fails with a conflict instead of
-// undoing a newer write. A Secret the API server refuses (say, a template label that
+// write applies the Secret, then the status. When o came from the cache, both carry
+// the resourceVersion that was read, so a reconcile working from a stale cache fails
+// with a conflict instead of undoing a newer write. When o was read live (re-key,
+// new client secret, missing Secret), the status is applied without that
+// precondition: the Secret may already hold a new key, and a concurrent write of a
+// field the controller does not own (the token server's lastUsedTime) must not leave
+// that key unpublished. A Secret the API server refuses (say, a template label that
 // is not a valid label) leaves the keys as they were and reports InvalidSpec.
-func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *Desired) error {
+func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *Desired, live bool) error {
 	if desired.Secret != nil && !desired.Secret.matches(o.Secret, o.Key.UID) {
 		ac := desired.Secret.applyConfiguration(o.Key)
 		if o.Secret != nil {
@@ -184,7 +189,7 @@ func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *D
 	if statusUnchanged(o.Key.Status, desired.Status) {
 		return nil
 	}
-	return r.applyStatus(ctx, o.Key, desired.Status)
+	return r.applyStatus(ctx, o.Key, desired.Status, !live)
 }
 
 // statusUnchanged compares the fields the controller owns; lastUsedTime belongs to
@@ -194,7 +199,7 @@ func statusUnchanged(observed, desired v1.ServiceKeyStatus) bool {
 	return equality.Semantic.DeepEqual(observed, desired)
 }
 
-func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus) error {
+func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus, precondition bool) error {
 	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
 		return fmt.Errorf("convert status: %w", err)
@@ -203,7 +208,9 @@ func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceK
 	u.SetGroupVersionKind(v1.GroupVersion.WithKind("ServiceKey"))
 	u.SetNamespace(key.Namespace)
 	u.SetName(key.Name)
-	u.SetResourceVersion(key.ResourceVersion)
+	if precondition {
+		u.SetResourceVersion(key.ResourceVersion)
+	}
 	err = r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(FieldOwner), client.ForceOwnership)
 	if err != nil {

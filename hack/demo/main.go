@@ -15,8 +15,9 @@ limitations under the License.
 */
 
 // Command demo is the main job on an embedded control plane: it starts kube-apiserver
-// and etcd, runs the real servicekey-operator binary against them, and walks a
-// ServiceKey through issue, rotation, repair and suspension, printing each step. Then
+// and etcd, runs the real servicekey-operator binary as controller and token server,
+// walks a ServiceKey through issue, a token exchange verified through the JWKS,
+// rotation, repair and suspension, printing each step. Then
 // it keeps the cluster running for you to explore (or exits with --exit).
 // Run it with `make demo`.
 package main
@@ -35,6 +36,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -77,11 +79,19 @@ func run(binary, metrics string, exitAfter bool) error {
 	}
 	say("API server up; the CRD is installed. KUBECONFIG=%s", kubeconfig)
 
+	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "servicekey-system"}}); err != nil {
+		return err
+	}
 	stop, err := startController(binary, kubeconfig, metrics, dir)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	stopTS, err := startTokenServer(binary, kubeconfig, dir)
+	if err != nil {
+		return err
+	}
+	defer stopTS()
 
 	d := demo{c: env.Client, dir: dir, metrics: metrics}
 	if err := d.walkthrough(); err != nil {
@@ -114,7 +124,7 @@ func startController(binary, kubeconfig, metrics, dir string) (func(), error) {
 	}
 	cmd := exec.Command(binary, "controller", "--kubeconfig", kubeconfig, //nolint:gosec // the demo runs our own binary
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0",
-		"--token-uri", "https://token.servicekey.demo/oauth2/token")
+		"--token-uri", demoIssuer+"/oauth2/token", "--signing-key-secret", signingRef)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (run 'make build' first): %w", binary, err)
@@ -147,7 +157,11 @@ func (d demo) walkthrough() error {
 		return err
 	}
 	d.printKey(sk)
-	if err := d.printSecret(sk); err != nil {
+	kf, err := d.printSecret(sk)
+	if err != nil {
+		return err
+	}
+	if err := getToken(kf); err != nil {
 		return err
 	}
 	return d.lifecycle(sk)
@@ -186,6 +200,14 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 		return err
 	}
 	d.printKey(sk)
+	say("a grant now:")
+	kf, err := d.keyFile(sk)
+	if err != nil {
+		return err
+	}
+	if err := tryGrant(kf); err != nil {
+		return err
+	}
 	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false }); err != nil {
 		return err
 	}
@@ -193,6 +215,10 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 		return err
 	}
 	d.printKey(sk)
+	say("a grant now:")
+	if err := tryGrant(kf); err != nil {
+		return err
+	}
 	return d.printEventsAndMetrics(sk)
 }
 
@@ -232,6 +258,14 @@ func (d demo) waitFor(sk *v1.ServiceKey, what string, cond func(*v1.ServiceKey) 
 	return nil, errors.New("timed out waiting for " + what + "; see the controller log")
 }
 
+func (d demo) keyFile(sk *v1.ServiceKey) (keyutil.KeyFile, error) {
+	s := &corev1.Secret{}
+	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+		return keyutil.KeyFile{}, err
+	}
+	return keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
+}
+
 func isReady(sk *v1.ServiceKey, reason string) bool {
 	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
 	return c != nil && c.Reason == reason
@@ -252,19 +286,19 @@ func (d demo) printKey(sk *v1.ServiceKey) {
 	fmt.Println()
 }
 
-func (d demo) printSecret(sk *v1.ServiceKey) error {
+func (d demo) printSecret(sk *v1.ServiceKey) (keyutil.KeyFile, error) {
 	s := &corev1.Secret{}
 	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
-		return err
+		return keyutil.KeyFile{}, err
 	}
 	kf, err := keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
 	if err != nil {
-		return err
+		return keyutil.KeyFile{}, err
 	}
 	step("The Secret " + s.Name + " (type " + string(s.Type) + ") that pods mount holds key.json:")
 	fmt.Printf("  key_id:      %s\n  client_id:   %s\n  user_id:     %s\n  issued:      %s\n  token_uri:   %s\n",
 		kf.KeyID, kf.ClientID, kf.UserID, kf.Issued, kf.TokenURI)
 	fmt.Printf("  private_key: <%d bytes of PEM; the demo never prints it>\n", len(kf.PrivateKey))
 	fmt.Printf("  plus files: private-key.pem, client-id, key-id, token-uri, subject\n\n")
-	return nil
+	return kf, nil
 }

@@ -1,0 +1,156 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	gojwt "github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2/jwt"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+)
+
+const (
+	demoIssuer   = "https://token.servicekey.demo"
+	signingRef   = "servicekey-system/token-signing"
+	tokenAddress = "127.0.0.1:18443"
+)
+
+// startTokenServer runs the real binary as `servicekey-operator token-server` and
+// waits for /readyz.
+func startTokenServer(binary, kubeconfig, dir string) (func(), error) {
+	step("Starting the token server: " + binary + " token-server")
+	logFile, err := os.Create(filepath.Join(dir, "token-server.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "token-server", "--kubeconfig", kubeconfig, "--issuer", demoIssuer, //nolint:gosec // our own binary
+		"--listen", tokenAddress, "--metrics-bind-address", "127.0.0.1:19090",
+		"--signing-key-secret", signingRef, "--default-audience", "https://api.servicekey.demo")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", binary, err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}
+	say("pid %d, log %s; listening on http://%s", cmd.Process.Pid, logFile.Name(), tokenAddress)
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + tokenAddress + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				say("ready: ServiceKey cache synced, signing key loaded (managed by the controller)")
+				return stop, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // polling readiness
+	}
+	stop()
+	return nil, fmt.Errorf("token server not ready within a minute; see %s", logFile.Name())
+}
+
+// getToken obtains an access token exactly as an application would, with
+// golang.org/x/oauth2/jwt and the mounted key file, and verifies it via the JWKS.
+func getToken(kf keyutil.KeyFile) error {
+	step("An application gets an access token with golang.org/x/oauth2/jwt and key.json")
+	say("jwt.Config{Email: %q, PrivateKeyID: %q, TokenURL: http://%s/oauth2/token, Audience: %q}", kf.ClientID, kf.KeyID, tokenAddress, kf.TokenURI)
+	cfg := &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
+		TokenURL: "http://" + tokenAddress + "/oauth2/token", Audience: kf.TokenURI, Scopes: []string{"invoices:read"}}
+	tok, err := cfg.TokenSource(context.Background()).Token()
+	if err != nil {
+		return fmt.Errorf("get token: %w", err)
+	}
+	say("got a %s token, %d bytes (never printed), expires %s", tok.TokenType, len(tok.AccessToken), tok.Expiry.UTC().Format(time.RFC3339))
+	claims, kid, err := verify(tok.AccessToken)
+	if err != nil {
+		return err
+	}
+	say("signature verified with key %s from %s/.well-known/jwks.json", kid, demoIssuer)
+	pretty, _ := json.MarshalIndent(claims, "    ", "  ")
+	fmt.Printf("    claims: %s\n", pretty)
+	return nil
+}
+
+func verify(raw string) (*tokenserver.AccessTokenClaims, string, error) {
+	resp, err := http.Get("http://" + tokenAddress + "/.well-known/jwks.json")
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		return nil, "", err
+	}
+	claims := &tokenserver.AccessTokenClaims{}
+	var kid string
+	_, err = gojwt.ParseWithClaims(raw, claims, func(t *gojwt.Token) (any, error) {
+		kid, _ = t.Header["kid"].(string)
+		if keys := set.Key(kid); len(keys) == 1 {
+			return keys[0].Key, nil
+		}
+		return nil, fmt.Errorf("kid %s not in the JWKS", kid)
+	}, gojwt.WithValidMethods([]string{"ES256", "RS256"}), gojwt.WithIssuer(demoIssuer))
+	if err != nil {
+		return nil, "", fmt.Errorf("verify access token: %w", err)
+	}
+	return claims, kid, nil
+}
+
+// tryGrant sends one jwt-bearer grant and prints the answer's status and error.
+func tryGrant(kf keyutil.KeyFile) error {
+	key, err := gojwt.ParseRSAPrivateKeyFromPEM([]byte(kf.PrivateKey))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	t := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
+		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+	t.Header["kid"] = kf.KeyID
+	a, err := t.SignedString(key)
+	if err != nil {
+		return err
+	}
+	resp, err := http.PostForm("http://"+tokenAddress+"/oauth2/token", url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {a}}) //nolint:noctx // demo
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK {
+		say("HTTP 200: token issued")
+		return nil
+	}
+	say("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	return nil
+}
