@@ -57,7 +57,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (config: .golangci.yml).
 .PHONY: verify-generated
 verify-generated: manifests generate ## Fail when generated files differ from what is committed.
 	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
-	@test -z "$$(git status --porcelain -- $(GENERATED))" || { git status --porcelain -- $(GENERATED); echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { git ls-files --others --exclude-standard -- $(GENERATED); echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
 
 .PHONY: envtest
 envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.

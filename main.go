@@ -278,7 +278,7 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.StringVar(&f.opts.Listen, "listen", ":8080", "address of the token server (HTTP; terminate TLS in front of it)")
 	fs.StringVar(&f.opts.Issuer, "issuer", "", "issuer identifier (RFC 8414), e.g. https://token.example.com (required)")
 	fs.StringVar(&f.opts.TokenURL, "token-url", "", "public URL of the token endpoint; default: <issuer>/oauth2/token")
-	fs.StringVar(&f.signingSecret, "signing-key-secret", "", "namespace/name of the signing-key Secret (required)")
+	fs.StringVar(&f.signingSecret, "signing-key-secret", tokenserver.DefaultSigningSecret, "namespace/name of the signing-key Secret (the generated RBAC names the default)")
 	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose ServiceKeys are served; default: all")
 	fs.StringVar(&f.audiences, "default-audience", "", "comma-separated aud of tokens of ServiceKeys without spec.audiences; default: the issuer")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")

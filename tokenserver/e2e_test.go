@@ -34,6 +34,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 	"golang.org/x/oauth2/jwt"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,8 +43,6 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
-
-const publicTokenURL = "https://token.test/oauth2/token"
 
 // readyKey creates a ServiceKey, waits until it is Ready and indexed by the token
 // server, and returns its key file.
@@ -98,12 +97,9 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Fatalf("timed out waiting for %s; last: %s", what, last)
 }
 
-// oauth2Config is golang.org/x/oauth2/jwt used as it is, from the key file.
+// oauth2Config is golang.org/x/oauth2/jwt used as it is, filled from the key file.
 func oauth2Config(kf keyutil.KeyFile, scopes ...string) *jwt.Config {
-	return &jwt.Config{
-		Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
-		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: scopes,
-	}
+	return &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID, TokenURL: kf.TokenURI, Scopes: scopes}
 }
 
 // jwks fetches the served key set.
@@ -202,7 +198,7 @@ func TestMetadata(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if md.Issuer != "https://token.test" || md.TokenEndpoint != publicTokenURL || md.JWKSURI != "https://token.test/.well-known/jwks.json" ||
+		if md.Issuer != "https://token.test" || md.TokenEndpoint != tokenURL || md.JWKSURI != "https://token.test/.well-known/jwks.json" ||
 			!slices.Contains(md.GrantTypesSupported, tokenserver.GrantTypeJWTBearer) ||
 			!slices.Contains(md.TokenEndpointAuthMethods, "private_key_jwt") || !slices.Contains(md.TokenEndpointAuthSigningAl, "RS256") {
 			t.Errorf("%s: %+v", path, md)
@@ -335,5 +331,34 @@ func TestClientSecretWithGolangOAuth2(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
 		t.Errorf("wrong secret: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestLeastPrivilege: with the token server's permissions, its signing Secret is
+// readable and no other Secret is — not a key Secret, not one in its own namespace.
+func TestLeastPrivilege(t *testing.T) {
+	readyKey(t, "privilege", v1.ServiceKeySpec{})
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "neighbour", Namespace: systemNS}, StringData: map[string]string{"a": "b"}}
+	if err := k8s.Create(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		key       client.ObjectKey
+		forbidden bool
+	}{
+		"its signing Secret":              {client.ObjectKey{Namespace: systemNS, Name: signingKey}, false},
+		"a ServiceKey's Secret":           {client.ObjectKey{Namespace: ns, Name: "privilege"}, true},
+		"another Secret in its namespace": {client.ObjectKey{Namespace: systemNS, Name: "neighbour"}, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := asServer.Get(context.Background(), tc.key, &corev1.Secret{})
+			if got := apierrors.IsForbidden(err); got != tc.forbidden || (!tc.forbidden && err != nil) {
+				t.Errorf("get %s: %v", tc.key, err)
+			}
+		})
+	}
+	if err := asServer.List(context.Background(), &corev1.SecretList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
+		t.Errorf("listing Secrets: %v, want Forbidden", err)
 	}
 }

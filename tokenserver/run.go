@@ -45,11 +45,15 @@ import (
 )
 
 // RBAC of the token server: ServiceKeys read; status patched for lastUsedTime; its
-// one signing-key Secret read (the chart narrows secrets to it with resourceNames).
+// one signing-key Secret read by name, at the default DefaultSigningSecret (the Helm
+// chart templates namespace and name) — no other Secret.
 //
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=servicekey-system,resources=secrets,resourceNames=servicekey-token-signing,verbs=get;list;watch
+
+// DefaultSigningSecret is the signing-key Secret the generated RBAC names.
+const DefaultSigningSecret = "servicekey-system/servicekey-token-signing" //nolint:gosec // an object reference, not a credential
 
 // Options configure a token server.
 type Options struct {

@@ -25,8 +25,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,11 +55,13 @@ import (
 const (
 	ns         = "apps"
 	systemNS   = "servicekey-system"
-	signingKey = "token-signing"
+	signingKey = "servicekey-token-signing"
 	tsUser     = "system:serviceaccount:servicekey-system:servicekey-operator-token-server"
 )
 
 var (
+	// asServer is a client with exactly the token server's permissions.
+	asServer client.Client
 	k8s      client.Client
 	server   *tokenserver.Running
 	baseURL  string
@@ -112,6 +117,14 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	if err := writeSigningSecret(ctx, newSigningPEM()); err != nil {
 		return err
 	}
+	// The token endpoint URL is the real listener's, so key files carry it as
+	// token_uri and clients use it unchanged as TokenURL and audience.
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	baseURL = "http://" + addr
+	tokenURL = baseURL + "/oauth2/token"
 	if err := startController(ctx, env); err != nil {
 		return err
 	}
@@ -121,19 +134,23 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	}
 	issuer := "https://token.test"
 	server, err = tokenserver.Start(ctx, cfg, env.Scheme, tokenserver.Options{
-		Issuer: issuer, Listen: "127.0.0.1:0",
+		Issuer: issuer, Listen: addr, TokenURL: tokenURL,
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
 		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000,
 		LastUsedGranularity: time.Hour, MetricsListen: "127.0.0.1:0",
 		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("token-server"),
 	})
+	return err
+}
+
+// freeAddr picks a free loopback port for the token server.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return "", err
 	}
-	baseURL = "http://" + server.Addr.String()
-	// The server's public token URL is the issuer's; tests POST to the listener.
-	tokenURL = baseURL + "/oauth2/token"
-	return nil
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String(), nil
 }
 
 func startController(ctx context.Context, env *testenv.Env) error {
@@ -146,7 +163,7 @@ func startController(ctx context.Context, env *testenv.Env) error {
 	}
 	r := &controllers.ServiceKeyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
-		Keys: controllers.RSAKeys{}, Policy: controllers.Policy{TokenURI: "https://token.test/oauth2/token"},
+		Keys: controllers.RSAKeys{}, Policy: controllers.Policy{TokenURI: tokenURL},
 	}
 	if err := r.SetupWithManager(mgr, 2); err != nil {
 		return err
@@ -155,30 +172,35 @@ func startController(ctx context.Context, env *testenv.Env) error {
 	return nil
 }
 
-// asTokenServer grants a user the least privilege the token server needs — the
-// generated ClusterRole without its Secret rule, plus a Role that reads only the
-// signing-key Secret by resourceNames, as the Helm chart does — and impersonates it.
+// asTokenServer binds the generated RBAC (config/rbac/token-server: a ClusterRole for
+// ServiceKeys and a Role that reads only the signing-key Secret by name) to a user and
+// impersonates it, so every test here proves the server needs nothing more.
 func asTokenServer(ctx context.Context, env *testenv.Env) (*rest.Config, error) {
 	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "token-server", "role.yaml"))
 	if err != nil {
 		return nil, err
 	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.Unmarshal(data, role); err != nil {
-		return nil, err
-	}
-	var rules []rbacv1.PolicyRule
-	for _, r := range role.Rules {
-		if len(r.Resources) == 1 && r.Resources[0] == "secrets" {
+	role, secretRole := &rbacv1.ClusterRole{}, &rbacv1.Role{}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return nil, err
+		}
+		target := map[string]any{"ClusterRole": role, "Role": secretRole}[meta.Kind]
+		if target == nil {
 			continue
 		}
-		rules = append(rules, r)
+		if err := yaml.Unmarshal([]byte(doc), target); err != nil {
+			return nil, err
+		}
 	}
-	role.Rules = rules
-	secretRole := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "token-signing-key", Namespace: systemNS},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"},
-			ResourceNames: []string{signingKey}, Verbs: []string{"get", "list", "watch"}}},
+	if secretRole.Namespace != systemNS || len(secretRole.Rules) != 1 || secretRole.Rules[0].ResourceNames[0] != signingKey {
+		return nil, fmt.Errorf("generated Role is not limited to %s/%s: %+v", systemNS, signingKey, secretRole)
+	}
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "secrets") {
+			return nil, fmt.Errorf("generated ClusterRole grants Secrets: %+v", r)
+		}
 	}
 	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: tsUser}}
 	objs := []client.Object{
@@ -195,7 +217,8 @@ func asTokenServer(ctx context.Context, env *testenv.Env) (*rest.Config, error) 
 	}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: tsUser}
-	return cfg, nil
+	asServer, err = client.New(cfg, client.Options{Scheme: env.Scheme})
+	return cfg, err
 }
 
 func newSigningPEM() []byte {

@@ -40,7 +40,7 @@ import (
 
 const (
 	demoIssuer   = "https://token.servicekey.demo"
-	signingRef   = "servicekey-system/token-signing"
+	signingRef   = tokenserver.DefaultSigningSecret
 	tokenAddress = "127.0.0.1:18443"
 )
 
