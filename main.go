@@ -169,12 +169,9 @@ func startController(f *controllerFlags) error {
 	if err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("register core types: %w", err)
-	}
-	if err := authv1alpha1.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("register ServiceKey types: %w", err)
+	scheme, err := newScheme()
+	if err != nil {
+		return err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -240,6 +237,18 @@ func capVerbosity(opts *zap.Options, maxV int8) bool {
 	}
 	lvl.SetLevel(zapcore.Level(-maxV))
 	return true
+}
+
+// newScheme knows core types and ServiceKeys.
+func newScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register core types: %w", err)
+	}
+	if err := authv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register ServiceKey types: %w", err)
+	}
+	return scheme, nil
 }
 
 // restConfig loads the kubeconfig from --kubeconfig when given, otherwise from the
@@ -360,12 +369,9 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("register core types: %w", err)
-	}
-	if err := authv1alpha1.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("register ServiceKey types: %w", err)
+	scheme, err := newScheme()
+	if err != nil {
+		return err
 	}
 	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
 	ctx := ctrl.SetupSignalHandler()

@@ -17,13 +17,11 @@ limitations under the License.
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,27 +63,9 @@ var (
 	k8s         client.Client
 	reconciler  *controllers.ServiceKeyReconciler
 	fakeClock   = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
-	logs        = &syncBuffer{}
+	logs        = &testenv.LogBuffer{}
 	metrics     *controllers.Metrics
 )
-
-// syncBuffer collects the controllers' log output for the leak check.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
@@ -188,22 +168,6 @@ func asControllerUser(ctx context.Context, env *testenv.Env) (*rest.Config, erro
 	return cfg, nil
 }
 
-// eventually polls cond until it holds or the deadline passes; cond says what it saw.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		last = seen
-		time.Sleep(25 * time.Millisecond) // poll interval, not synchronisation
-	}
-	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
-}
-
 func get(t *testing.T, namespace, name string) *v1.ServiceKey {
 	t.Helper()
 	sk := &v1.ServiceKey{}
@@ -217,6 +181,12 @@ func getSecret(namespace, name string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, s)
 	return s, err
+}
+
+// eventually is testenv.Eventually.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	testenv.Eventually(t, what, cond)
 }
 
 // create makes a ServiceKey and waits until the controller reports on it.

@@ -41,6 +41,7 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
@@ -84,17 +85,7 @@ func waitKeyFile(t *testing.T, name string, cond func(*v1.ServiceKey) bool) keyu
 
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		last = seen
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-	t.Fatalf("timed out waiting for %s; last: %s", what, last)
+	testenv.Eventually(t, what, cond)
 }
 
 // oauth2Config is golang.org/x/oauth2/jwt used as it is, filled from the key file.
