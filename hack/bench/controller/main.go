@@ -25,10 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +41,7 @@ import (
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
+	"github.com/servicekey-operator/servicekey-operator/hack/bench/procstat"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
@@ -76,24 +74,24 @@ func run(n, workers int, bits int32) error {
 
 	// Key generation alone, before and after the controller phase: the machine's
 	// speed drifts (steal time on a shared host), the mean of both is the bound.
-	steal0 := stealSeconds()
+	steal0 := procstat.StealSeconds()
 	genBefore, err := timeKeygen(n, workers, bits)
 	if err != nil {
 		return err
 	}
-	steal1 := stealSeconds()
-	before := cpuTimes()
+	steal1 := procstat.StealSeconds()
+	before := procstat.CPUTimes()
 	ctrlTime, err := timeReady(ctx, env.Client, cache, n, bits)
 	if err != nil {
 		return err
 	}
-	after := cpuTimes()
-	steal2 := stealSeconds()
+	after := procstat.CPUTimes()
+	steal2 := procstat.StealSeconds()
 	genAfter, err := timeKeygen(n, workers, bits)
 	if err != nil {
 		return err
 	}
-	steal3 := stealSeconds()
+	steal3 := procstat.StealSeconds()
 	genTime := (genBefore + genAfter) / 2
 	fmt.Printf("| phase | wall time | keys/s | CPU stolen by the host |\n|---|---|---|---|\n")
 	fmt.Printf("| %d RSA keys generated alone, before (%d goroutines) | %v | %.1f | %.1fs |\n", n, workers, genBefore.Round(time.Millisecond), float64(n)/genBefore.Seconds(), steal1-steal0)
@@ -207,51 +205,4 @@ func timeKeygen(n, workers int, bits int32) (time.Duration, error) {
 	}
 	wg.Wait()
 	return time.Since(start), firstErr
-}
-
-// cpuTimes reads user+system CPU seconds of this process and of the kube-apiserver
-// and etcd processes from /proc (Linux), to show where the controller's time goes.
-func cpuTimes() map[string]float64 {
-	out := map[string]float64{"self": procCPU("self")}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		comm, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil {
-			continue
-		}
-		if name := strings.TrimSpace(string(comm)); name == "kube-apiserver" || name == "etcd" {
-			out[name] += procCPU(filepath.Base(d))
-		}
-	}
-	return out
-}
-
-func procCPU(pid string) float64 {
-	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are fields 14, 15.
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
-}
-
-// stealSeconds is the CPU time the hypervisor took from this machine so far (the
-// steal column of /proc/stat), summed over CPUs.
-func stealSeconds() float64 {
-	stat, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(strings.SplitN(string(stat), "\n", 2)[0])
-	if len(fields) < 9 {
-		return 0
-	}
-	steal, _ := strconv.ParseFloat(fields[8], 64)
-	return steal / 100
 }

@@ -47,6 +47,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/hack/bench/procstat"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
@@ -105,11 +106,18 @@ func run(n int) error {
 		fmt.Printf("| %d | %.0f | %v | %v | %.2f |\n", c, rps, pct(lat, 50), pct(lat, 99), rps/bound)
 	}
 	rate := peak / 2
+	var gc0, gc1 runtime.MemStats
+	runtime.ReadMemStats(&gc0)
+	steal0 := procstat.StealSeconds()
 	lat, err := openLoop(endpoint, bodies[4*n:], rate)
 	if err != nil {
 		return err
 	}
+	steal := procstat.StealSeconds() - steal0
+	runtime.ReadMemStats(&gc1)
 	fmt.Printf("\nat half the peak rate (%.0f requests/s, paced): p50 %v, p99 %v, max %v\n", rate, pct(lat, 50), pct(lat, 99), pct(lat, 100))
+	fmt.Printf("during those 5s: %.2fs of CPU stolen by the host, %d GCs with %v stop-the-world pause in total\n",
+		steal, gc1.NumGC-gc0.NumGC, time.Duration(gc1.PauseTotalNs-gc0.PauseTotalNs).Round(time.Microsecond))
 	fmt.Printf("peak / bound: %.2f (target ≥ 0.5); p99 at half peak: %v (target < 10ms)\n", peak/bound, pct(lat, 99))
 	return nil
 }
