@@ -50,7 +50,7 @@ func main() {
 	workers := flag.Int("workers", runtime.NumCPU(), "MaxConcurrentReconciles, and goroutines of the key generation baseline")
 	bits := flag.Int("bits", 2048, "RSA key size")
 	flag.Parse()
-	if err := run(*n, *workers, int32(*bits)); err != nil { //nolint:gosec // a flag, 2048..4096
+	if err := run(*n, *workers, int32(*bits)); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
