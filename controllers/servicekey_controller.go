@@ -85,6 +85,10 @@ type ServiceKeyReconciler struct {
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+//
+// Leader election (--leader-elect), in the install namespace only:
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=servicekey-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=servicekey-system,resources=events,verbs=create;patch
 
 // Reconcile brings one ServiceKey's Secret and status to the desired state.
 func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
