@@ -20,6 +20,7 @@ limitations under the License.
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,6 +49,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/client"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
@@ -57,6 +59,7 @@ const usage = `Usage: servicekey-operator <command> [flags]
 Commands:
   controller     run the ServiceKey controller (key pairs, Secrets, status)
   token-server   run the OAuth 2.0 token server (RFC 7523 grants -> RFC 9068 access tokens)
+  token          print an access token for a key file (like gcloud auth print-access-token)
 
 Run 'servicekey-operator <command> -h' for a command's flags.
 `
@@ -65,11 +68,11 @@ Run 'servicekey-operator <command> -h' for a command's flags.
 const exitUsage = 2
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run dispatches to a subcommand and returns the process exit code.
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -79,6 +82,8 @@ func run(args []string, stderr io.Writer) int {
 		return runController(args[1:], stderr)
 	case "token-server":
 		return runTokenServer(args[1:], stderr)
+	case "token":
+		return runToken(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, usage)
 		return 0
@@ -382,4 +387,43 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
 	<-ctx.Done()
 	return nil
+}
+
+// runToken prints an access token obtained with a key file.
+func runToken(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyFile := fs.String("key-file", "", "path to key.json (required)")
+	scopes := fs.String("scope", "", "comma- or space-separated scopes; default: the key's scopes")
+	tokenURL := fs.String("token-url", "", "token endpoint to use instead of the key file's token_uri")
+	asJSON := fs.Bool("json", false, "print access_token, token_type, expiry and scope as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if *keyFile == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "token: --key-file is required and no arguments are taken")
+		return exitUsage
+	}
+	src, err := client.NewTokenSource(client.Options{KeyFile: *keyFile, TokenURL: *tokenURL,
+		Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ',' || r == ' ' })})
+	if err != nil {
+		fmt.Fprintf(stderr, "token: %v\n", err)
+		return 1
+	}
+	tok, err := src.Token()
+	if err != nil {
+		fmt.Fprintf(stderr, "token: %v\n", err)
+		return 1
+	}
+	if !*asJSON {
+		fmt.Fprintln(stdout, tok.AccessToken)
+		return 0
+	}
+	scope, _ := tok.Extra("scope").(string)
+	_ = json.NewEncoder(stdout).Encode(map[string]string{"access_token": tok.AccessToken, "token_type": tok.TokenType,
+		"expiry": tok.Expiry.UTC().Format(time.RFC3339), "scope": scope})
+	return 0
 }

@@ -18,6 +18,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -40,6 +41,8 @@ func TestRunCommandLine(t *testing.T) {
 		"controller bad signing algorithm": {args: []string{"controller", "--signing-key-algorithm", "HS256"}, wantCode: exitUsage, wantOut: "ES256 or RS256"},
 		"controller rotation under token TTL": {args: []string{"controller", "--signing-key-rotation", "30m"}, wantCode: exitUsage,
 			wantOut: "--signing-key-rotation must be longer than --max-access-token-ttl"},
+		"token no key file":       {args: []string{"token"}, wantCode: exitUsage, wantOut: "--key-file is required"},
+		"token missing key file":  {args: []string{"token", "--key-file", "/nonexistent/key.json"}, wantCode: 1, wantOut: "token: read key file"},
 		"token-server -h":         {args: []string{"token-server", "-h"}, wantCode: 0, wantOut: "-signing-key-secret"},
 		"token-server no issuer":  {args: []string{"token-server"}, wantCode: exitUsage, wantOut: "--issuer is required"},
 		"token-server bad secret": {args: []string{"token-server", "--issuer", "https://t", "--signing-key-secret", "nons"}, wantCode: exitUsage, wantOut: "namespace/name"},
@@ -53,7 +56,7 @@ func TestRunCommandLine(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			code := run(tc.args, &stderr)
+			code := run(tc.args, io.Discard, &stderr)
 			if code != tc.wantCode {
 				t.Errorf("exit code %d, want %d (stderr: %s)", code, tc.wantCode, stderr.String())
 			}

@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -58,6 +59,9 @@ const (
 )
 
 var (
+	// serverConfig and testScheme start more token servers (the client kit's tests).
+	serverConfig *rest.Config
+	testScheme   *runtime.Scheme
 	// asServer is a client with exactly the token server's permissions.
 	asServer client.Client
 	k8s      client.Client
@@ -113,6 +117,7 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	if err != nil {
 		return err
 	}
+	serverConfig, testScheme = cfg, env.Scheme
 	issuer := "https://token.test"
 	server, err = tokenserver.Start(ctx, cfg, env.Scheme, tokenserver.Options{
 		Issuer: issuer, Listen: addr, TokenURL: tokenURL,

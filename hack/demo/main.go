@@ -57,6 +57,7 @@ func main() {
 }
 
 type demo struct {
+	binary  string
 	c       client.Client
 	dir     string
 	metrics string
@@ -93,7 +94,7 @@ func run(binary, metrics string, exitAfter bool) error {
 	}
 	defer stopTS()
 
-	d := demo{c: env.Client, dir: dir, metrics: metrics}
+	d := demo{binary: binary, c: env.Client, dir: dir, metrics: metrics}
 	if err := d.walkthrough(); err != nil {
 		return err
 	}
@@ -162,6 +163,9 @@ func (d demo) walkthrough() error {
 		return err
 	}
 	if err := getToken(kf); err != nil {
+		return err
+	}
+	if err := cliToken(d.binary, d.dir, kf); err != nil {
 		return err
 	}
 	return d.lifecycle(sk)

@@ -154,3 +154,29 @@ func tryGrant(kf keyutil.KeyFile) error {
 	say("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	return nil
 }
+
+// cliToken runs `servicekey-operator token --key-file key.json --json`, the CLI a
+// person or a shell script uses, and shows its answer without the token itself.
+func cliToken(binary, dir string, kf keyutil.KeyFile) error {
+	step("The same from a shell: servicekey-operator token --key-file key.json --json")
+	path := filepath.Join(dir, "key.json")
+	data, err := kf.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	out, err := exec.Command(binary, "token", "--key-file", path, "--json", //nolint:gosec // our own binary
+		"--token-url", "http://"+tokenAddress+"/oauth2/token").Output()
+	if err != nil {
+		return fmt.Errorf("token CLI: %w", err)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		return fmt.Errorf("token CLI output: %w", err)
+	}
+	say("token_type %s, expiry %s, scope %q, access_token <%d bytes, not printed>",
+		got["token_type"], got["expiry"], got["scope"], len(got["access_token"]))
+	return nil
+}

@@ -1,0 +1,187 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package client is what a workload imports to use its ServiceKey: it loads the
+// mounted key file, gets access tokens (an oauth2.TokenSource), and sends them with
+// requests, fetching a new token and re-sending once when a resource server answers
+// "Access token expired".
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/jwt"
+	"k8s.io/utils/clock"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+)
+
+// Options configure a TokenSource.
+type Options struct {
+	// KeyFile is the path of the mounted key.json. It is read again before every token
+	// request, so a rotated key (the kubelet updates the mounted Secret) is used
+	// without a restart.
+	KeyFile string
+	// Scopes to request; empty means the key's scopes.
+	Scopes []string
+	// TokenURL overrides the key file's token_uri (e.g. an in-cluster Service URL). The
+	// grant's audience stays the key file's token_uri, the URL the server knows itself by.
+	TokenURL string
+	// HTTPClient talks to the token endpoint; it never carries an Authorization header
+	// there. Default: http.DefaultClient.
+	HTTPClient *http.Client
+	// RefreshBefore gets a new token this long before the current one expires
+	// (default 1 minute).
+	RefreshBefore time.Duration
+	// Clock is injected for tests; default real time.
+	Clock clock.PassiveClock
+}
+
+// TokenSource caches an access token and gets a new one when it is about to expire or
+// was reported expired. It implements oauth2.TokenSource and is safe for concurrent use.
+type TokenSource struct {
+	opts Options
+
+	mu      sync.Mutex
+	tok     *oauth2.Token
+	keyData []byte
+	cfg     *jwt.Config
+}
+
+// NewTokenSource checks the key file now, so a bad mount fails at startup with a clear
+// error instead of at the first request.
+func NewTokenSource(opts Options) (*TokenSource, error) {
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	if opts.RefreshBefore <= 0 {
+		opts.RefreshBefore = time.Minute
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	s := &TokenSource{opts: opts}
+	if err := s.reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// LoadKeyFile reads and checks a key file. Errors name the file and the problem,
+// never key material.
+func LoadKeyFile(path string) (keyutil.KeyFile, error) {
+	data, err := os.ReadFile(path) //nolint:gosec // the path is the caller's key file
+	if err != nil {
+		return keyutil.KeyFile{}, fmt.Errorf("read key file: %w", err)
+	}
+	kf, err := keyutil.ParseKeyFile(data)
+	if err != nil {
+		return keyutil.KeyFile{}, fmt.Errorf("key file %s: %w", path, err)
+	}
+	if _, _, err := keyutil.ParsePrivateKey([]byte(kf.PrivateKey)); err != nil {
+		return keyutil.KeyFile{}, fmt.Errorf("key file %s: private_key: %w", path, err)
+	}
+	if kf.TokenURI == "" {
+		return keyutil.KeyFile{}, fmt.Errorf("key file %s has no token_uri", path)
+	}
+	return kf, nil
+}
+
+// reload re-reads the key file and rebuilds the grant configuration when it changed.
+// Callers hold mu (or own s exclusively).
+func (s *TokenSource) reload() error {
+	data, err := os.ReadFile(s.opts.KeyFile)
+	if err != nil {
+		return fmt.Errorf("read key file: %w", err)
+	}
+	if s.cfg != nil && bytes.Equal(data, s.keyData) {
+		return nil
+	}
+	kf, err := LoadKeyFile(s.opts.KeyFile)
+	if err != nil {
+		return err
+	}
+	tokenURL := s.opts.TokenURL
+	if tokenURL == "" {
+		tokenURL = kf.TokenURI
+	}
+	s.cfg = &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
+		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes}
+	s.keyData = data
+	return nil
+}
+
+// Token returns the cached token, or a new one when it expires within RefreshBefore.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok != nil && s.opts.Clock.Now().Before(s.tok.Expiry.Add(-s.opts.RefreshBefore)) {
+		return s.tok, nil
+	}
+	if err := s.reload(); err != nil {
+		return nil, err
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, s.opts.HTTPClient)
+	tok, err := s.cfg.TokenSource(ctx).Token()
+	if err != nil {
+		return nil, describe(err)
+	}
+	s.tok = tok
+	return tok, nil
+}
+
+// Invalidate forgets tok if it is still the cached token, so the next Token call gets
+// a new one; concurrent callers that saw the same expired token cause one fetch only.
+func (s *TokenSource) Invalidate(tok *oauth2.Token) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tok == tok {
+		s.tok = nil
+	}
+}
+
+// describe turns a token endpoint refusal into "token endpoint refused the grant:
+// <code>: <description>".
+// golang.org/x/oauth2/jwt does not parse the RFC 6749 §5.2 body, so this does.
+func describe(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("get access token: %w", err)
+	}
+	code, desc := re.ErrorCode, re.ErrorDescription
+	if code == "" {
+		var body struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(re.Body, &body) == nil {
+			code, desc = body.Error, body.Description
+		}
+	}
+	if code == "" {
+		return fmt.Errorf("get access token: %w", err)
+	}
+	return fmt.Errorf("token endpoint refused the grant: %s: %s", code, desc)
+}
