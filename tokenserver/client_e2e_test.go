@@ -19,7 +19,6 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -31,8 +30,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	gojwt "github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -43,6 +40,7 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/client"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+	"github.com/servicekey-operator/servicekey-operator/verifier"
 )
 
 // countingTransport counts requests and notes any Authorization header.
@@ -203,12 +201,13 @@ func shortServer(t *testing.T) string {
 	return "http://" + addr + "/oauth2/token"
 }
 
-// resourceServer verifies tokens through the JWKS and answers an expired one as the
-// verifier will: 401 with WWW-Authenticate and the JSON body. It records every body.
+// resourceServer records every request body and hands the request to the real
+// verifier middleware (or, with always, answers "expired" to everything).
 type resourceServer struct {
 	mu     sync.Mutex
 	bodies []string
-	always bool // answer "expired" to everything
+	always bool
+	next   http.Handler
 }
 
 func (rs *resourceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -216,37 +215,23 @@ func (rs *resourceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rs.mu.Lock()
 	rs.bodies = append(rs.bodies, string(body))
 	rs.mu.Unlock()
-	set, err := fetchJWKS()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	_, err = gojwt.Parse(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), func(tk *gojwt.Token) (any, error) {
-		kid, _ := tk.Header["kid"].(string)
-		return set.Key(kid)[0].Key, nil
-	}, gojwt.WithValidMethods([]string{"ES256"}))
-	if rs.always || errors.Is(err, gojwt.ErrTokenExpired) {
+	if rs.always {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="Access token expired"`)
-		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = w.Write([]byte(`{"error":"invalid_token","error_description":"Access token expired"}`))
 		return
 	}
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	_, _ = w.Write([]byte("ok"))
+	rs.next.ServeHTTP(w, r)
 }
 
-func fetchJWKS() (jose.JSONWebKeySet, error) {
-	var set jose.JSONWebKeySet
-	resp, err := http.Get(baseURL + "/.well-known/jwks.json")
+// apiVerifier checks tokens of the suite's token servers as a resource server would.
+func apiVerifier(t *testing.T) *verifier.Verifier {
+	t.Helper()
+	v, err := verifier.New(t.Context(), verifier.Options{Issuer: "https://token.test", Audience: "https://api.test",
+		DiscoveryURL: baseURL + "/.well-known/oauth-authorization-server", JWKSURL: baseURL + "/.well-known/jwks.json", Leeway: time.Nanosecond})
 	if err != nil {
-		return set, err
+		t.Fatal(err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	return set, json.NewDecoder(resp.Body).Decode(&set)
+	return v
 }
 
 func TestRetryOnceOnExpiredToken(t *testing.T) {
@@ -272,7 +257,8 @@ func TestRetryOnceOnExpiredToken(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			rs := &resourceServer{always: tc.always}
+			ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+			rs := &resourceServer{always: tc.always, next: apiVerifier(t).Require()(ok)}
 			srv := httptest.NewServer(rs)
 			defer srv.Close()
 			httpc := &http.Client{Transport: &client.Transport{Source: src}}

@@ -1,0 +1,244 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package verifier is net/http middleware for resource servers: it checks access
+// tokens (RFC 9068 JWTs) offline against the token server's JWKS and answers with
+// RFC 6750 errors — in particular 401 invalid_token "Access token expired", which the
+// client kit answers by fetching a new token and re-sending once.
+package verifier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+)
+
+// ExpiredDescription is the error_description of an expired token, the text clients
+// look for (DESIGN.md).
+const ExpiredDescription = "Access token expired"
+
+// Options configure a Verifier.
+type Options struct {
+	// Issuer is the token server's issuer identifier; tokens must carry it as `iss`.
+	Issuer string
+	// Audience is this resource server's identifier; tokens must list it in `aud`.
+	Audience string
+	// DiscoveryURL is where the RFC 8414 metadata is fetched; default
+	// <Issuer>/.well-known/oauth-authorization-server.
+	DiscoveryURL string
+	// JWKSURL overrides the metadata's jwks_uri (e.g. an in-cluster Service URL).
+	JWKSURL string
+	// HTTPClient fetches metadata and keys; default http.DefaultClient.
+	HTTPClient *http.Client
+	// Leeway is the clock skew allowed for exp and nbf; default 30s.
+	Leeway time.Duration
+	// UnknownKIDRefresh bounds how often an unknown kid refetches the JWKS; default
+	// once every 10 seconds, so a flood of forged kids cannot hammer the token server.
+	UnknownKIDRefresh time.Duration
+	// Now is injected for tests; default time.Now.
+	Now func() time.Time
+}
+
+// Claims are the claims of an access token (RFC 9068 §2.2).
+type Claims struct {
+	jwt.RegisteredClaims
+	ClientID string `json:"client_id"`
+	Scope    string `json:"scope,omitempty"`
+}
+
+// Scopes are the token's scopes.
+func (c *Claims) Scopes() []string { return strings.Fields(c.Scope) }
+
+// Verifier checks access tokens.
+type Verifier struct {
+	opts   Options
+	keys   keyfunc.Keyfunc
+	parser *jwt.Parser
+}
+
+// New discovers the JWKS and starts keeping it fresh until ctx is done.
+func New(ctx context.Context, opts Options) (*Verifier, error) {
+	if opts.Issuer == "" || opts.Audience == "" {
+		return nil, errors.New("verifier: Issuer and Audience are required")
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	if opts.Leeway == 0 {
+		opts.Leeway = 30 * time.Second
+	}
+	if opts.UnknownKIDRefresh == 0 {
+		opts.UnknownKIDRefresh = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	jwksURL := opts.JWKSURL
+	if jwksURL == "" {
+		var err error
+		if jwksURL, err = discover(ctx, opts); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
+		Client:            opts.HTTPClient,
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(opts.UnknownKIDRefresh), 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verifier: JWKS %s: %w", jwksURL, err)
+	}
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256"}), jwt.WithIssuer(opts.Issuer),
+		jwt.WithAudience(opts.Audience), jwt.WithExpirationRequired(), jwt.WithLeeway(opts.Leeway), jwt.WithTimeFunc(opts.Now))
+	return &Verifier{opts: opts, keys: keys, parser: parser}, nil
+}
+
+// discover reads jwks_uri from the RFC 8414 metadata, checking its issuer.
+func discover(ctx context.Context, opts Options) (string, error) {
+	u := opts.DiscoveryURL
+	if u == "" {
+		u = strings.TrimSuffix(opts.Issuer, "/") + "/.well-known/oauth-authorization-server"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", fmt.Errorf("verifier: discovery %s: %w", u, err)
+	}
+	resp, err := opts.HTTPClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("verifier: discovery %s: %w", u, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var md struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&md) != nil || md.JWKSURI == "" {
+		return "", fmt.Errorf("verifier: discovery %s: no usable metadata (HTTP %d)", u, resp.StatusCode)
+	}
+	if md.Issuer != opts.Issuer {
+		return "", fmt.Errorf("verifier: discovery %s names issuer %q, want %q (RFC 8414 §3.3)", u, md.Issuer, opts.Issuer)
+	}
+	return md.JWKSURI, nil
+}
+
+// Verify checks a token: signature through the JWKS (refreshed when an unknown kid
+// shows up), `typ` at+jwt (RFC 9068 §4), iss, aud, exp and nbf.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	claims := &Claims{}
+	tok, err := v.parser.ParseWithClaims(raw, claims, v.keys.KeyfuncCtx(ctx))
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return nil, errExpired
+	case err != nil:
+		return nil, fmt.Errorf("invalid access token: %w", err)
+	}
+	if typ, _ := tok.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
+		return nil, errors.New("invalid access token: typ is not at+jwt (RFC 9068 §4)")
+	}
+	return claims, nil
+}
+
+// errExpired carries the exact text clients match (DESIGN.md), capital letter included.
+var errExpired = errors.New(ExpiredDescription) //nolint:staticcheck // ST1005: the wire text is fixed
+
+type claimsKey struct{}
+
+// ClaimsFrom returns the verified claims that Require put in the request context.
+func ClaimsFrom(ctx context.Context) (*Claims, bool) {
+	c, ok := ctx.Value(claimsKey{}).(*Claims)
+	return c, ok
+}
+
+// Require is middleware that admits requests with a valid token holding every one of
+// scopes, and answers others per RFC 6750 §3: 401 without or with a bad token, 403
+// insufficient_scope, 400 for a malformed Authorization header.
+func (v *Verifier) Require(scopes ...string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			raw, present, ok := bearer(r)
+			switch {
+			case !present:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey"`)
+				writeError(w, http.StatusUnauthorized, "", "", "")
+				return
+			case !ok:
+				writeError(w, http.StatusBadRequest, "invalid_request", "the Authorization header must be: Bearer <token>", "")
+				return
+			}
+			claims, err := v.Verify(r.Context(), raw)
+			if err != nil {
+				writeError(w, http.StatusUnauthorized, "invalid_token", err.Error(), "")
+				return
+			}
+			for _, s := range scopes {
+				if !slices.Contains(claims.Scopes(), s) {
+					writeError(w, http.StatusForbidden, "insufficient_scope", "the token lacks scope "+s, strings.Join(scopes, " "))
+					return
+				}
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+		})
+	}
+}
+
+// bearer extracts the token of `Authorization: Bearer <token>` (RFC 6750 §2.1).
+func bearer(r *http.Request) (token string, present, ok bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", false, false
+	}
+	scheme, token, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
+		return "", true, false
+	}
+	return token, true, true
+}
+
+// writeError answers in both forms clients read: the WWW-Authenticate challenge
+// (RFC 6750 §3) and a JSON body {"error","error_description"}.
+func writeError(w http.ResponseWriter, status int, code, description, scope string) {
+	if code != "" {
+		challenge := fmt.Sprintf(`Bearer realm="servicekey", error=%q, error_description=%q`, code, sanitize(description))
+		if scope != "" {
+			challenge += fmt.Sprintf(`, scope=%q`, scope)
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if code != "" {
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": description})
+	}
+}
+
+// sanitize keeps a description within the quoted-string characters RFC 6750 allows.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,182 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package verifier_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/servicekey-operator/servicekey-operator/verifier"
+)
+
+// keyServer serves RFC 8414 metadata and a JWKS whose keys the test can change.
+type keyServer struct {
+	mu   sync.Mutex
+	keys []jose.JSONWebKey
+	srv  *httptest.Server
+}
+
+func (k *keyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch r.URL.Path {
+	case "/.well-known/oauth-authorization-server":
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": k.srv.URL, "jwks_uri": k.srv.URL + "/jwks"})
+	case "/jwks":
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: k.keys})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (k *keyServer) publish(id string, key *ecdsa.PrivateKey) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys = append(k.keys, jose.JSONWebKey{Key: &key.PublicKey, KeyID: id, Algorithm: "ES256", Use: "sig"})
+}
+
+func mint(t *testing.T, key any, method jwt.SigningMethod, kid, typ string, mutate func(jwt.MapClaims), iss string) string {
+	t.Helper()
+	now := time.Now()
+	c := jwt.MapClaims{"iss": iss, "aud": "https://api.test", "sub": "system:servicekey:a:b", "client_id": "a/b",
+		"scope": "read write", "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": "x"}
+	if mutate != nil {
+		mutate(c)
+	}
+	tok := jwt.NewWithClaims(method, c)
+	tok.Header["kid"] = kid
+	if typ == "" {
+		delete(tok.Header, "typ")
+	} else {
+		tok.Header["typ"] = typ
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestRequire(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	ks.publish("a", a)
+	v, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", UnknownKIDRefresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(v.Require("read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verifier.ClaimsFrom(r.Context())
+		_, _ = w.Write([]byte(c.ClientID))
+	})))
+	defer api.Close()
+	iss := ks.srv.URL
+	es, at := jwt.SigningMethodES256, "at+jwt"
+	set := func(k string, val any) func(jwt.MapClaims) { return func(c jwt.MapClaims) { c[k] = val } }
+	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"iss": iss, "aud": "https://api.test", "exp": time.Now().Add(time.Minute).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	cases := map[string]struct {
+		header      string
+		status      int
+		code        string
+		description string
+	}{
+		"valid":                  {"Bearer " + mint(t, a, es, "a", at, nil, iss), 200, "", ""},
+		"typ application/at+jwt": {"Bearer " + mint(t, a, es, "a", "application/at+jwt", nil, iss), 200, "", ""},
+		"expired":                {"Bearer " + mint(t, a, es, "a", at, set("exp", time.Now().Add(-time.Hour).Unix()), iss), 401, "invalid_token", "Access token expired"},
+		"wrong aud":              {"Bearer " + mint(t, a, es, "a", at, set("aud", "https://other.test"), iss), 401, "invalid_token", "audience"},
+		"wrong iss":              {"Bearer " + mint(t, a, es, "a", at, nil, "https://evil.test"), 401, "invalid_token", "issuer"},
+		"nbf in the future":      {"Bearer " + mint(t, a, es, "a", at, set("nbf", time.Now().Add(time.Hour).Unix()), iss), 401, "invalid_token", "not valid yet"},
+		"no exp":                 {"Bearer " + mint(t, a, es, "a", at, func(c jwt.MapClaims) { delete(c, "exp") }, iss), 401, "invalid_token", "exp"},
+		"typ JWT":                {"Bearer " + mint(t, a, es, "a", "JWT", nil, iss), 401, "invalid_token", "typ is not at+jwt"},
+		"no typ":                 {"Bearer " + mint(t, a, es, "a", "", nil, iss), 401, "invalid_token", "typ is not at+jwt"},
+		"alg none":               {"Bearer " + none, 401, "invalid_token", "signing method"},
+		"HS256":                  {"Bearer " + mint(t, []byte("secret"), jwt.SigningMethodHS256, "a", at, nil, iss), 401, "invalid_token", "signing method"},
+		"unknown kid":            {"Bearer " + mint(t, b, es, "b", at, nil, iss), 401, "invalid_token", "invalid access token"},
+		"missing scope":          {"Bearer " + mint(t, a, es, "a", at, set("scope", "write"), iss), 403, "insufficient_scope", "lacks scope read"},
+		"not a JWT":              {"Bearer abc", 401, "invalid_token", "malformed"},
+		"Basic scheme":           {"Basic YTpi", 400, "invalid_request", "Bearer <token>"},
+		"Bearer without token":   {"Bearer", 400, "invalid_request", "Bearer <token>"},
+		"two tokens":             {"Bearer a b", 400, "invalid_request", "Bearer <token>"},
+		"no header":              {"", 401, "", ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			status, header, body := call(t, api.URL, tc.header)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d (%s %s)", status, tc.status, header, body)
+			}
+			if tc.code == "" {
+				if status == 401 && !strings.HasPrefix(header, "Bearer") {
+					t.Errorf("WWW-Authenticate %q", header)
+				}
+				return
+			}
+			var b struct{ Error, ErrorDescription string }
+			_ = json.Unmarshal([]byte(strings.Replace(body, "error_description", "ErrorDescription", 1)), &b)
+			if b.Error != tc.code || !strings.Contains(b.ErrorDescription, tc.description) ||
+				!strings.Contains(header, `error="`+tc.code+`"`) {
+				t.Errorf("body %s, header %s; want %s %q", body, header, tc.code, tc.description)
+			}
+		})
+	}
+	// The unknown kid is published (a signing-key rotation): the JWKS is refetched.
+	ks.publish("b", b)
+	if status, _, body := call(t, api.URL, "Bearer "+mint(t, b, es, "b", at, nil, iss)); status != 200 || body != "a/b" {
+		t.Fatalf("after publishing kid b: %d %s", status, body)
+	}
+}
+
+func call(t *testing.T, url, authorization string) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), strings.TrimSpace(string(body))
+}
+
+func TestNewChecksDiscovery(t *testing.T) {
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	if _, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL + "/other", Audience: "x",
+		DiscoveryURL: ks.srv.URL + "/.well-known/oauth-authorization-server"}); err == nil || !strings.Contains(err.Error(), "names issuer") {
+		t.Fatalf("issuer mismatch accepted: %v", err)
+	}
+}
