@@ -302,6 +302,7 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.IntVar(&f.opts.RateBurst, "rate-burst", 20, "burst of the per-client rate limit")
 	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
 	fs.StringVar(&f.opts.MetricsListen, "metrics-bind-address", ":9090", "address of the Prometheus metrics endpoint (empty disables it)")
+	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
 	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -155,7 +155,10 @@ func TestTokenSourceErrors(t *testing.T) {
 	}
 	patchKey(t, "kit-errors", func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
 	eventually(t, "refusal to reach the client", func() (bool, string) {
-		_, err := src.Token()
+		tok, err := src.Token()
+		if err == nil {
+			src.Invalidate(tok) // issued before the suspension arrived; ask again
+		}
 		return err != nil && strings.Contains(err.Error(), "token endpoint refused the grant: invalid_grant: the ServiceKey apps/kit-errors is suspended"), errString(err)
 	})
 }
@@ -180,7 +183,8 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// shortServer is a second token server whose tokens live two seconds.
+// shortServer is a second token server whose tokens live four seconds: short enough
+// to expire during a test, long enough that a retried request lands in time.
 func shortServer(t *testing.T) string {
 	t.Helper()
 	addr, err := freeAddr()
@@ -192,7 +196,7 @@ func shortServer(t *testing.T) string {
 	_, err = tokenserver.Start(ctx, serverConfig, testScheme, tokenserver.Options{
 		Issuer: "https://token.test", TokenURL: tokenURL, Listen: addr,
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
-		MaxTTL:        2 * time.Second, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 100,
+		MaxTTL:        4 * time.Second, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 100,
 		LastUsedGranularity: time.Hour, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("short"),
 	})
 	if err != nil {

@@ -35,6 +35,9 @@ type AccessTokenClaims struct {
 	jwt.RegisteredClaims
 	ClientID string `json:"client_id"`
 	Scope    string `json:"scope,omitempty"`
+	// KeyID is the ServiceKey key that signed the grant, when known: introspection
+	// reports tokens of retired keys inactive.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // TokenResponse is the RFC 6749 §5.1 success response.
@@ -145,7 +148,7 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 		return nil, out, e
 	}
 	out.Scopes = scopes
-	resp, err := x.mint(rec, scopes, now)
+	resp, err := x.mint(rec, out.KeyID, scopes, now)
 	if err != nil {
 		return nil, out, &Error{Code: "server_error", Description: "could not sign the access token", Status: http.StatusInternalServerError}
 	}
@@ -153,7 +156,7 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 	return resp, out, nil
 }
 
-func (x *Exchanger) mint(rec *KeyRecord, scopes []string, now time.Time) (*TokenResponse, error) {
+func (x *Exchanger) mint(rec *KeyRecord, keyID string, scopes []string, now time.Time) (*TokenResponse, error) {
 	ttl := rec.AccessTokenTTL
 	if ttl <= 0 || ttl > x.MaxTTL {
 		ttl = x.MaxTTL
@@ -168,7 +171,7 @@ func (x *Exchanger) mint(rec *KeyRecord, scopes []string, now time.Time) (*Token
 			Issuer: x.Issuer, Subject: rec.Subject, Audience: aud,
 			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)), ID: x.NewID(),
 		},
-		ClientID: rec.ClientID, Scope: scope,
+		ClientID: rec.ClientID, Scope: scope, KeyID: keyID,
 	}
 	tok, err := x.Keys().Sign(claims)
 	if err != nil {

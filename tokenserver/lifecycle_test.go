@@ -77,7 +77,9 @@ func TestRevocationByDeleteAndSuspend(t *testing.T) {
 }
 
 func TestServiceKeyRotationGrace(t *testing.T) {
-	old := readyKey(t, "rotating", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}}})
+	// The grace period leaves room for a slow, shared CI machine between the rotation
+	// and the first check that the old key still works.
+	old := readyKey(t, "rotating", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 8 * time.Second}}})
 	patchKey(t, "rotating", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "now"} })
 	current := waitKeyFile(t, "rotating", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != old.KeyID })
 	if r := grant(t, old); r.status != 200 {
@@ -87,7 +89,7 @@ func TestServiceKeyRotationGrace(t *testing.T) {
 		t.Fatalf("the new key was refused: %s", r.body)
 	}
 	took := refusedWithin(t, old, "is not a usable key")
-	t.Logf("Retiring key refused %v after rotation (grace period 3s)", took.Round(time.Millisecond))
+	t.Logf("Retiring key refused %v after rotation (grace period 8s)", took.Round(time.Millisecond))
 	if r := grant(t, current); r.status != 200 {
 		t.Fatalf("the new key stopped working: %s", r.body)
 	}

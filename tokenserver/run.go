@@ -71,6 +71,9 @@ type Options struct {
 	RateBurst int
 	// LastUsedGranularity: status.lastUsedTime is written at most this often per key.
 	LastUsedGranularity time.Duration
+	// IntrospectionScope is the scope callers of /oauth2/introspect need
+	// (default DefaultIntrospectionScope).
+	IntrospectionScope string
 	// MetricsListen serves Prometheus /metrics ("": off).
 	MetricsListen string
 	Clock         clock.PassiveClock
@@ -117,6 +120,10 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
+	if o.IntrospectionScope == "" {
+		o.IntrospectionScope = DefaultIntrospectionScope
+	}
+	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Lookup: ix, Clock: o.Clock, Log: o.Log.WithName("introspect")}
 	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,8 @@ type Server struct {
 	Token *TokenHandler
 	// Synced reports whether the ServiceKey cache has synced.
 	Synced func() bool
+	// Introspect serves RFC 7662 introspection (nil: not served).
+	Introspect *Introspector
 
 	keys atomic.Pointer[SigningKeys]
 	log  logr.Logger
@@ -74,6 +76,10 @@ func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/oauth2/token", s.Token)
+	if s.Introspect != nil {
+		s.Introspect.Keys = s.keys.Load
+		mux.Handle("/oauth2/introspect", s.Introspect)
+	}
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.metadata)
@@ -114,11 +120,17 @@ type Metadata struct {
 	ResponseTypesSupported     []string `json:"response_types_supported"`
 	TokenEndpointAuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
 	TokenEndpointAuthSigningAl []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionEndpoint      string   `json:"introspection_endpoint,omitempty"`
 }
 
 func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 	base := strings.TrimSuffix(s.Issuer, "/")
+	introspection := ""
+	if s.Introspect != nil {
+		introspection = strings.TrimSuffix(s.TokenURL, "/token") + "/introspect"
+	}
 	writeJSON(w, http.StatusOK, Metadata{
+		IntrospectionEndpoint:      introspection,
 		Issuer:                     s.Issuer,
 		TokenEndpoint:              s.TokenURL,
 		JWKSURI:                    base + "/.well-known/jwks.json",

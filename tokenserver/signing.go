@@ -27,6 +27,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
@@ -143,4 +144,27 @@ func (ks *SigningKeys) Sign(claims jwt.Claims) (string, error) {
 		return "", fmt.Errorf("sign access token: %w", err)
 	}
 	return s, nil
+}
+
+// Verify checks an access token this server issued: signature by a published key
+// (current, next or previous, by kid), typ at+jwt, issuer, and expiry at now.
+func (ks *SigningKeys) Verify(raw, issuer string, now time.Time) (*AccessTokenClaims, error) {
+	claims := &AccessTokenClaims{}
+	tok, err := jwt.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		for _, k := range append([]*SigningKey{ks.Current}, ks.Others...) {
+			if k.ID == kid {
+				return k.signer.Public(), nil
+			}
+		}
+		return nil, errors.New("unknown kid")
+	}, jwt.WithValidMethods([]string{"ES256", "RS256"}), jwt.WithIssuer(issuer), jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(func() time.Time { return now }))
+	if err != nil {
+		return nil, fmt.Errorf("access token: %w", err)
+	}
+	if typ, _ := tok.Header["typ"].(string); typ != "at+jwt" {
+		return nil, errors.New("access token: typ is not at+jwt")
+	}
+	return claims, nil
 }

@@ -1,0 +1,120 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+)
+
+// DefaultIntrospectionScope is the scope a caller's access token needs to introspect.
+const DefaultIntrospectionScope = "servicekey:introspect"
+
+// Introspector serves POST /oauth2/introspect (RFC 7662). Callers authenticate with an
+// access token of this server carrying Scope, from a ServiceKey that is itself usable:
+// admins grant introspection by listing the scope on a ServiceKey, and the token
+// server needs no permission beyond what it has. A token is active only while its
+// signature, issuer and expiry hold, its ServiceKey exists and accepts grants, and
+// the key that signed its grant has not been retired — the revocation that offline
+// checks of a JWT cannot give.
+type Introspector struct {
+	Issuer string
+	Scope  string
+	Keys   func() *SigningKeys
+	Lookup Lookup
+	Clock  clock.PassiveClock
+	Log    logr.Logger
+}
+
+// IntrospectionResponse is the RFC 7662 §2.2 response.
+type IntrospectionResponse struct {
+	Active    bool     `json:"active"`
+	Scope     string   `json:"scope,omitempty"`
+	ClientID  string   `json:"client_id,omitempty"`
+	TokenType string   `json:"token_type,omitempty"`
+	Exp       int64    `json:"exp,omitempty"`
+	Iat       int64    `json:"iat,omitempty"`
+	Sub       string   `json:"sub,omitempty"`
+	Aud       []string `json:"aud,omitempty"`
+	Iss       string   `json:"iss,omitempty"`
+	Jti       string   `json:"jti,omitempty"`
+}
+
+// ServeHTTP implements the endpoint.
+func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		(&Error{Code: CodeInvalidRequest, Description: "introspection accepts POST only", Status: http.StatusMethodNotAllowed}).Write(w, false)
+		return
+	}
+	ks := in.Keys()
+	if ks == nil {
+		http.Error(w, "no signing key loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	now := in.Clock.Now()
+	if e := in.authorize(r, ks, now); e != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey", error="`+e.Code+`", error_description="`+e.Description+`"`)
+		writeJSON(w, e.Status, e)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 §2.1)").Write(w, false)
+		return
+	}
+	writeJSON(w, http.StatusOK, in.inspect(r.PostForm.Get("token"), ks, now))
+}
+
+// authorize checks the caller's bearer token and its introspection scope.
+func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Time) *Error {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		return &Error{Code: "invalid_token", Description: "introspection needs a bearer access token", Status: http.StatusUnauthorized}
+	}
+	resp := in.inspect(raw, ks, now)
+	if !resp.Active {
+		return &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
+	}
+	if !slices.Contains(strings.Fields(resp.Scope), in.Scope) {
+		return &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope, Status: http.StatusForbidden}
+	}
+	return nil
+}
+
+// inspect decides whether a token is active now.
+func (in *Introspector) inspect(raw string, ks *SigningKeys, now time.Time) IntrospectionResponse {
+	inactive := IntrospectionResponse{Active: false}
+	c, err := ks.Verify(raw, in.Issuer, now)
+	if err != nil {
+		return inactive
+	}
+	rec, ok := in.Lookup.Record(c.ClientID)
+	if !ok || rec.refusal(now) != "" {
+		return inactive
+	}
+	if c.KeyID != "" && !slices.ContainsFunc(rec.usableKeys(now), func(k PublicKey) bool { return k.ID == c.KeyID }) {
+		return inactive
+	}
+	return IntrospectionResponse{Active: true, Scope: c.Scope, ClientID: c.ClientID, TokenType: "Bearer",
+		Exp: c.ExpiresAt.Unix(), Iat: c.IssuedAt.Unix(), Sub: c.Subject, Aud: c.Audience, Iss: c.Issuer, Jti: c.ID}
+}
