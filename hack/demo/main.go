@@ -168,6 +168,16 @@ func (d demo) walkthrough() error {
 	if err := cliToken(d.binary, d.dir, kf); err != nil {
 		return err
 	}
+	s := &corev1.Secret{}
+	if err := d.c.Get(ctx, client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+		return err
+	}
+	if err := shellToken(d.dir, s); err != nil {
+		return err
+	}
+	if err := protectedCall(ctx, d.dir); err != nil {
+		return err
+	}
 	return d.lifecycle(sk)
 }
 
