@@ -19,6 +19,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -60,8 +61,11 @@ func shellToken(dir string, s *corev1.Secret) error {
 		ExpiresIn   int    `json:"expires_in"`
 		Scope       string `json:"scope"`
 	}
-	if err := json.Unmarshal(out, &got); err != nil || got.AccessToken == "" {
-		return fmt.Errorf("get-token.sh answered no token: %v", err)
+	if err := json.Unmarshal(out, &got); err != nil {
+		return fmt.Errorf("get-token.sh answer: %w", err)
+	}
+	if got.AccessToken == "" {
+		return errors.New("get-token.sh answered no token")
 	}
 	say("token_type %s, expires_in %ds, scope %q, access_token <%d bytes, not printed>", got.TokenType, got.ExpiresIn, got.Scope, len(got.AccessToken))
 	return nil
