@@ -95,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // controllerFlags are the controller subcommand's flags.
 type controllerFlags struct {
-	kubeconfig       string
+	common
 	metricsAddr      string
 	probeAddr        string
 	leaderElect      bool
@@ -106,14 +106,13 @@ type controllerFlags struct {
 	workers          int
 	signingSecret    string
 	signing          controllers.SigningPolicy
-	zapOpts          zap.Options
 }
 
 func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, error) {
 	f := &controllerFlags{}
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: $KUBECONFIG, in-cluster config, ~/.kube/config")
+	f.bind(fs)
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles at a time")
@@ -126,7 +125,6 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	fs.StringVar(&f.signing.Algorithm, "signing-key-algorithm", "ES256", "algorithm of the token server's signing keys: ES256 or RS256")
 	fs.DurationVar(&f.signing.Every, "signing-key-rotation", 720*time.Hour, "rotation period of the token server's signing keys")
 	fs.DurationVar(&f.signing.MaxTokenTTL, "max-access-token-ttl", time.Hour, "the token server's --max-access-token-ttl: how long a previous signing key stays published")
-	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -154,13 +152,7 @@ func runController(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return exitUsage
 	}
-	clamped := capVerbosity(&f.zapOpts, controllers.MaxLogVerbosity)
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
-	log := ctrl.Log.WithName("setup")
-	if clamped {
-		log.Info("log verbosity capped: client-go logs request bodies, which include private keys, above this level",
-			"maxVerbosity", controllers.MaxLogVerbosity)
-	}
+	log := f.logger("setup")
 
 	if err := startController(f); err != nil {
 		log.Error(err, "controller stopped")
@@ -233,6 +225,30 @@ func startController(f *controllerFlags) error {
 	return nil
 }
 
+// common are the flags of both servers: where the API server is, and logging.
+type common struct {
+	kubeconfig string
+	zapOpts    zap.Options
+}
+
+func (c *common) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: $KUBECONFIG, in-cluster config, ~/.kube/config")
+	c.zapOpts.BindFlags(fs)
+}
+
+// logger installs the process logger, its verbosity capped at V(MaxLogVerbosity),
+// and returns a named one.
+func (c *common) logger(name string) logr.Logger {
+	clamped := capVerbosity(&c.zapOpts, controllers.MaxLogVerbosity)
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&c.zapOpts)))
+	log := ctrl.Log.WithName(name)
+	if clamped {
+		log.Info("log verbosity capped: client-go logs request bodies, which include private keys, above this level",
+			"maxVerbosity", controllers.MaxLogVerbosity)
+	}
+	return log
+}
+
 // capVerbosity lowers a --zap-log-level more verbose than V(max) to V(max) and says
 // whether it did.
 func capVerbosity(opts *zap.Options, maxV int8) bool {
@@ -275,20 +291,19 @@ func restConfig(path string) (*rest.Config, error) {
 
 // tokenServerFlags are the token-server subcommand's flags.
 type tokenServerFlags struct {
-	kubeconfig     string
+	common
 	opts           tokenserver.Options
 	signingSecret  string
 	namespaces     string
 	audiences      string
 	trustedProxies string
-	zapOpts        zap.Options
 }
 
 func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, error) {
 	f := &tokenServerFlags{}
 	fs := flag.NewFlagSet("token-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: $KUBECONFIG, in-cluster config, ~/.kube/config")
+	f.bind(fs)
 	fs.StringVar(&f.opts.Listen, "listen", ":8080", "address of the token server (HTTP; terminate TLS in front of it)")
 	fs.StringVar(&f.opts.Issuer, "issuer", "", "issuer identifier (RFC 8414), e.g. https://token.example.com (required)")
 	fs.StringVar(&f.opts.TokenURL, "token-url", "", "public URL of the token endpoint; default: <issuer>/oauth2/token")
@@ -303,7 +318,6 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
 	fs.StringVar(&f.opts.MetricsListen, "metrics-bind-address", ":9090", "address of the Prometheus metrics endpoint (empty disables it)")
 	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
-	f.zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -360,9 +374,7 @@ func runTokenServer(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "token-server: %v\n", err)
 		return exitUsage
 	}
-	capVerbosity(&f.zapOpts, controllers.MaxLogVerbosity)
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
-	log := ctrl.Log.WithName("token-server")
+	log := f.logger("token-server")
 	if err := serveTokens(f, log); err != nil {
 		log.Error(err, "token server stopped")
 		return 1

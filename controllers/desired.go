@@ -41,9 +41,11 @@ type Event struct {
 // Desired is the state a reconcile writes: the Secret (nil: leave it alone), the
 // status, the events to emit and when to look again.
 type Desired struct {
-	Secret       *SecretContent
-	Status       v1.ServiceKeyStatus
-	Events       []Event
+	Secret *SecretContent
+	Status v1.ServiceKeyStatus
+	Events []Event
+	// Rotated is the cause of the key pair this state publishes, "" when none is new.
+	Rotated      RekeyCause
 	Retired      []string
 	RequeueAfter time.Duration
 }
@@ -92,6 +94,7 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 			return Desired{}, err
 		}
 		out.Events = append(out.Events, ev)
+		out.Rotated = d.Rekey
 	}
 	out.Retired = pruneRetired(&st, o.Now)
 	for _, id := range out.Retired {
@@ -102,7 +105,6 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 		a.NotAfter = timePtr(expiry(k))
 	}
 	st.NextRotationTime = timePtr(nextRotationOf(k, st.LastRotationTime))
-	sortKeys(st.Keys)
 	setReady(&st, k, d)
 	if d.BlockedReason == v1.ReasonSecretConflict && readyReason(k.Status.Conditions) != v1.ReasonSecretConflict {
 		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretConflict, "Skip", d.BlockedMessage})

@@ -121,7 +121,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.emit(o.Key, d.Rekey, desired.Events)
+	r.emit(o.Key, desired)
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
 }
 
@@ -184,8 +184,8 @@ func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *D
 		}
 		err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership)
 		if apierrors.IsInvalid(err) {
-			desired.Status = invalidSpecStatus(o.Key, err)
-			desired.Events = nil
+			// Nothing was written: no new key, no retirement, nothing to announce.
+			desired.Status, desired.Events, desired.Rotated = invalidSpecStatus(o.Key, err), nil, ""
 		} else if err != nil {
 			return fmt.Errorf("apply Secret %s/%s: %w", o.Key.Namespace, desired.Secret.Name, err)
 		}
@@ -245,14 +245,15 @@ func statusMessage(err error) string {
 	return err.Error()
 }
 
-func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, cause RekeyCause, evs []Event) {
-	if r.Metrics != nil && cause != "" && len(evs) > 0 {
-		r.Metrics.Rotations.WithLabelValues(string(cause)).Inc()
+// emit counts a published rotation and records the events of what was written.
+func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, desired Desired) {
+	if r.Metrics != nil && desired.Rotated != "" {
+		r.Metrics.Rotations.WithLabelValues(string(desired.Rotated)).Inc()
 	}
 	if r.Recorder == nil {
 		return
 	}
-	for _, e := range evs {
+	for _, e := range desired.Events {
 		r.Recorder.Eventf(key, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
 	}
 }

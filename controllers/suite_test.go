@@ -26,7 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -40,7 +39,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
@@ -72,32 +70,20 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	env, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	k8s = env.Client
-	adminConfig = env.Config
-	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-controllers.MaxLogVerbosity))))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	for _, n := range []string{ns, customNS} {
-		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	return testenv.RunSuite(m, logs, controllers.MaxLogVerbosity, func(ctx context.Context, env *testenv.Env) error {
+		k8s, adminConfig = env.Client, env.Config
+		for _, n := range []string{ns, customNS} {
+			if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+				return err
+			}
 		}
-	}
-	if reconciler, metrics, err = startManager(ctx, env, ns, false); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if _, _, err = startManager(ctx, env, customNS, true); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+		var err error
+		if reconciler, metrics, err = startManager(ctx, env, ns, false); err != nil {
+			return err
+		}
+		_, _, err = startManager(ctx, env, customNS, true)
+		return err
+	})
 }
 
 // startManager runs a controller for one namespace, wired as main.go wires it but

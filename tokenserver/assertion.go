@@ -90,8 +90,7 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 		}
 		return keys, nil
 	}
-	parser := jwt.NewParser(jwt.WithoutClaimsValidation())
-	tok, err := parser.ParseWithClaims(raw, &claims, keyfunc)
+	tok, err := assertionParser.ParseWithClaims(raw, &claims, keyfunc)
 	switch {
 	case refused != nil:
 		return nil, refused
@@ -111,6 +110,10 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 	}
 	return &Verified{Record: rec, KeyID: keyIDOf(kid, keys), Claims: claims}, nil
 }
+
+// assertionParser decodes and verifies; the claims are checked by the named checks
+// below. A jwt.Parser holds only options, so one serves every request.
+var assertionParser = jwt.NewParser(jwt.WithoutClaimsValidation())
 
 // errRefused tells the parser to stop; the reason is in the keyfunc's *Error.
 var errRefused = errors.New("refused")

@@ -22,7 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 )
 
@@ -42,7 +41,6 @@ type Introspector struct {
 	Keys   func() *SigningKeys
 	Lookup Lookup
 	Clock  clock.PassiveClock
-	Log    logr.Logger
 }
 
 // IntrospectionResponse is the RFC 7662 §2.2 response.

@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if o.IntrospectionScope == "" {
 		o.IntrospectionScope = DefaultIntrospectionScope
 	}
-	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Lookup: ix, Clock: o.Clock, Log: o.Log.WithName("introspect")}
+	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix, Clock: o.Clock}
 	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
 		return nil, err
 	}

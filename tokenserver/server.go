@@ -46,9 +46,12 @@ type Server struct {
 // NewServer returns a server; its Exchanger reads the signing keys the server holds.
 func NewServer(issuer, tokenURL string, token *TokenHandler, synced func() bool, log logr.Logger) *Server {
 	s := &Server{Issuer: issuer, TokenURL: tokenURL, Token: token, Synced: synced, log: log}
-	token.Exchanger.Keys = s.keys.Load
+	token.Exchanger.Keys = s.SigningKeys
 	return s
 }
+
+// SigningKeys are the keys in use now (nil before the first load).
+func (s *Server) SigningKeys() *SigningKeys { return s.keys.Load() }
 
 // SetSigningKeys replaces the signing keys (rotation without restart).
 func (s *Server) SetSigningKeys(ks *SigningKeys) { s.keys.Store(ks) }
@@ -77,7 +80,6 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/oauth2/token", s.Token)
 	if s.Introspect != nil {
-		s.Introspect.Keys = s.keys.Load
 		mux.Handle("/oauth2/introspect", s.Introspect)
 	}
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
@@ -127,7 +129,7 @@ func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 	base := strings.TrimSuffix(s.Issuer, "/")
 	introspection := ""
 	if s.Introspect != nil {
-		introspection = strings.TrimSuffix(s.TokenURL, "/token") + "/introspect"
+		introspection = base + "/oauth2/introspect" // served beside jwks_uri, under the issuer
 	}
 	writeJSON(w, http.StatusOK, Metadata{
 		IntrospectionEndpoint:      introspection,

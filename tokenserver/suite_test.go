@@ -32,7 +32,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,7 +41,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
@@ -76,24 +74,11 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	env, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	k8s = env.Client
-	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.Level(zapcore.Level(-controllers.MaxLogVerbosity))))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := setup(ctx, env); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	return testenv.RunSuite(m, logs, controllers.MaxLogVerbosity, setup)
 }
 
 func setup(ctx context.Context, env *testenv.Env) error {
+	k8s = env.Client
 	for _, n := range []string{ns, systemNS} {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
 			return err

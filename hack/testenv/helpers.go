@@ -18,9 +18,17 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // LogBuffer collects log output from concurrent writers, for tests that check what a
@@ -59,4 +67,25 @@ func Eventually(t testing.TB, what string, cond func() (bool, string)) {
 		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
 	}
 	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+}
+
+// RunSuite is the body of an integration suite's TestMain: it starts the control
+// plane, sends controller-runtime's log to logs at verbosity V(maxV) (the binaries'
+// cap, so leak checks see what production could log), runs setup and the tests, and
+// stops everything. It returns the exit code.
+func RunSuite(m *testing.M, logs io.Writer, maxV int8, setup func(context.Context, *Env) error) int {
+	env, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-maxV))))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := setup(ctx, env); err != nil {
+		fmt.Fprintln(os.Stderr, "suite setup:", err)
+		return 1
+	}
+	return m.Run()
 }
