@@ -8,11 +8,20 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+HELM_VERSION ?= v4.3.1
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM_DOCS_VERSION ?= v1.14.2
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM_DOCS ?= $(LOCALBIN)/helm-docs-$(HELM_DOCS_VERSION)
 
-# Files controller-gen writes (checked by verify-generated).
-GENERATED := config/crd/bases config/rbac api/v1alpha1/zz_generated.deepcopy.go
+# Chart directory.
+CHART := charts/servicekey-operator
+# Files controller-gen, hack/chartgen and helm-docs write (checked by verify-generated).
+GENERATED := config/crd/bases config/rbac/controller config/rbac/token-server api/v1alpha1/zz_generated.deepcopy.go \
+	$(CHART)/templates/crd.yaml $(CHART)/templates/_rbac-rules.tpl $(CHART)/README.md
 # go test flags; e.g. `make test GOTESTFLAGS='-run TestValidation -v'`.
 GOTESTFLAGS ?=
 # Flags of `make demo`, e.g. DEMO_FLAGS=--exit.
@@ -33,10 +42,15 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD (config/crd/bases) and RBAC (config/rbac) from the markers.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC (config/, and the chart's copies) from the markers.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac/controller
 	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-token-server paths="./tokenserver/..." output:rbac:artifacts:config=config/rbac/token-server
+	go run ./hack/chartgen
+
+.PHONY: chart-docs
+chart-docs: $(HELM_DOCS) ## Generate the chart's README (values table) from values.yaml comments.
+	$(HELM_DOCS) --chart-search-root charts --template-files README.md.gotmpl
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code (api/**/zz_generated.deepcopy.go).
@@ -55,7 +69,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when generated files differ from what is committed.
+verify-generated: manifests generate chart-docs ## Fail when generated files differ from what is committed.
 	@git diff --exit-code -- $(GENERATED) || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { git ls-files --others --exclude-standard -- $(GENERATED); echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
 
@@ -67,9 +81,14 @@ envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.
 test: manifests generate vet envtest ## Run all tests against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go test $(GOTESTFLAGS) ./...
 
+.PHONY: test-e2e
+test-e2e: envtest build $(HELM) $(KUSTOMIZE) ## Install the chart on a local control plane; run both components as its ServiceAccounts; full flow and least-privilege proof.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" E2E_HELM=$(HELM) E2E_KUSTOMIZE=$(KUSTOMIZE) \
+		E2E_BINARY=$(LOCALBIN)/servicekey-operator go test -tags e2e -count=1 $(GOTESTFLAGS) ./hack/e2e/
+
 .PHONY: demo
-demo: envtest build ## The main job: an embedded control plane running the operator end to end (DEMO_FLAGS=--exit to stop after it).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/demo --binary $(LOCALBIN)/servicekey-operator $(DEMO_FLAGS)
+demo: envtest build $(HELM) ## The main job: an embedded control plane, the Helm chart, the operator end to end (DEMO_FLAGS=--exit to stop after it).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/demo --binary $(LOCALBIN)/servicekey-operator --helm $(HELM) $(DEMO_FLAGS)
 
 .PHONY: bench
 bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.
@@ -97,13 +116,23 @@ $(CONTROLLER_GEN): | $(LOCALBIN)
 $(GOLANGCI_LINT): | $(LOCALBIN)
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
 
+$(HELM): | $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v4/cmd/helm,$(HELM_VERSION))
+
+$(HELM_DOCS): | $(LOCALBIN)
+	$(call go-install-tool,$(HELM_DOCS),github.com/norwoodj/helm-docs/cmd/helm-docs,$(HELM_DOCS_VERSION))
+
+$(KUSTOMIZE): | $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION),kustomize)
+
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Install the pinned tools into bin/.
+tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(HELM) $(KUSTOMIZE) $(HELM_DOCS) ## Install the pinned tools into bin/.
 
 # go-install-tool installs package $(2) at version $(3) as $(1) (versioned file name, so
-# bumping a version in this file reinstalls it).
+# bumping a version in this file reinstalls it); $(4) names the built binary when it is
+# not the package's last path element (a /vN module suffix).
 define go-install-tool
 @echo "installing $(2)@$(3) into $(LOCALBIN)"
 GOBIN=$(LOCALBIN) go install $(2)@$(3)
-mv $(LOCALBIN)/$$(basename $(2)) $(1)
+mv $(LOCALBIN)/$(or $(4),$$(basename $(2))) $(1)
 endef

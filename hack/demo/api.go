@@ -50,7 +50,6 @@ func shellToken(dir string, s *corev1.Secret) error {
 		}
 	}
 	cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(), "examples", "shell", "get-token.sh"), mount, "invoices:read") //nolint:gosec // our own script
-	cmd.Env = append(os.Environ(), "TOKEN_URL=http://"+tokenAddress+"/oauth2/token")
 	out, err := cmd.Output()
 	if err != nil {
 		return fmt.Errorf("get-token.sh: %w", err)
@@ -75,9 +74,7 @@ func shellToken(dir string, s *corev1.Secret) error {
 // the client kit's http.Client, built from the key file.
 func protectedCall(ctx context.Context, dir string) error {
 	step("Calling a protected endpoint: verifier middleware on the API, client kit in the caller")
-	v, err := verifier.New(ctx, verifier.Options{Issuer: demoIssuer, Audience: "https://api.servicekey.demo",
-		DiscoveryURL: "http://" + tokenAddress + "/.well-known/oauth-authorization-server",
-		JWKSURL:      "http://" + tokenAddress + "/.well-known/jwks.json"})
+	v, err := verifier.New(ctx, verifier.Options{Issuer: demoIssuer, Audience: demoAudience})
 	if err != nil {
 		return err
 	}
@@ -98,7 +95,7 @@ func protectedCall(ctx context.Context, dir string) error {
 		httpClient := http.DefaultClient
 		if withToken {
 			if httpClient, err = client.NewHTTPClient(client.Options{KeyFile: filepath.Join(dir, "key.json"),
-				TokenURL: "http://" + tokenAddress + "/oauth2/token", Scopes: []string{"invoices:read"}}); err != nil {
+				Scopes: []string{"invoices:read"}}); err != nil {
 				return err
 			}
 		}

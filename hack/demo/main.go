@@ -15,9 +15,11 @@ limitations under the License.
 */
 
 // Command demo is the main job on an embedded control plane: it starts kube-apiserver
-// and etcd, runs the real servicekey-operator binary as controller and token server,
-// walks a ServiceKey through issue, a token exchange verified through the JWKS,
-// rotation, repair and suspension, printing each step. Then
+// and etcd, installs the Helm chart, runs the real servicekey-operator binary as
+// controller and token server (each as its chart ServiceAccount, with the chart's
+// flags), walks a ServiceKey through issue, a token exchange verified through the
+// JWKS, a protected API call, rotation, repair, suspension and deletion, printing
+// each step. Then
 // it keeps the cluster running for you to explore (or exits with --exit).
 // Run it with `make demo`.
 package main
@@ -27,30 +29,31 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/stack"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 func main() {
 	exit := flag.Bool("exit", false, "exit after the walkthrough instead of keeping the cluster running")
 	binary := flag.String("binary", "bin/servicekey-operator", "the servicekey-operator binary to run")
-	metrics := flag.String("metrics-address", "127.0.0.1:18080", "where the controller serves metrics")
+	helm := flag.String("helm", "bin/helm", "the helm binary (make demo passes the pinned one)")
 	flag.Parse()
-	if err := run(*binary, *metrics, *exit); err != nil {
+	if err := run(*binary, *helm, *exit); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
 		os.Exit(1)
 	}
@@ -63,9 +66,17 @@ type demo struct {
 	metrics string
 }
 
-func run(binary, metrics string, exitAfter bool) error {
+// Where the local processes listen.
+const (
+	controllerMetrics = "127.0.0.1:18080"
+	controllerProbes  = "127.0.0.1:18081"
+	tokenMetrics      = "127.0.0.1:19090"
+)
+
+func run(binary, helm string, exitAfter bool) error {
+	ctx := context.Background()
 	step("Starting an embedded control plane (kube-apiserver + etcd built by hack/envtest-build.sh)")
-	env, err := testenv.Start()
+	env, err := testenv.StartWithoutCRDs()
 	if err != nil {
 		return err
 	}
@@ -74,68 +85,71 @@ func run(binary, metrics string, exitAfter bool) error {
 	if err != nil {
 		return err
 	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
-		return err
-	}
-	say("API server up; the CRD is installed. KUBECONFIG=%s", kubeconfig)
-
-	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "servicekey-system"}}); err != nil {
-		return err
-	}
-	stop, err := startController(binary, kubeconfig, metrics, dir)
+	say("API server up at %s", env.Config.Host)
+	s, err := install(ctx, env, binary, helm, dir)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	stopTS, err := startTokenServer(binary, kubeconfig, dir)
-	if err != nil {
+	step("Running both components as local processes, each as its chart ServiceAccount (impersonation)")
+	for _, c := range []stack.Component{s.Controller, s.TokenServer} {
+		say("%s as %s:", c.Name, c.ServiceAccount)
+		say("  %s %s", filepath.Base(binary), strings.Join(c.Args, " "))
+	}
+	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	defer stopTS()
+	defer s.Stop()
+	say("both ready; logs: %s, %s", s.Controller.Log, s.TokenServer.Log)
 
-	d := demo{binary: binary, c: env.Client, dir: dir, metrics: metrics}
+	d := demo{binary: binary, c: env.Client, dir: dir, metrics: controllerMetrics}
 	if err := d.walkthrough(); err != nil {
 		return err
 	}
 	if exitAfter {
-		step("Done (--exit): stopping the controller and the control plane")
+		step("Done (--exit): stopping both components and the control plane")
 		return nil
 	}
+	return keepRunning(dir, s)
+}
+
+// install runs helm lint and helm install as a cluster admin would.
+func install(ctx context.Context, env *testenv.Env, binary, helm, dir string) (*stack.Stack, error) {
+	step("Installing the Helm chart: helm install servicekey-operator charts/servicekey-operator -n servicekey-system")
+	say("--set issuer=%s --set tokenServer.defaultAudiences={%s}", demoIssuer, demoAudience)
+	helmLog, err := os.Create(filepath.Join(dir, "helm.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = helmLog.Close() }()
+	s, err := stack.Install(ctx, stack.Options{Env: env, Helm: helm, Binary: binary, Dir: dir,
+		TokenAddress: tokenAddress, ControllerMetrics: controllerMetrics, ControllerProbes: controllerProbes,
+		TokenMetrics: tokenMetrics, Set: []string{"tokenServer.defaultAudiences={" + demoAudience + "}"}, Log: helmLog})
+	if err != nil {
+		return nil, fmt.Errorf("%w (helm output: %s)", err, helmLog.Name())
+	}
+	say("helm lint passed; installed %d objects (helm output and NOTES: %s):", len(s.Manifest), helmLog.Name())
+	for _, o := range s.Manifest {
+		say("  %-26s %s", o.GetKind(), o.GetName())
+	}
+	say("the CRD is established: kubectl get servicekeys works")
+	return s, nil
+}
+
+func keepRunning(dir string, s *stack.Stack) error {
 	step("The cluster keeps running. Try:")
-	say("export KUBECONFIG=%s", kubeconfig)
+	say("export KUBECONFIG=%s", filepath.Join(dir, "kubeconfig"))
 	say("kubectl get servicekeys -A        # or: kubectl get sk -A")
 	say("kubectl describe sk billing       # conditions and events")
-	say("curl -s http://%s/metrics | grep servicekey_", metrics)
-	say("controller log: %s", filepath.Join(dir, "controller.log"))
+	say("%s/bin/helm-* list -A --kubeconfig $KUBECONFIG", testenv.RepoRoot())
+	say("curl -s %s/.well-known/openid-configuration", s.Issuer)
+	say("curl -s http://%s/metrics | grep servicekey_", controllerMetrics)
+	say("logs: %s, %s", s.Controller.Log, s.TokenServer.Log)
 	say("Press Ctrl-C to stop everything.")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
 	step("Stopping")
 	return nil
-}
-
-// startController runs the real binary as `servicekey-operator controller`.
-func startController(binary, kubeconfig, metrics, dir string) (func(), error) {
-	step("Starting the controller: " + binary + " controller")
-	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(binary, "controller", "--kubeconfig", kubeconfig, //nolint:gosec // the demo runs our own binary
-		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0",
-		"--token-uri", demoIssuer+"/oauth2/token", "--signing-key-secret", signingRef)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s (run 'make build' first): %w", binary, err)
-	}
-	say("pid %d, log %s", cmd.Process.Pid, logFile.Name())
-	return func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		_ = logFile.Close()
-	}, nil
 }
 
 func (d demo) walkthrough() error {
@@ -219,7 +233,7 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 	if err != nil {
 		return err
 	}
-	if err := tryGrant(kf); err != nil {
+	if _, err := tryGrant(kf); err != nil {
 		return err
 	}
 	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false }); err != nil {
@@ -230,10 +244,30 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 	}
 	d.printKey(sk)
 	say("a grant now:")
-	if err := tryGrant(kf); err != nil {
+	if _, err := tryGrant(kf); err != nil {
 		return err
 	}
-	return d.printEventsAndMetrics(sk)
+	if err := d.printEventsAndMetrics(sk); err != nil {
+		return err
+	}
+	return d.revoke(sk, kf)
+}
+
+// revoke deletes the ServiceKey: the token server forgets its keys at once.
+func (d demo) revoke(sk *v1.ServiceKey, kf keyutil.KeyFile) error {
+	step("Revoking for good: kubectl delete sk billing")
+	if err := d.c.Delete(context.Background(), sk); err != nil {
+		return err
+	}
+	say("a grant with the deleted key (retried until the token server's watch has seen the delete):")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, err := tryGrant(kf)
+		if err != nil || status != http.StatusOK || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond) // polling the token server
+	}
 }
 
 // patch changes the ServiceKey, retrying on conflicts with the controller's writes.

@@ -27,7 +27,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -39,54 +38,20 @@ import (
 )
 
 const (
-	demoIssuer   = "https://token.servicekey.demo"
-	signingRef   = tokenserver.DefaultSigningSecret
 	tokenAddress = "127.0.0.1:18443"
+	// demoIssuer is where the token server listens: the chart's issuer value, so
+	// key files' token_uri points at it.
+	demoIssuer   = "http://" + tokenAddress
+	demoAudience = "https://api.servicekey.demo"
 )
-
-// startTokenServer runs the real binary as `servicekey-operator token-server` and
-// waits for /readyz.
-func startTokenServer(binary, kubeconfig, dir string) (func(), error) {
-	step("Starting the token server: " + binary + " token-server")
-	logFile, err := os.Create(filepath.Join(dir, "token-server.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(binary, "token-server", "--kubeconfig", kubeconfig, "--issuer", demoIssuer, //nolint:gosec // our own binary
-		"--listen", tokenAddress, "--metrics-bind-address", "127.0.0.1:19090",
-		"--signing-key-secret", signingRef, "--default-audience", "https://api.servicekey.demo")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", binary, err)
-	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		_ = logFile.Close()
-	}
-	say("pid %d, log %s; listening on http://%s", cmd.Process.Pid, logFile.Name(), tokenAddress)
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + tokenAddress + "/readyz"); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				say("ready: ServiceKey cache synced, signing key loaded (managed by the controller)")
-				return stop, nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond) // polling readiness
-	}
-	stop()
-	return nil, fmt.Errorf("token server not ready within a minute; see %s", logFile.Name())
-}
 
 // getToken obtains an access token exactly as an application would, with
 // golang.org/x/oauth2/jwt and the mounted key file, and verifies it via the JWKS.
 func getToken(kf keyutil.KeyFile) error {
 	step("An application gets an access token with golang.org/x/oauth2/jwt and key.json")
-	say("jwt.Config{Email: %q, PrivateKeyID: %q, TokenURL: http://%s/oauth2/token, Audience: %q}", kf.ClientID, kf.KeyID, tokenAddress, kf.TokenURI)
+	say("jwt.Config{Email: %q, PrivateKeyID: %q, TokenURL: %q, Audience: %q}", kf.ClientID, kf.KeyID, kf.TokenURI, kf.TokenURI)
 	cfg := &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
-		TokenURL: "http://" + tokenAddress + "/oauth2/token", Audience: kf.TokenURI, Scopes: []string{"invoices:read"}}
+		TokenURL: kf.TokenURI, Audience: kf.TokenURI, Scopes: []string{"invoices:read"}}
 	tok, err := cfg.TokenSource(context.Background()).Token()
 	if err != nil {
 		return fmt.Errorf("get token: %w", err)
@@ -103,7 +68,7 @@ func getToken(kf keyutil.KeyFile) error {
 }
 
 func verify(raw string) (*tokenserver.AccessTokenClaims, string, error) {
-	resp, err := http.Get("http://" + tokenAddress + "/.well-known/jwks.json")
+	resp, err := http.Get(demoIssuer + "/.well-known/jwks.json")
 	if err != nil {
 		return nil, "", err
 	}
@@ -127,11 +92,12 @@ func verify(raw string) (*tokenserver.AccessTokenClaims, string, error) {
 	return claims, kid, nil
 }
 
-// tryGrant sends one jwt-bearer grant and prints the answer's status and error.
-func tryGrant(kf keyutil.KeyFile) error {
+// tryGrant sends one jwt-bearer grant, prints the answer's status and error, and
+// returns the status.
+func tryGrant(kf keyutil.KeyFile) (int, error) {
 	key, err := gojwt.ParseRSAPrivateKeyFromPEM([]byte(kf.PrivateKey))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	now := time.Now()
 	t := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
@@ -139,20 +105,20 @@ func tryGrant(kf keyutil.KeyFile) error {
 	t.Header["kid"] = kf.KeyID
 	a, err := t.SignedString(key)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	resp, err := http.PostForm("http://"+tokenAddress+"/oauth2/token", url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {a}}) //nolint:noctx // demo
+	resp, err := http.PostForm(kf.TokenURI, url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {a}}) //nolint:noctx // demo
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode == http.StatusOK {
 		say("HTTP 200: token issued")
-		return nil
+		return resp.StatusCode, nil
 	}
 	say("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	return nil
+	return resp.StatusCode, nil
 }
 
 // cliToken runs `servicekey-operator token --key-file key.json --json`, the CLI a
@@ -167,8 +133,7 @@ func cliToken(binary, dir string, kf keyutil.KeyFile) error {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return err
 	}
-	out, err := exec.Command(binary, "token", "--key-file", path, "--json", //nolint:gosec // our own binary
-		"--token-url", "http://"+tokenAddress+"/oauth2/token").Output()
+	out, err := exec.Command(binary, "token", "--key-file", path, "--json").Output() //nolint:gosec // our own binary
 	if err != nil {
 		return fmt.Errorf("token CLI: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -58,6 +59,16 @@ var ErrNoAssets = errors.New("KUBEBUILDER_ASSETS is not set: run the tests with 
 // Start starts kube-apiserver and etcd and installs the CRDs from config/crd/bases.
 // Call Stop when done (usually from TestMain).
 func Start() (*Env, error) {
+	return start([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")})
+}
+
+// StartWithoutCRDs starts an empty control plane, for installing the CRD the way
+// users do (the Helm chart in the demo and the e2e test).
+func StartWithoutCRDs() (*Env, error) {
+	return start(nil)
+}
+
+func start(crdPaths []string) (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, ErrNoAssets
 	}
@@ -65,11 +76,14 @@ func Start() (*Env, error) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register core types: %w", err)
 	}
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register CRD types: %w", err)
+	}
 	if err := authv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register ServiceKey types: %w", err)
 	}
 	e := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     crdPaths,
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}

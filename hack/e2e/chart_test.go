@@ -1,0 +1,258 @@
+//go:build e2e
+
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/stack"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// render runs `helm template` for the install release with extra helm arguments.
+func render(t *testing.T, args ...string) stack.Objects {
+	t.Helper()
+	out, err := installed.HelmOutput(context.Background(),
+		append([]string{"template", stack.Release, stack.ChartDir(), "--namespace", stack.Namespace}, args...)...)
+	if err != nil {
+		t.Fatalf("helm template %v: %v", args, err)
+	}
+	objs, err := stack.ParseObjects(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// TestChartMatchesKustomize renders the chart with default values and builds
+// config/default, and requires the same objects with the same content (labels and
+// annotations aside; kustomize adds the Namespace).
+func TestChartMatchesKustomize(t *testing.T) {
+	chart := render(t)
+	out, err := exec.Command(kustomize, "build", filepath.Join(testenv.RepoRoot(), "config", "default")).Output()
+	if err != nil {
+		t.Fatalf("kustomize build config/default: %v", err)
+	}
+	kust, err := stack.ParseObjects(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust = slices.DeleteFunc(kust, func(u *unstructured.Unstructured) bool { return u.GetKind() == "Namespace" })
+	if len(kust) != len(chart) {
+		t.Errorf("kustomize builds %d objects, the chart %d", len(kust), len(chart))
+	}
+	for _, c := range chart {
+		k := kust.Find(c.GetKind(), c.GetName())
+		if k == nil {
+			t.Errorf("%s %s is in the chart but not in config/", c.GetKind(), c.GetName())
+			continue
+		}
+		if a, b := normalize(c), normalize(k); !reflect.DeepEqual(a, b) {
+			ca, _ := yaml.Marshal(a)
+			kb, _ := yaml.Marshal(b)
+			t.Errorf("%s %s differs:\nchart:\n%s\nconfig/:\n%s", c.GetKind(), c.GetName(), ca, kb)
+		}
+	}
+}
+
+// normalize drops what legitimately differs between helm and kustomize output.
+func normalize(u *unstructured.Unstructured) map[string]any {
+	c := u.DeepCopy()
+	c.SetLabels(nil)
+	c.SetAnnotations(nil)
+	unstructured.RemoveNestedField(c.Object, "spec", "template", "metadata", "labels")
+	return c.Object
+}
+
+// TestChartRBACIsControllerGens compares the chart's rules with config/rbac.
+func TestChartRBACIsControllerGens(t *testing.T) {
+	chart := render(t)
+	for _, component := range []string{"controller", "token-server"} {
+		data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", component, "role.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		generated, err := stack.ParseObjects(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range generated {
+			c := chart.Find(g.GetKind(), stack.Release+"-"+component)
+			if c == nil {
+				t.Fatalf("the chart has no %s for the %s", g.GetKind(), component)
+			}
+			if !reflect.DeepEqual(c.Object["rules"], g.Object["rules"]) {
+				t.Errorf("%s %s: chart rules differ from controller-gen's", g.GetKind(), c.GetName())
+			}
+		}
+	}
+}
+
+// TestChartWiring checks that one value reaches every place that must agree: the
+// issuer and token URL in both components, the signing Secret in both and in the
+// token server's Role.
+func TestChartWiring(t *testing.T) {
+	svc := "http://servicekey-operator-token-server.servicekey-system.svc"
+	tests := map[string]struct {
+		set                          []string
+		issuer, tokenURL, signingKey string
+	}{
+		"defaults": {issuer: svc, tokenURL: svc + "/oauth2/token", signingKey: "servicekey-token-signing"},
+		"service port": {set: []string{"tokenServer.service.port=8080"}, issuer: svc + ":8080",
+			tokenURL: svc + ":8080/oauth2/token", signingKey: "servicekey-token-signing"},
+		"ingress host": {set: []string{"tokenServer.ingress.enabled=true", "tokenServer.ingress.host=token.example.com"},
+			issuer: "https://token.example.com", tokenURL: "https://token.example.com/oauth2/token", signingKey: "servicekey-token-signing"},
+		"explicit issuer and token URL": {set: []string{"issuer=https://auth.example.com/", "tokenURL=https://edge.example.com/token",
+			"signingKey.secretName=my-signing"},
+			issuer: "https://auth.example.com", tokenURL: "https://edge.example.com/token", signingKey: "my-signing"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var args []string
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			objs := render(t, args...)
+			controller, err := objs.Component(stack.Release + "-controller")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokenServer, err := objs.Component(stack.Release + "-token-server")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := stack.Namespace + "/" + tc.signingKey
+			wantFlags(t, controller.Args, "--token-uri="+tc.tokenURL, "--signing-key-secret="+ref)
+			wantFlags(t, tokenServer.Args, "--issuer="+tc.issuer, "--token-url="+tc.tokenURL, "--signing-key-secret="+ref)
+			role := &rbacv1.Role{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(objs.Find("Role", stack.Release+"-token-server").Object, role); err != nil {
+				t.Fatal(err)
+			}
+			if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].ResourceNames, []string{tc.signingKey}) {
+				t.Errorf("token server Role rules %+v, want only Secret %s", role.Rules, tc.signingKey)
+			}
+		})
+	}
+}
+
+func wantFlags(t *testing.T, args []string, flags ...string) {
+	t.Helper()
+	for _, f := range flags {
+		if !slices.Contains(args, f) {
+			t.Errorf("args %v lack %s", args, f)
+		}
+	}
+}
+
+// TestChartHardening checks both Deployments run restricted: non-root, read-only root
+// filesystem, no capabilities, no privilege escalation, RuntimeDefault seccomp, with
+// probes and resources.
+func TestChartHardening(t *testing.T) {
+	objs := render(t)
+	for _, name := range []string{"controller", "token-server"} {
+		d, err := objs.Deployment(stack.Release + "-" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := d.Spec.Template.Spec
+		c := pod.Containers[0]
+		checks := map[string]bool{
+			"runAsNonRoot":              pod.SecurityContext.RunAsNonRoot != nil && *pod.SecurityContext.RunAsNonRoot,
+			"seccomp RuntimeDefault":    pod.SecurityContext.SeccompProfile != nil && pod.SecurityContext.SeccompProfile.Type == "RuntimeDefault",
+			"readOnlyRootFilesystem":    c.SecurityContext.ReadOnlyRootFilesystem != nil && *c.SecurityContext.ReadOnlyRootFilesystem,
+			"no privilege escalation":   c.SecurityContext.AllowPrivilegeEscalation != nil && !*c.SecurityContext.AllowPrivilegeEscalation,
+			"all capabilities dropped":  c.SecurityContext.Capabilities != nil && slices.Equal(c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}),
+			"liveness and readiness":    c.LivenessProbe != nil && c.ReadinessProbe != nil,
+			"resource requests, limits": c.Resources.Requests.Cpu() != nil && !c.Resources.Limits.Memory().IsZero(),
+		}
+		for check, ok := range checks {
+			if !ok {
+				t.Errorf("%s: %s not set", name, check)
+			}
+		}
+	}
+}
+
+// TestChartOptionalObjects renders every optional object (ci/all-values.yaml) and has
+// the API server validate each with a server-side dry run; ServiceMonitors, whose
+// CRD is not installed here, are only counted.
+func TestChartOptionalObjects(t *testing.T) {
+	objs := render(t, "-f", filepath.Join(stack.ChartDir(), "ci", "all-values.yaml"))
+	kinds := map[string]int{}
+	for _, u := range objs {
+		kinds[u.GetKind()]++
+		if u.GetKind() == "ServiceMonitor" || u.GetKind() == "CustomResourceDefinition" {
+			continue
+		}
+		obj := u.DeepCopy()
+		if err := env.Client.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(obj), client.DryRunAll, client.FieldOwner("e2e"), client.ForceOwnership); err != nil {
+			t.Errorf("%s %s: the API server refuses it: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+	for kind, n := range map[string]int{"Ingress": 1, "HorizontalPodAutoscaler": 1, "ServiceMonitor": 2, "NetworkPolicy": 2, "PodDisruptionBudget": 2} {
+		if kinds[kind] != n {
+			t.Errorf("%d %s, want %d", kinds[kind], kind, n)
+		}
+	}
+	if d, err := objs.Deployment(stack.Release + "-token-server"); err != nil || d.Spec.Replicas != nil {
+		t.Errorf("with autoscaling the token server Deployment must leave replicas to the HPA: %v", err)
+	}
+}
+
+// TestChartRefusesBadValues checks values.schema.json and the templates' own checks.
+func TestChartRefusesBadValues(t *testing.T) {
+	tests := map[string]struct {
+		set, want string
+	}{
+		"unknown key":               {set: "tokenServer.replica=3", want: "additional properties 'replica' not allowed"},
+		"unknown top-level key":     {set: "isuer=https://x", want: "additional properties 'isuer' not allowed"},
+		"algorithm":                 {set: "signingKey.algorithm=HS256", want: "signingKey/algorithm"},
+		"duration":                  {set: "maxAccessTokenTTL=1day", want: "maxAccessTokenTTL"},
+		"issuer not a URL":          {set: "issuer=token.example.com", want: "issuer"},
+		"ingress without host":      {set: "tokenServer.ingress.enabled=true", want: "tokenServer.ingress.host is required"},
+		"log level above the cap":   {set: "logging.level=9", want: "logging/level"},
+		"zero token server pods":    {set: "tokenServer.replicas=0", want: "tokenServer/replicas"},
+		"signing Secret not a name": {set: "signingKey.secretName=Bad_Name", want: "signingKey/secretName"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := installed.HelmOutput(context.Background(), "template", stack.Release, stack.ChartDir(), "--set", tc.set)
+			if err == nil {
+				t.Fatalf("helm template accepted %s", tc.set)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}

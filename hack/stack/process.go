@@ -1,0 +1,125 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+type process struct {
+	cmd *exec.Cmd
+	log *os.File
+}
+
+// Start runs the controller and the token server as local processes, each with the
+// arguments the chart gives its Deployment (listen addresses moved to loopback) and
+// a kubeconfig that impersonates the Deployment's ServiceAccount, so every API call
+// is authorized by the chart's RBAC alone. It returns once both report ready.
+func (s *Stack) Start(ctx context.Context) error {
+	o := s.opts
+	controller := append(append([]string{}, s.Controller.Args...),
+		"--metrics-bind-address="+o.ControllerMetrics, "--health-probe-bind-address="+o.ControllerProbes)
+	if err := s.run(&s.Controller, controller); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, "http://"+o.ControllerProbes+"/readyz", s.Controller.Log); err != nil {
+		return err
+	}
+	tokenServer := append(append([]string{}, s.TokenServer.Args...),
+		"--listen="+o.TokenAddress, "--metrics-bind-address="+o.TokenMetrics)
+	if err := s.run(&s.TokenServer, tokenServer); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, "http://"+o.TokenAddress+"/readyz", s.TokenServer.Log)
+}
+
+// Stop ends both processes (SIGTERM, then waits).
+func (s *Stack) Stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		p := s.procs[i]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Wait()
+		_ = p.log.Close()
+	}
+	s.procs = nil
+}
+
+// Kubeconfig writes (once) and returns a kubeconfig that acts as the given user,
+// e.g. a component's ServiceAccount, through impersonation by the admin.
+func (s *Stack) Kubeconfig(user string) (string, error) {
+	cfg, err := clientcmd.Load(s.opts.Env.KubeConfig)
+	if err != nil {
+		return "", fmt.Errorf("parse kubeconfig: %w", err)
+	}
+	for _, auth := range cfg.AuthInfos {
+		auth.Impersonate = user
+	}
+	path := filepath.Join(s.opts.Dir, "kubeconfig-"+filepath.Base(user))
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return "", fmt.Errorf("write kubeconfig for %s: %w", user, err)
+	}
+	return path, nil
+}
+
+func (s *Stack) run(c *Component, args []string) error {
+	kubeconfig, err := s.Kubeconfig(c.ServiceAccount)
+	if err != nil {
+		return err
+	}
+	c.Log = filepath.Join(s.opts.Dir, c.Name+".log")
+	log, err := os.Create(c.Log)
+	if err != nil {
+		return fmt.Errorf("create log: %w", err)
+	}
+	cmd := exec.Command(s.opts.Binary, append(args, "--kubeconfig="+kubeconfig)...) //nolint:gosec // our own binary with the chart's arguments
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		_ = log.Close()
+		return fmt.Errorf("start %s (run 'make build' first): %w", s.opts.Binary, err)
+	}
+	s.procs = append(s.procs, &process{cmd: cmd, log: log})
+	return nil
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, url, log string) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("request %s: %w", url, err)
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // polling readiness
+	}
+	return errors.New(url + " not ready within a minute; see " + log)
+}
