@@ -59,6 +59,12 @@ type Options struct {
 	Clock clock.PassiveClock
 }
 
+// AssertionLifetime is how long the grants this package signs are valid (x/oauth2/jwt
+// defaults to an hour). A short lifetime makes a captured grant useless soon, and
+// bounds the window in which a replay could reach a token-server replica whose jti
+// cache has not seen it (the caches are per replica).
+const AssertionLifetime = 2 * time.Minute
+
 // TokenSource caches an access token and gets a new one when it is about to expire or
 // was reported expired. It implements oauth2.TokenSource and is safe for concurrent use.
 type TokenSource struct {
@@ -128,7 +134,7 @@ func (s *TokenSource) reload() error {
 		tokenURL = kf.TokenURI
 	}
 	s.cfg = &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
-		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes}
+		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes, Expires: AssertionLifetime}
 	s.keyData = data
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	gojwt "github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -47,12 +49,25 @@ import (
 type countingTransport struct {
 	n       atomic.Int64
 	sawAuth atomic.Bool
+	// lifetime is exp - now of the last grant sent, in seconds.
+	lifetime atomic.Int64
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
 	if r.Header.Get("Authorization") != "" {
 		c.sawAuth.Store(true)
+	}
+	if r.GetBody != nil {
+		body, _ := r.GetBody()
+		data, _ := io.ReadAll(body)
+		form, _ := url.ParseQuery(string(data))
+		claims := gojwt.MapClaims{}
+		if _, _, err := gojwt.NewParser().ParseUnverified(form.Get("assertion"), claims); err == nil {
+			if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+				c.lifetime.Store(int64(time.Until(exp.Time).Seconds()))
+			}
+		}
 	}
 	return http.DefaultTransport.RoundTrip(r)
 }
@@ -98,6 +113,9 @@ func TestTokenSourceCachesAndRefreshesEarly(t *testing.T) {
 	}
 	if rt.sawAuth.Load() {
 		t.Error("an Authorization header was sent to the token endpoint")
+	}
+	if l := time.Duration(rt.lifetime.Load()) * time.Second; l <= 0 || l > client.AssertionLifetime {
+		t.Errorf("the grant expires in %v, want within client.AssertionLifetime (%v)", l, client.AssertionLifetime)
 	}
 }
 
