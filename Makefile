@@ -133,6 +133,6 @@ tools: $(CONTROLLER_GEN) $(GOLANGCI_LINT) $(HELM) $(KUSTOMIZE) $(HELM_DOCS) ## I
 # not the package's last path element (a /vN module suffix).
 define go-install-tool
 @echo "installing $(2)@$(3) into $(LOCALBIN)"
-GOBIN=$(LOCALBIN) go install $(2)@$(3)
+GOBIN=$(LOCALBIN) hack/with-progress.sh "$(notdir $(1))" go install $(2)@$(3)
 mv $(LOCALBIN)/$(or $(4),$$(basename $(2))) $(1)
 endef

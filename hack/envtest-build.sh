@@ -74,7 +74,7 @@ EOF
   (cd "$d" && go mod init envtest/etcd >/dev/null 2>&1 &&
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 &&
     go mod tidy >/dev/null 2>&1) || die "resolving go.etcd.io/etcd/server/v3@$ETCD_VERSION failed (module proxy reachable?)"
-  (cd "$d" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$assets/etcd.tmp" .) ||
+  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] etcd" go build -trimpath -ldflags='-s -w' -o "$assets/etcd.tmp" .) ||
     die "building etcd failed"
   mv "$assets/etcd.tmp" "$assets/etcd"
   log "etcd ready"
@@ -110,7 +110,7 @@ EOF
   for p in $pkg $cpkg; do
     ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  (cd "$d" && CGO_ENABLED=0 go build -trimpath -ldflags="$ld" -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) ||
+  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] kube-apiserver" go build -trimpath -ldflags="$ld" -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) ||
     die "building kube-apiserver failed"
   mv "$assets/kube-apiserver.tmp" "$assets/kube-apiserver"
   log "kube-apiserver ready"

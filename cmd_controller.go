@@ -1,0 +1,168 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/servicekey-operator/servicekey-operator/controllers"
+)
+
+// controllerFlags are the controller subcommand's flags.
+type controllerFlags struct {
+	common
+	metricsAddr      string
+	probeAddr        string
+	leaderElect      bool
+	leaderElectionNS string
+	leaderElectionID string
+	tokenURI         string
+	allowCustomSubj  bool
+	workers          int
+	signingSecret    string
+	signing          controllers.SigningPolicy
+}
+
+func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, error) {
+	f := &controllerFlags{}
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.bind(fs)
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader so only one replica reconciles at a time")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader-election Lease; default: the pod's namespace")
+	fs.StringVar(&f.leaderElectionID, "leader-election-id", "controller.servicekey.dev", "name of the leader-election Lease")
+	fs.StringVar(&f.tokenURI, "token-uri", "", "token endpoint URL written into key files (token_uri), e.g. https://token.example.com/oauth2/token")
+	fs.BoolVar(&f.allowCustomSubj, "allow-custom-subjects", false, "allow spec.subject to name identities other than system:servicekey:<namespace>:<name>")
+	fs.IntVar(&f.workers, "max-concurrent-reconciles", goruntime.NumCPU(), "ServiceKeys reconciled in parallel (key generation is CPU-bound)")
+	fs.StringVar(&f.signingSecret, "signing-key-secret", "", "namespace/name of the token server's signing-key Secret to manage (empty: not managed)")
+	fs.StringVar(&f.signing.Algorithm, "signing-key-algorithm", "ES256", "algorithm of the token server's signing keys: ES256 or RS256")
+	fs.DurationVar(&f.signing.Every, "signing-key-rotation", 720*time.Hour, "rotation period of the token server's signing keys")
+	fs.DurationVar(&f.signing.MaxTokenTTL, "max-access-token-ttl", time.Hour, "the token server's --max-access-token-ttl: how long a previous signing key stays published")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if f.workers < 1 {
+		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.workers)
+	}
+	if f.signing.Algorithm != "ES256" && f.signing.Algorithm != "RS256" {
+		return nil, fmt.Errorf("--signing-key-algorithm must be ES256 or RS256, got %q", f.signing.Algorithm)
+	}
+	if f.signing.Every <= f.signing.MaxTokenTTL {
+		return nil, errors.New("--signing-key-rotation must be longer than --max-access-token-ttl")
+	}
+	return f, nil
+}
+
+func runController(args []string, stderr io.Writer) int {
+	f, err := parseControllerFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return exitUsage
+	}
+	log := f.logger("setup")
+
+	if err := startController(f); err != nil {
+		log.Error(err, "controller stopped")
+		return 1
+	}
+	return 0
+}
+
+func startController(f *controllerFlags) error {
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        f.leaderElectionID,
+		LeaderElectionNamespace: f.leaderElectionNS,
+		// Stepping down at once on shutdown lets the next replica take over quickly.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	m := controllers.NewMetrics(mgr.GetCache())
+	if err := m.Register(crmetrics.Registry); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	r := &controllers.ServiceKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
+		Clock:     clock.RealClock{},
+		Keys:      controllers.RSAKeys{},
+		Policy:    controllers.Policy{AllowCustomSubjects: f.allowCustomSubj, TokenURI: f.tokenURI},
+		Metrics:   m,
+	}
+	if err := r.SetupWithManager(mgr, f.workers); err != nil {
+		return err
+	}
+	if f.signingSecret != "" {
+		ns, name, ok := strings.Cut(f.signingSecret, "/")
+		if !ok || ns == "" || name == "" {
+			return errors.New("--signing-key-secret must be namespace/name")
+		}
+		if err := mgr.Add(&controllers.SigningKeyManager{
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: types.NamespacedName{Namespace: ns, Name: name},
+			Policy: f.signing, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("signing-keys"),
+		}); err != nil {
+			return fmt.Errorf("add signing-key manager: %w", err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("add readiness check: %w", err)
+	}
+	ctrl.Log.WithName("setup").Info("starting controller manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+)
+
+// tokenServerFlags are the token-server subcommand's flags.
+type tokenServerFlags struct {
+	common
+	opts           tokenserver.Options
+	signingSecret  string
+	namespaces     string
+	audiences      string
+	trustedProxies string
+}
+
+func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, error) {
+	f := &tokenServerFlags{}
+	fs := flag.NewFlagSet("token-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.bind(fs)
+	fs.StringVar(&f.opts.Listen, "listen", ":8080", "address of the token server (HTTP; terminate TLS in front of it)")
+	fs.StringVar(&f.opts.Issuer, "issuer", "", "issuer identifier (RFC 8414), e.g. https://token.example.com (required)")
+	fs.StringVar(&f.opts.TokenURL, "token-url", "", "public URL of the token endpoint; default: <issuer>/oauth2/token")
+	fs.StringVar(&f.signingSecret, "signing-key-secret", tokenserver.DefaultSigningSecret, "namespace/name of the signing-key Secret (the generated RBAC names the default)")
+	fs.StringVar(&f.namespaces, "namespaces", "", "comma-separated namespaces whose ServiceKeys are served; default: all")
+	fs.StringVar(&f.audiences, "default-audience", "", "comma-separated aud of tokens of ServiceKeys without spec.audiences; default: the issuer")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
+	fs.DurationVar(&f.opts.MaxTTL, "max-access-token-ttl", time.Hour, "cap on every ServiceKey's accessTokenTTL")
+	fs.IntVar(&f.opts.ReplayCacheSize, "replay-cache-size", 100000, "assertion IDs remembered at once (jti replay protection)")
+	fs.Float64Var(&f.opts.RateLimit, "rate-limit", 10, "token requests per second per client (0 disables); excess gets 429 with Retry-After")
+	fs.IntVar(&f.opts.RateBurst, "rate-burst", 20, "burst of the per-client rate limit")
+	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
+	fs.StringVar(&f.opts.MetricsListen, "metrics-bind-address", ":9090", "address of the Prometheus metrics endpoint (empty disables it)")
+	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, f.complete()
+}
+
+// complete checks and converts the flag values into Options.
+func (f *tokenServerFlags) complete() error {
+	if f.opts.Issuer == "" {
+		return errors.New("--issuer is required")
+	}
+	ns, name, ok := strings.Cut(f.signingSecret, "/")
+	if !ok || ns == "" || name == "" {
+		return errors.New("--signing-key-secret must be namespace/name")
+	}
+	f.opts.SigningSecret = types.NamespacedName{Namespace: ns, Name: name}
+	f.opts.Namespaces = splitList(f.namespaces)
+	f.opts.DefaultAudience = splitList(f.audiences)
+	if len(f.opts.DefaultAudience) == 0 {
+		f.opts.DefaultAudience = []string{f.opts.Issuer}
+	}
+	for _, c := range splitList(f.trustedProxies) {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		f.opts.TrustedProxies = append(f.opts.TrustedProxies, p)
+	}
+	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 {
+		return errors.New("--max-access-token-ttl and --replay-cache-size must be positive")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func runTokenServer(args []string, stderr io.Writer) int {
+	f, err := parseTokenServerFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "token-server: %v\n", err)
+		return exitUsage
+	}
+	log := f.logger("token-server")
+	if err := serveTokens(f, log); err != nil {
+		log.Error(err, "token server stopped")
+		return 1
+	}
+	return 0
+}
+
+func serveTokens(f *tokenServerFlags, log logr.Logger) error {
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
+	ctx := ctrl.SetupSignalHandler()
+	running, err := tokenserver.Start(ctx, cfg, scheme, f.opts)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
+	<-ctx.Done()
+	return nil
+}
