@@ -256,3 +256,26 @@ func TestChartRefusesBadValues(t *testing.T) {
 		})
 	}
 }
+
+// TestChartCRDToggles checks crds.enabled and crds.keep.
+func TestChartCRDToggles(t *testing.T) {
+	tests := map[string]struct {
+		set       []string
+		crd, keep bool
+	}{
+		"defaults":      {crd: true, keep: true},
+		"not kept":      {set: []string{"--set", "crds.keep=false"}, crd: true},
+		"managed apart": {set: []string{"--set", "crds.enabled=false"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			crd := render(t, tc.set...).Find("CustomResourceDefinition", stack.CRDName)
+			if (crd != nil) != tc.crd {
+				t.Fatalf("CRD rendered: %v, want %v", crd != nil, tc.crd)
+			}
+			if crd != nil && (crd.GetAnnotations()["helm.sh/resource-policy"] == "keep") != tc.keep {
+				t.Errorf("keep policy: %v, want %v", crd.GetAnnotations(), tc.keep)
+			}
+		})
+	}
+}
