@@ -29,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -53,6 +54,9 @@ func main() {
 	binary := flag.String("binary", "bin/servicekey-operator", "the servicekey-operator binary to run")
 	helm := flag.String("helm", "bin/helm", "the helm binary (make demo passes the pinned one)")
 	flag.Parse()
+	// With the output piped into `head` or a closed terminal, keep going and clean up
+	// (stop the components and the control plane) instead of dying on SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := run(*binary, *helm, *exit); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
 		os.Exit(1)
@@ -75,6 +79,9 @@ const (
 
 func run(binary, helm string, exitAfter bool) error {
 	ctx := context.Background()
+	if err := portsFree(tokenAddress, controllerMetrics, controllerProbes, tokenMetrics); err != nil {
+		return err
+	}
 	step("Starting an embedded control plane (kube-apiserver + etcd built by hack/envtest-build.sh)")
 	env, err := testenv.StartWithoutCRDs()
 	if err != nil {
@@ -135,6 +142,19 @@ func install(ctx context.Context, env *testenv.Env, binary, helm, dir string) (*
 	return s, nil
 }
 
+// portsFree checks the demo's fixed addresses before anything starts, so a second
+// demo (or anything else on those ports) is reported plainly.
+func portsFree(addrs ...string) error {
+	for _, a := range addrs {
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", a)
+		if err != nil {
+			return fmt.Errorf("%s is in use (is another demo running?): %w", a, err)
+		}
+		_ = ln.Close()
+	}
+	return nil
+}
+
 func keepRunning(dir string, s *stack.Stack) error {
 	step("The cluster keeps running. Try:")
 	say("export KUBECONFIG=%s", filepath.Join(dir, "kubeconfig"))
@@ -146,7 +166,7 @@ func keepRunning(dir string, s *stack.Stack) error {
 	say("logs: %s, %s", s.Controller.Log, s.TokenServer.Log)
 	say("Press Ctrl-C to stop everything.")
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	<-sig
 	step("Stopping")
 	return nil

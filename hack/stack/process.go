@@ -31,8 +31,9 @@ import (
 )
 
 type process struct {
-	cmd *exec.Cmd
-	log *os.File
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed when the process has exited
 }
 
 // Start runs the controller and the token server as local processes, each with the
@@ -46,7 +47,7 @@ func (s *Stack) Start(ctx context.Context) error {
 	if err := s.run(&s.Controller, controller); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, "http://"+o.ControllerProbes+"/readyz", s.Controller.Log); err != nil {
+	if err := s.waitReady(ctx, "http://"+o.ControllerProbes+"/readyz", s.Controller.Log); err != nil {
 		return err
 	}
 	tokenServer := append(append([]string{}, s.TokenServer.Args...),
@@ -54,7 +55,7 @@ func (s *Stack) Start(ctx context.Context) error {
 	if err := s.run(&s.TokenServer, tokenServer); err != nil {
 		return err
 	}
-	return waitHTTP(ctx, "http://"+o.TokenAddress+"/readyz", s.TokenServer.Log)
+	return s.waitReady(ctx, "http://"+o.TokenAddress+"/readyz", s.TokenServer.Log)
 }
 
 // Stop ends both processes (SIGTERM, then waits).
@@ -62,7 +63,7 @@ func (s *Stack) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		p := s.procs[i]
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		_ = p.cmd.Wait()
+		<-p.done
 		_ = p.log.Close()
 	}
 	s.procs = nil
@@ -97,18 +98,31 @@ func (s *Stack) run(c *Component, args []string) error {
 	}
 	cmd := exec.Command(s.opts.Binary, append(args, "--kubeconfig="+kubeconfig)...) //nolint:gosec // our own binary with the chart's arguments
 	cmd.Stdout, cmd.Stderr = log, log
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		_ = log.Close()
 		return fmt.Errorf("start %s (run 'make build' first): %w", s.opts.Binary, err)
 	}
-	s.procs = append(s.procs, &process{cmd: cmd, log: log})
+	p := &process{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	s.procs = append(s.procs, p)
 	return nil
 }
 
-// waitHTTP polls url until it answers 200.
-func waitHTTP(ctx context.Context, url, log string) error {
+// waitReady polls url until it answers 200, failing at once when the process just
+// started has exited (a port in use, a bad flag).
+func (s *Stack) waitReady(ctx context.Context, url, log string) error {
+	last := s.procs[len(s.procs)-1]
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
+		select {
+		case <-last.done:
+			return fmt.Errorf("%s exited (%v); see %s", filepath.Base(log), last.cmd.ProcessState, log)
+		default:
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return fmt.Errorf("request %s: %w", url, err)
