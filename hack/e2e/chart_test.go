@@ -207,7 +207,11 @@ func TestChartHardening(t *testing.T) {
 // the API server validate each with a server-side dry run; ServiceMonitors, whose
 // CRD is not installed here, are only counted.
 func TestChartOptionalObjects(t *testing.T) {
-	objs := render(t, "-f", filepath.Join(stack.ChartDir(), "ci", "all-values.yaml"))
+	all := filepath.Join(stack.ChartDir(), "ci", "all-values.yaml")
+	if err := installed.Helm(context.Background(), "lint", "--strict", stack.ChartDir(), "-f", all); err != nil {
+		t.Errorf("helm lint with every option on: %v", err)
+	}
+	objs := render(t, "-f", all)
 	kinds := map[string]int{}
 	for _, u := range objs {
 		kinds[u.GetKind()]++
