@@ -30,6 +30,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -200,7 +202,25 @@ func TestChartHardening(t *testing.T) {
 				t.Errorf("%s: %s not set", name, check)
 			}
 		}
+		// The API server's PodSecurity admission is the judge: a pod from the template
+		// must be admitted to a namespace that enforces the restricted standard.
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: restrictedNamespace(t)}, Spec: pod}
+		if err := env.Client.Create(context.Background(), p, client.DryRunAll); err != nil {
+			t.Errorf("%s: the restricted Pod Security Standard refuses its pod: %v", name, err)
+		}
 	}
+}
+
+// restrictedNamespace creates (once) a namespace enforcing the restricted Pod
+// Security Standard.
+func restrictedNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "restricted",
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
+	if err := env.Client.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	return ns.Name
 }
 
 // TestChartOptionalObjects renders every optional object (ci/all-values.yaml) and has
