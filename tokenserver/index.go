@@ -34,6 +34,15 @@ type Index struct {
 	mu       sync.RWMutex
 	byClient map[string]*KeyRecord
 	log      logr.Logger
+	onDelete []func(clientID string)
+}
+
+// OnDelete registers functions called with the client_id of every deleted
+// ServiceKey, so per-client state elsewhere (rate limits, lastUsedTime bookkeeping)
+// is dropped with it instead of growing with every ServiceKey ever seen. Register
+// them before the informer starts.
+func (ix *Index) OnDelete(fns ...func(clientID string)) {
+	ix.onDelete = append(ix.onDelete, fns...)
 }
 
 // NewIndex returns an empty index.
@@ -66,9 +75,13 @@ func (ix *Index) Handler() toolscache.ResourceEventHandler {
 				obj = t.Obj
 			}
 			if sk, ok := obj.(*v1.ServiceKey); ok {
+				id := v1.ClientID(sk.Namespace, sk.Name)
 				ix.mu.Lock()
-				delete(ix.byClient, v1.ClientID(sk.Namespace, sk.Name))
+				delete(ix.byClient, id)
 				ix.mu.Unlock()
+				for _, fn := range ix.onDelete {
+					fn(id)
+				}
 			}
 		},
 	}

@@ -51,6 +51,23 @@ func NewLimiter(perSecond float64, burst int) *Limiter {
 	return &Limiter{perSec: rate.Limit(perSecond), burst: max(burst, 1), clients: map[string]*rate.Limiter{}}
 }
 
+// Forget drops a client's bucket (its ServiceKey was deleted).
+func (l *Limiter) Forget(clientID string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	delete(l.clients, clientID)
+	l.mu.Unlock()
+}
+
+// Len is the number of clients with a bucket.
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.clients)
+}
+
 // Allow reports whether a client may get a token at now, and otherwise how long to wait.
 func (l *Limiter) Allow(clientID string, now time.Time) (bool, time.Duration) {
 	if l == nil {
@@ -148,6 +165,16 @@ func (u *LastUsed) Note(clientID string) {
 	case u.queue <- clientID:
 	default: // busy: the next use will note it again after the granularity
 	}
+}
+
+// Forget drops what is remembered of a client (its ServiceKey was deleted).
+func (u *LastUsed) Forget(clientID string) {
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	delete(u.written, clientID)
+	u.mu.Unlock()
 }
 
 // Run writes noted uses until ctx is done.

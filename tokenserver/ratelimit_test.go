@@ -27,7 +27,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/golang-jwt/jwt/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 // TestRateLimitOverHTTP: past the per-client budget the endpoint answers 429 with
@@ -74,5 +77,30 @@ func TestRateLimitOverHTTP(t *testing.T) {
 	}
 	if r := post(b, "team/other", 3); r.StatusCode != 200 {
 		t.Errorf("another client was limited too: %d", r.StatusCode)
+	}
+}
+
+// TestDeletedServiceKeyIsForgotten: the index's delete event drops the client's rate
+// bucket and lastUsedTime bookkeeping, so they do not grow with every ServiceKey ever
+// seen, and only that client's.
+func TestDeletedServiceKeyIsForgotten(t *testing.T) {
+	clk := clocktesting.NewFakeClock(now)
+	lim := NewLimiter(1, 1)
+	used := NewLastUsed(nil, time.Hour, clk, logr.Discard())
+	ix := NewIndex(logr.Discard())
+	ix.OnDelete(lim.Forget, used.Forget)
+	for _, id := range []string{"team/app", "team/other"} {
+		lim.Allow(id, now)
+		used.Note(id)
+	}
+	if ok, _ := lim.Allow("team/app", now); ok {
+		t.Fatal("the burst of 1 was not spent")
+	}
+	ix.Handler().OnDelete(&v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app"}})
+	if lim.Len() != 1 || len(used.written) != 1 {
+		t.Errorf("after the delete: %d buckets, %d lastUsed entries; want 1 each (team/other's)", lim.Len(), len(used.written))
+	}
+	if ok, _ := lim.Allow("team/app", now); !ok {
+		t.Error("a ServiceKey recreated under the same name starts with a spent budget")
 	}
 }

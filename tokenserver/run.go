@@ -111,8 +111,10 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, err
 	}
+	limiter := NewLimiter(o.RateLimit, o.RateBurst)
+	ix.OnDelete(limiter.Forget, used.Forget)
 	x := &Exchanger{
-		Limiter: NewLimiter(o.RateLimit, o.RateBurst), Used: used,
+		Limiter: limiter, Used: used,
 		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
 		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize), Clock: o.Clock, NewID: randomID,
