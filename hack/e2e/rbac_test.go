@@ -83,6 +83,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	cs := kubernetes.NewForConfigOrDie(env.Config)
 	attrs := resourceAttributes(t, cs)
+	t.Logf("asking about %d (scope, resource, verb) triples per identity", len(attrs))
 	baseline := allowed(t, cs, "system:serviceaccount:default:nobody", attrs)
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
