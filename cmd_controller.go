@@ -22,9 +22,9 @@ import (
 	"fmt"
 	"io"
 	goruntime "runtime"
-	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,6 +47,7 @@ type controllerFlags struct {
 	allowCustomSubj  bool
 	workers          int
 	signingSecret    string
+	signingRef       types.NamespacedName // parsed signingSecret; empty: not managed
 	signing          controllers.SigningPolicy
 }
 
@@ -82,28 +83,17 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	if f.signing.Every <= f.signing.MaxTokenTTL {
 		return nil, errors.New("--signing-key-rotation must be longer than --max-access-token-ttl")
 	}
+	if f.signingSecret != "" {
+		var err error
+		if f.signingRef, err = parseRef("--signing-key-secret", f.signingSecret); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
 }
 
-func runController(args []string, stderr io.Writer) int {
-	f, err := parseControllerFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "controller: %v\n", err)
-		return exitUsage
-	}
-	log := f.logger("setup")
-
-	if err := startController(f); err != nil {
-		log.Error(err, "controller stopped")
-		return 1
-	}
-	return 0
-}
-
-func startController(f *controllerFlags) error {
+// runController runs the controller manager until it is stopped.
+func runController(f *controllerFlags, log logr.Logger) error {
 	cfg, err := restConfig(f.kubeconfig)
 	if err != nil {
 		return err
@@ -142,13 +132,9 @@ func startController(f *controllerFlags) error {
 	if err := r.SetupWithManager(mgr, f.workers); err != nil {
 		return err
 	}
-	if f.signingSecret != "" {
-		ns, name, ok := strings.Cut(f.signingSecret, "/")
-		if !ok || ns == "" || name == "" {
-			return errors.New("--signing-key-secret must be namespace/name")
-		}
+	if f.signingRef.Name != "" {
 		if err := mgr.Add(&controllers.SigningKeyManager{
-			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: types.NamespacedName{Namespace: ns, Name: name},
+			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: f.signingRef,
 			Policy: f.signing, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("signing-keys"),
 		}); err != nil {
 			return fmt.Errorf("add signing-key manager: %w", err)
@@ -160,7 +146,7 @@ func startController(f *controllerFlags) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add readiness check: %w", err)
 	}
-	ctrl.Log.WithName("setup").Info("starting controller manager")
+	log.Info("starting controller manager")
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -76,11 +75,10 @@ func (f *tokenServerFlags) complete() error {
 	if f.opts.Issuer == "" {
 		return errors.New("--issuer is required")
 	}
-	ns, name, ok := strings.Cut(f.signingSecret, "/")
-	if !ok || ns == "" || name == "" {
-		return errors.New("--signing-key-secret must be namespace/name")
+	var err error
+	if f.opts.SigningSecret, err = parseRef("--signing-key-secret", f.signingSecret); err != nil {
+		return err
 	}
-	f.opts.SigningSecret = types.NamespacedName{Namespace: ns, Name: name}
 	f.opts.Namespaces = splitList(f.namespaces)
 	f.opts.DefaultAudience = splitList(f.audiences)
 	if len(f.opts.DefaultAudience) == 0 {
@@ -109,23 +107,7 @@ func splitList(s string) []string {
 	return out
 }
 
-func runTokenServer(args []string, stderr io.Writer) int {
-	f, err := parseTokenServerFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "token-server: %v\n", err)
-		return exitUsage
-	}
-	log := f.logger("token-server")
-	if err := serveTokens(f, log); err != nil {
-		log.Error(err, "token server stopped")
-		return 1
-	}
-	return 0
-}
-
+// serveTokens runs the token server until it is stopped.
 func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	cfg, err := restConfig(f.kubeconfig)
 	if err != nil {

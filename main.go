@@ -20,15 +20,18 @@ limitations under the License.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/go-logr/logr"
 	uberzap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -64,9 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "controller":
-		return runController(args[1:], stderr)
+		return runServer("controller", args[1:], stderr, parseControllerFlags, runController)
 	case "token-server":
-		return runTokenServer(args[1:], stderr)
+		return runServer("token-server", args[1:], stderr, parseTokenServerFlags, serveTokens)
 	case "token":
 		return runToken(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
@@ -76,6 +79,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
+}
+
+// runServer runs a long-running subcommand: parse its flags (exit 0 for -h, 2 for a
+// command line it cannot use), install the logger, and serve until stopped (exit 1
+// when it stops with an error).
+func runServer[F interface{ logger(string) logr.Logger }](name string, args []string, stderr io.Writer,
+	parse func([]string, io.Writer) (F, error), serve func(F, logr.Logger) error) int {
+	f, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return exitUsage
+	}
+	log := f.logger(name)
+	if err := serve(f, log); err != nil {
+		log.Error(err, name+" stopped")
+		return 1
+	}
+	return 0
+}
+
+// parseRef reads a namespace/name flag value.
+func parseRef(flagName, value string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(value, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return types.NamespacedName{}, fmt.Errorf("%s must be namespace/name, got %q", flagName, value)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
 }
 
 // common are the flags of both servers: where the API server is, and logging.

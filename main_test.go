@@ -41,6 +41,8 @@ func TestRunCommandLine(t *testing.T) {
 		"controller bad signing algorithm": {args: []string{"controller", "--signing-key-algorithm", "HS256"}, wantCode: exitUsage, wantOut: "ES256 or RS256"},
 		"controller rotation under token TTL": {args: []string{"controller", "--signing-key-rotation", "30m"}, wantCode: exitUsage,
 			wantOut: "--signing-key-rotation must be longer than --max-access-token-ttl"},
+		"controller bad signing secret": {args: []string{"controller", "--signing-key-secret", "a/b/c"}, wantCode: exitUsage,
+			wantOut: `--signing-key-secret must be namespace/name, got "a/b/c"`},
 		"token no key file":       {args: []string{"token"}, wantCode: exitUsage, wantOut: "--key-file is required"},
 		"token missing key file":  {args: []string{"token", "--key-file", "/nonexistent/key.json"}, wantCode: 1, wantOut: "token: read key file"},
 		"token-server -h":         {args: []string{"token-server", "-h"}, wantCode: 0, wantOut: "-signing-key-secret"},

@@ -423,6 +423,7 @@ func TestCustomSubject(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	sk := newKey("metric")
 	sk.Spec.Rotation.Every = dur(720 * time.Hour)
+	sk.Spec.Validity = dur(8760 * time.Hour) // so the expiry gauge has a value of this test's own
 	create(t, sk)
 	if n := testutil.ToFloat64(metrics.Rotations.WithLabelValues(string(controllers.CauseInitial))); n < 1 {
 		t.Errorf("servicekey_rotations_total{cause=Initial} = %v, want at least 1", n)

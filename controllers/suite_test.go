@@ -223,12 +223,9 @@ func poke(t *testing.T, namespace, name string) {
 // update changes a ServiceKey, retrying on conflicts with the controller's writes.
 func update(t *testing.T, namespace, name string, change func(*v1.ServiceKey)) {
 	t.Helper()
-	eventually(t, "update of "+name, func() (bool, string) {
-		sk := get(t, namespace, name)
-		change(sk)
-		err := k8s.Update(context.Background(), sk)
-		return err == nil, fmt.Sprint(err)
-	})
+	if err := testenv.UpdateServiceKey(context.Background(), k8s, client.ObjectKey{Namespace: namespace, Name: name}, change); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func keyStates(sk *v1.ServiceKey) []string {

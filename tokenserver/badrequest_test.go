@@ -35,14 +35,15 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
 // badKeys are the ServiceKeys the bad-request table signs with.
 type badKeys struct {
-	ok, suspended, expired, cidr, retiring keyutil.KeyFile
-	retired                                keyutil.KeyFile // the retiring key file's previous key, past its grace
-	stranger                               *rsa.PrivateKey
+	ok, suspended, expired, cidr keyutil.KeyFile
+	retired                      keyutil.KeyFile // a key rotated away, past its grace period
+	stranger                     *rsa.PrivateKey
 }
 
 func prepareBadKeys(t *testing.T) badKeys {
@@ -56,7 +57,10 @@ func prepareBadKeys(t *testing.T) badKeys {
 	k.expired = readyKey(t, "table-expired", v1.ServiceKeySpec{ExpiresAt: &at})
 	k.retired = readyKey(t, "table-retire", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Second}}})
 	patchKey(t, "table-retire", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
-	k.retiring = waitKeyFile(t, "table-retire", func(sk *v1.ServiceKey) bool { return len(sk.Status.Keys) == 2 })
+	// Wait for the rotation itself: with a 1s grace the Retiring key may already be gone.
+	waitKeyFile(t, "table-retire", func(sk *v1.ServiceKey) bool {
+		return slices.ContainsFunc(sk.Status.Keys, func(k2 v1.PublicKey) bool { return k2.State == v1.KeyActive && k2.KeyID != k.retired.KeyID })
+	})
 	k.stranger, _ = rsa.GenerateKey(rand.Reader, 2048)
 	eventually(t, "suspension, expiry and grace to take effect", func() (bool, string) {
 		s, _ := server.Index.Record(k.suspended.ClientID)
@@ -71,15 +75,9 @@ func prepareBadKeys(t *testing.T) badKeys {
 
 func patchKey(t *testing.T, name string, change func(*v1.ServiceKey)) {
 	t.Helper()
-	eventually(t, "update of "+name, func() (bool, string) {
-		sk := &v1.ServiceKey{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, sk); err != nil {
-			return false, err.Error()
-		}
-		change(sk)
-		err := k8s.Update(context.Background(), sk)
-		return err == nil, ""
-	})
+	if err := testenv.UpdateServiceKey(context.Background(), k8s, client.ObjectKey{Namespace: ns, Name: name}, change); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func bearer(assertion string, extra ...string) string {

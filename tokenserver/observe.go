@@ -61,13 +61,6 @@ func (l *Limiter) Forget(clientID string) {
 	l.mu.Unlock()
 }
 
-// Len is the number of clients with a bucket.
-func (l *Limiter) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.clients)
-}
-
 // Allow reports whether a client may get a token at now, and otherwise how long to wait.
 func (l *Limiter) Allow(clientID string, now time.Time) (bool, time.Duration) {
 	if l == nil {

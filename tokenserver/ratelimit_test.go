@@ -97,8 +97,8 @@ func TestDeletedServiceKeyIsForgotten(t *testing.T) {
 		t.Fatal("the burst of 1 was not spent")
 	}
 	ix.Handler().OnDelete(&v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app"}})
-	if lim.Len() != 1 || len(used.written) != 1 {
-		t.Errorf("after the delete: %d buckets, %d lastUsed entries; want 1 each (team/other's)", lim.Len(), len(used.written))
+	if len(lim.clients) != 1 || len(used.written) != 1 {
+		t.Errorf("after the delete: %d buckets, %d lastUsed entries; want 1 each (team/other's)", len(lim.clients), len(used.written))
 	}
 	if ok, _ := lim.Allow("team/app", now); !ok {
 		t.Error("a ServiceKey recreated under the same name starts with a spent budget")

@@ -17,14 +17,28 @@ limitations under the License.
 package tokenserver_test
 
 import (
+	"net/url"
 	"strings"
 	"testing"
+
+	gojwt "github.com/golang-jwt/jwt/v5"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
-// TestNoSecretsInLogs runs last (file order): the token server's logs, audit lines
-// included, never contain an assertion, an access token or key material. JWTs are
-// recognised by their base64url-encoded '{"' header prefix.
+// TestNoSecretsInLogs: after a grant issued and a grant refused here (and, as it runs
+// last in file order, whatever the other tests did), the token server's logs, audit
+// lines included, never contain an assertion, an access token or key material. JWTs
+// are recognised by their base64url-encoded '{"' header prefix.
 func TestNoSecretsInLogs(t *testing.T) {
+	kf := readyKey(t, "leak-check", v1.ServiceKeySpec{})
+	if r := grant(t, kf); r.status != 200 {
+		t.Fatalf("grant: %d %s", r.status, r.body)
+	}
+	if r := postForm(t, url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {signAssertion(t, kf, func(c gojwt.MapClaims) { c["aud"] = "elsewhere" })}}); r.status != 400 {
+		t.Fatalf("a grant for another audience: %d %s", r.status, r.body)
+	}
 	text := logs.String()
 	if !strings.Contains(text, `"token request"`) && !strings.Contains(text, "token request") {
 		t.Fatal("no audit lines were captured; the check would prove nothing")

@@ -27,11 +27,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -106,12 +108,12 @@ func chartCRD(crd []byte) ([]byte, error) {
 // servicekey-operator.<component>.clusterRules for the ClusterRole and
 // servicekey-operator.<component>.rules for the Role in the install namespace.
 func ruleTemplates(out *bytes.Buffer, component string, data []byte) error {
-	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
-		if len(bytes.TrimSpace(bytes.TrimPrefix(doc, []byte("---")))) == 0 {
-			continue
-		}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
 		var role rbacv1.Role // a ClusterRole decodes into the same fields used here
-		if err := yaml.Unmarshal(doc, &role); err != nil {
+		if err := dec.Decode(&role); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("decode: %w", err)
 		}
 		name := "clusterRules"
@@ -130,5 +132,4 @@ func ruleTemplates(out *bytes.Buffer, component string, data []byte) error {
 		fmt.Fprintf(out, "\n{{/* Rules of the %s's %s, from config/rbac/%s/role.yaml. */}}\n", component, role.Kind, component)
 		fmt.Fprintf(out, "{{- define \"servicekey-operator.%s.%s\" -}}\n%s{{- end }}\n", component, name, text)
 	}
-	return nil
 }

@@ -72,12 +72,8 @@ func shellToken(dir string, s *corev1.Secret) error {
 
 // protectedCall serves a small API behind the verifier middleware and calls it with
 // the client kit's http.Client, built from the key file.
-func protectedCall(ctx context.Context, dir string) error {
+func protectedCall(ctx context.Context, v *verifier.Verifier, dir string) error {
 	step("Calling a protected endpoint: verifier middleware on the API, client kit in the caller")
-	v, err := verifier.New(ctx, verifier.Options{Issuer: demoIssuer, Audience: demoAudience})
-	if err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/invoices", v.Require("invoices:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := verifier.ClaimsFrom(r.Context())

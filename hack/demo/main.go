@@ -26,7 +26,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -47,6 +46,7 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/stack"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+	"github.com/servicekey-operator/servicekey-operator/verifier"
 )
 
 func main() {
@@ -187,29 +187,33 @@ func (d demo) walkthrough() error {
 	if err := d.c.Create(ctx, sk); err != nil {
 		return err
 	}
-	sk, err = d.waitFor(sk, "Ready", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonIssued) && len(sk.Status.Keys) == 1 })
+	sk, err = d.waitFor(sk, "Ready", func(sk *v1.ServiceKey) bool { return hasReason(v1.ReasonIssued)(sk) && len(sk.Status.Keys) == 1 })
 	if err != nil {
 		return err
 	}
 	d.printKey(sk)
-	kf, err := d.printSecret(sk)
+	secret, err := d.secret(sk)
 	if err != nil {
 		return err
 	}
-	if err := getToken(kf); err != nil {
+	kf, err := printSecret(secret)
+	if err != nil {
+		return err
+	}
+	v, err := verifier.New(ctx, verifier.Options{Issuer: demoIssuer, Audience: demoAudience})
+	if err != nil {
+		return err
+	}
+	if err := getToken(ctx, v, kf); err != nil {
 		return err
 	}
 	if err := cliToken(d.binary, d.dir, kf); err != nil {
 		return err
 	}
-	s := &corev1.Secret{}
-	if err := d.c.Get(ctx, client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+	if err := shellToken(d.dir, secret); err != nil {
 		return err
 	}
-	if err := shellToken(d.dir, s); err != nil {
-		return err
-	}
-	if err := protectedCall(ctx, d.dir); err != nil {
+	if err := protectedCall(ctx, v, d.dir); err != nil {
 		return err
 	}
 	return d.lifecycle(sk)
@@ -228,8 +232,8 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 	d.printKey(sk)
 
 	step("Deleting the Secret by accident: kubectl delete secret billing")
-	secret := &corev1.Secret{}
-	if err := d.c.Get(ctx, client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, secret); err != nil {
+	secret, err := d.secret(sk)
+	if err != nil {
 		return err
 	}
 	if err := d.c.Delete(ctx, secret); err != nil {
@@ -244,7 +248,7 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = true }); err != nil {
 		return err
 	}
-	if sk, err = d.waitFor(sk, "Ready=False Suspended", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonSuspended) }); err != nil {
+	if sk, err = d.waitFor(sk, "Ready=False Suspended", hasReason(v1.ReasonSuspended)); err != nil {
 		return err
 	}
 	d.printKey(sk)
@@ -253,18 +257,18 @@ func (d demo) lifecycle(sk *v1.ServiceKey) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tryGrant(kf); err != nil {
+	if err := tryGrant(kf); err != nil {
 		return err
 	}
 	if err := d.patch(sk, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false }); err != nil {
 		return err
 	}
-	if sk, err = d.waitFor(sk, "Ready again, same key", func(sk *v1.ServiceKey) bool { return isReady(sk, v1.ReasonIssued) }); err != nil {
+	if sk, err = d.waitFor(sk, "Ready again, same key", hasReason(v1.ReasonIssued)); err != nil {
 		return err
 	}
 	d.printKey(sk)
 	say("a grant now:")
-	if _, err := tryGrant(kf); err != nil {
+	if err := tryGrant(kf); err != nil {
 		return err
 	}
 	if err := d.printEventsAndMetrics(sk); err != nil {
@@ -279,64 +283,61 @@ func (d demo) revoke(sk *v1.ServiceKey, kf keyutil.KeyFile) error {
 	if err := d.c.Delete(context.Background(), sk); err != nil {
 		return err
 	}
-	say("a grant with the deleted key (retried until the token server's watch has seen the delete):")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		status, err := tryGrant(kf)
-		if err != nil || status != http.StatusOK || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond) // polling the token server
-	}
+	say("a grant with the deleted key, once the token server's watch has seen the delete:")
+	var last string
+	err := testenv.Poll("the grant refused", 30*time.Second, func() (bool, string) {
+		status, body, err := grant(kf)
+		last = fmt.Sprintf("HTTP %d: %s", status, body)
+		return err == nil && status != http.StatusOK, last
+	})
+	say("%s", last)
+	return err
 }
 
 // patch changes the ServiceKey, retrying on conflicts with the controller's writes.
 func (d demo) patch(sk *v1.ServiceKey, change func(*v1.ServiceKey)) error {
-	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		cur := &v1.ServiceKey{}
-		if err := d.c.Get(ctx, client.ObjectKeyFromObject(sk), cur); err != nil {
-			return err
-		}
-		change(cur)
-		err := d.c.Update(ctx, cur)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-	}
+	return testenv.UpdateServiceKey(context.Background(), d.c, client.ObjectKeyFromObject(sk), change)
 }
 
-// waitFor polls the ServiceKey until cond holds, printing progress.
+// waitFor polls the ServiceKey until the controller has reconciled it and cond holds,
+// printing progress.
 func (d demo) waitFor(sk *v1.ServiceKey, what string, cond func(*v1.ServiceKey) bool) (*v1.ServiceKey, error) {
 	say("waiting for %s ...", what)
 	start := time.Now()
-	for time.Since(start) < time.Minute {
-		cur := &v1.ServiceKey{}
+	cur := &v1.ServiceKey{}
+	err := testenv.Poll(what, time.Minute, func() (bool, string) {
 		if err := d.c.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
-			return nil, err
+			return false, err.Error()
 		}
-		c := meta.FindStatusCondition(cur.Status.Conditions, v1.ConditionReady)
-		if c != nil && c.ObservedGeneration == cur.Generation && cond(cur) {
-			say("done in %v", time.Since(start).Round(time.Millisecond))
-			return cur, nil
-		}
-		time.Sleep(50 * time.Millisecond) // polling the API server
+		reason := testenv.ReadyReason(cur)
+		return reason != "" && cond(cur), fmt.Sprintf("Ready reason %q, %d keys", reason, len(cur.Status.Keys))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w; see the controller log", err)
 	}
-	return nil, errors.New("timed out waiting for " + what + "; see the controller log")
+	say("done in %v", time.Since(start).Round(time.Millisecond))
+	return cur, nil
+}
+
+// secret reads the ServiceKey's Secret, as a pod mounting it would see it.
+func (d demo) secret(sk *v1.ServiceKey) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+		return nil, fmt.Errorf("get Secret %s: %w", sk.Status.SecretName, err)
+	}
+	return s, nil
 }
 
 func (d demo) keyFile(sk *v1.ServiceKey) (keyutil.KeyFile, error) {
-	s := &corev1.Secret{}
-	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
+	s, err := d.secret(sk)
+	if err != nil {
 		return keyutil.KeyFile{}, err
 	}
 	return keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
 }
 
-func isReady(sk *v1.ServiceKey, reason string) bool {
-	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
-	return c != nil && c.Reason == reason
+func hasReason(reason string) func(*v1.ServiceKey) bool {
+	return func(sk *v1.ServiceKey) bool { return testenv.ReadyReason(sk) == reason }
 }
 
 func (d demo) printKey(sk *v1.ServiceKey) {
@@ -354,11 +355,8 @@ func (d demo) printKey(sk *v1.ServiceKey) {
 	fmt.Println()
 }
 
-func (d demo) printSecret(sk *v1.ServiceKey) (keyutil.KeyFile, error) {
-	s := &corev1.Secret{}
-	if err := d.c.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
-		return keyutil.KeyFile{}, err
-	}
+// printSecret shows what a pod mounting the Secret gets, never the private key.
+func printSecret(s *corev1.Secret) (keyutil.KeyFile, error) {
 	kf, err := keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
 	if err != nil {
 		return keyutil.KeyFile{}, err

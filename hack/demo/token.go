@@ -29,12 +29,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	gojwt "github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2/jwt"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
+	"github.com/servicekey-operator/servicekey-operator/verifier"
 )
 
 const (
@@ -46,58 +46,48 @@ const (
 )
 
 // getToken obtains an access token exactly as an application would, with
-// golang.org/x/oauth2/jwt and the mounted key file, and verifies it via the JWKS.
-func getToken(kf keyutil.KeyFile) error {
+// golang.org/x/oauth2/jwt and the mounted key file, and verifies it with verifier/
+// (metadata, then the JWKS), as a resource server would.
+func getToken(ctx context.Context, v *verifier.Verifier, kf keyutil.KeyFile) error {
 	step("An application gets an access token with golang.org/x/oauth2/jwt and key.json")
 	say("jwt.Config{Email: %q, PrivateKeyID: %q, TokenURL: %q, Audience: %q}", kf.ClientID, kf.KeyID, kf.TokenURI, kf.TokenURI)
 	cfg := &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
 		TokenURL: kf.TokenURI, Audience: kf.TokenURI, Scopes: []string{"invoices:read"}}
-	tok, err := cfg.TokenSource(context.Background()).Token()
+	tok, err := cfg.TokenSource(ctx).Token()
 	if err != nil {
 		return fmt.Errorf("get token: %w", err)
 	}
 	say("got a %s token, %d bytes (never printed), expires %s", tok.TokenType, len(tok.AccessToken), tok.Expiry.UTC().Format(time.RFC3339))
-	claims, kid, err := verify(tok.AccessToken)
+	claims, err := v.Verify(ctx, tok.AccessToken)
 	if err != nil {
 		return err
 	}
-	say("signature verified with key %s from %s/.well-known/jwks.json", kid, demoIssuer)
+	say("signature verified against %s/.well-known/jwks.json", demoIssuer)
 	pretty, _ := json.MarshalIndent(claims, "    ", "  ")
 	fmt.Printf("    claims: %s\n", pretty)
 	return nil
 }
 
-func verify(raw string) (*tokenserver.AccessTokenClaims, string, error) {
-	resp, err := http.Get(demoIssuer + "/.well-known/jwks.json")
+// tryGrant sends one jwt-bearer grant and prints the answer's status and error.
+func tryGrant(kf keyutil.KeyFile) error {
+	status, body, err := grant(kf)
 	if err != nil {
-		return nil, "", err
+		return err
 	}
-	defer func() { _ = resp.Body.Close() }()
-	var set jose.JSONWebKeySet
-	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
-		return nil, "", err
+	if status == http.StatusOK {
+		say("HTTP 200: token issued")
+		return nil
 	}
-	claims := &tokenserver.AccessTokenClaims{}
-	var kid string
-	_, err = gojwt.ParseWithClaims(raw, claims, func(t *gojwt.Token) (any, error) {
-		kid, _ = t.Header["kid"].(string)
-		if keys := set.Key(kid); len(keys) == 1 {
-			return keys[0].Key, nil
-		}
-		return nil, fmt.Errorf("kid %s not in the JWKS", kid)
-	}, gojwt.WithValidMethods([]string{"ES256", "RS256"}), gojwt.WithIssuer(demoIssuer))
-	if err != nil {
-		return nil, "", fmt.Errorf("verify access token: %w", err)
-	}
-	return claims, kid, nil
+	say("HTTP %d: %s", status, body)
+	return nil
 }
 
-// tryGrant sends one jwt-bearer grant, prints the answer's status and error, and
-// returns the status.
-func tryGrant(kf keyutil.KeyFile) (int, error) {
+// grant sends one jwt-bearer grant and returns the status and, on refusal, the
+// error body (an issued token is never returned or printed).
+func grant(kf keyutil.KeyFile) (int, string, error) {
 	key, err := gojwt.ParseRSAPrivateKeyFromPEM([]byte(kf.PrivateKey))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	now := time.Now()
 	t := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
@@ -105,20 +95,18 @@ func tryGrant(kf keyutil.KeyFile) (int, error) {
 	t.Header["kid"] = kf.KeyID
 	a, err := t.SignedString(key)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	resp, err := http.PostForm(kf.TokenURI, url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {a}}) //nolint:noctx // demo
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode == http.StatusOK {
-		say("HTTP 200: token issued")
-		return resp.StatusCode, nil
+		return resp.StatusCode, "", nil
 	}
-	say("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	return resp.StatusCode, nil
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body)), nil
 }
 
 // cliToken runs `servicekey-operator token --key-file key.json --json`, the CLI a

@@ -21,7 +21,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,10 +32,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/verifier"
@@ -111,19 +111,13 @@ func waitFor(t *testing.T, sk *v1.ServiceKey, what string, cond func(*v1.Service
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
 			return false, err.Error()
 		}
-		c := meta.FindStatusCondition(cur.Status.Conditions, v1.ConditionReady)
-		if c == nil || c.ObservedGeneration != cur.Generation {
-			return false, "not reconciled yet"
-		}
-		return cond(cur), fmt.Sprintf("Ready=%s %s, %d keys", c.Status, c.Reason, len(cur.Status.Keys))
+		reason := testenv.ReadyReason(cur)
+		return reason != "" && cond(cur), fmt.Sprintf("Ready reason %q, %d keys", reason, len(cur.Status.Keys))
 	})
 	return cur
 }
 
-func ready(sk *v1.ServiceKey, reason string) bool {
-	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
-	return c != nil && c.Reason == reason
-}
+func ready(sk *v1.ServiceKey, reason string) bool { return testenv.ReadyReason(sk) == reason }
 
 // keyFile writes the ServiceKey Secret's key.json where a pod would mount it.
 func keyFile(t *testing.T, sk *v1.ServiceKey, name string) string {
@@ -132,10 +126,8 @@ func keyFile(t *testing.T, sk *v1.ServiceKey, name string) string {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: sk.Namespace, Name: sk.Status.SecretName}, s); err != nil {
 		t.Fatalf("read the key Secret: %v", err)
 	}
-	var kf struct {
-		TokenURI string `json:"token_uri"`
-	}
-	if err := json.Unmarshal(s.Data[v1.SecretKeyJSON], &kf); err != nil {
+	kf, err := keyutil.ParseKeyFile(s.Data[v1.SecretKeyJSON])
+	if err != nil {
 		t.Fatalf("key.json: %v", err)
 	}
 	if want := installed.Issuer + "/oauth2/token"; kf.TokenURI != want {
@@ -195,28 +187,15 @@ func call(t *testing.T, url, token string) string {
 
 func annotate(t *testing.T, sk *v1.ServiceKey, key, value string) {
 	t.Helper()
-	patchSpec(t, sk, func(sk *v1.ServiceKey) {
-		if sk.Annotations == nil {
-			sk.Annotations = map[string]string{}
-		}
-		sk.Annotations[key] = value
-	})
+	patchSpec(t, sk, func(sk *v1.ServiceKey) { metav1.SetMetaDataAnnotation(&sk.ObjectMeta, key, value) })
 }
 
-// patchSpec changes the ServiceKey as an admin would, retrying on conflicts.
+// patchSpec changes the ServiceKey as an admin would.
 func patchSpec(t *testing.T, sk *v1.ServiceKey, change func(*v1.ServiceKey)) {
 	t.Helper()
-	testenv.Eventually(t, "update the ServiceKey", func() (bool, string) {
-		cur := &v1.ServiceKey{}
-		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(sk), cur); err != nil {
-			return false, err.Error()
-		}
-		change(cur)
-		if err := env.Client.Update(context.Background(), cur); err != nil {
-			return false, err.Error()
-		}
-		return true, ""
-	})
+	if err := testenv.UpdateServiceKey(context.Background(), env.Client, client.ObjectKeyFromObject(sk), change); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // assertNoSecretsLogged checks both components' logs for key material and tokens.

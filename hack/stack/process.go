@@ -18,7 +18,6 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -28,6 +27,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 type process struct {
@@ -69,9 +70,9 @@ func (s *Stack) Stop() {
 	s.procs = nil
 }
 
-// Kubeconfig writes (once) and returns a kubeconfig that acts as the given user,
-// e.g. a component's ServiceAccount, through impersonation by the admin.
-func (s *Stack) Kubeconfig(user string) (string, error) {
+// kubeconfigAs writes a kubeconfig that acts as the given user, e.g. a component's
+// ServiceAccount, through impersonation by the admin, and returns its path.
+func (s *Stack) kubeconfigAs(user string) (string, error) {
 	cfg, err := clientcmd.Load(s.opts.Env.KubeConfig)
 	if err != nil {
 		return "", fmt.Errorf("parse kubeconfig: %w", err)
@@ -87,7 +88,7 @@ func (s *Stack) Kubeconfig(user string) (string, error) {
 }
 
 func (s *Stack) run(c *Component, args []string) error {
-	kubeconfig, err := s.Kubeconfig(c.ServiceAccount)
+	kubeconfig, err := s.kubeconfigAs(c.ServiceAccount)
 	if err != nil {
 		return err
 	}
@@ -116,24 +117,30 @@ func (s *Stack) run(c *Component, args []string) error {
 // started has exited (a port in use, a bad flag).
 func (s *Stack) waitReady(ctx context.Context, url, log string) error {
 	last := s.procs[len(s.procs)-1]
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
+	exited := false
+	err := testenv.Poll(url+" ready", time.Minute, func() (bool, string) {
 		select {
 		case <-last.done:
-			return fmt.Errorf("%s exited (%v); see %s", filepath.Base(log), last.cmd.ProcessState, log)
+			exited = true
+			return true, ""
 		default:
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return fmt.Errorf("request %s: %w", url, err)
+			return false, err.Error()
 		}
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(100 * time.Millisecond) // polling readiness
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("%s exited (%v); see %s", filepath.Base(log), last.cmd.ProcessState, log)
+	case err != nil:
+		return fmt.Errorf("%w; see %s", err, log)
 	}
-	return errors.New(url + " not ready within a minute; see " + log)
+	return nil
 }

@@ -24,7 +24,6 @@ package stack
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -167,17 +166,16 @@ func setArgs(set []string) []string {
 
 // waitEstablished polls the CRD until the API server serves ServiceKeys.
 func waitEstablished(ctx context.Context, c client.Client) error {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
+	return testenv.Poll("the chart's CRD to be established", time.Minute, func() (bool, string) {
 		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := c.Get(ctx, client.ObjectKey{Name: CRDName}, crd); err == nil {
-			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return nil
-				}
+		if err := c.Get(ctx, client.ObjectKey{Name: CRDName}, crd); err != nil {
+			return false, err.Error()
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return true, ""
 			}
 		}
-		time.Sleep(100 * time.Millisecond) // polling the API server
-	}
-	return errors.New("the chart's CRD was not established within a minute")
+		return false, "not established"
+	})
 }

@@ -52,21 +52,34 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
-// Eventually polls cond every 20ms until it holds, failing the test after 30s with
-// what cond last reported. It is how tests wait: never a fixed sleep.
-func Eventually(t testing.TB, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+// PollInterval is how often Poll asks; a poll interval, not synchronisation.
+const PollInterval = 20 * time.Millisecond
+
+// Poll asks cond every PollInterval until it holds, and returns an error naming what
+// and what cond last reported when timeout passes first. Tests, the demo and the
+// e2e stack all wait this way: never a fixed sleep.
+func Poll(what string, timeout time.Duration, cond func() (bool, string)) error {
+	deadline := time.Now().Add(timeout)
 	last := ""
-	for time.Now().Before(deadline) {
+	for {
 		ok, seen := cond()
 		if ok {
-			return
+			return nil
 		}
 		last = seen
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
+		}
+		time.Sleep(PollInterval)
 	}
-	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+}
+
+// Eventually is Poll with a 30s timeout that fails the test.
+func Eventually(t testing.TB, what string, cond func() (bool, string)) {
+	t.Helper()
+	if err := Poll(what, 30*time.Second, cond); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // RunSuite is the body of an integration suite's TestMain: it starts the control
