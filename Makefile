@@ -20,8 +20,8 @@ HELM_DOCS ?= $(LOCALBIN)/helm-docs-$(HELM_DOCS_VERSION)
 # Chart directory.
 CHART := charts/servicekey-operator
 # Files controller-gen, hack/chartgen and helm-docs write (checked by verify-generated).
-GENERATED := config/crd/bases config/rbac/controller config/rbac/token-server api/v1alpha1/zz_generated.deepcopy.go \
-	$(CHART)/templates/crd.yaml $(CHART)/templates/_rbac-rules.tpl $(CHART)/README.md
+GENERATED := config/crd/bases config/rbac/controller config/rbac/token-server config/rbac/tenant-edit config/rbac/tenant-view api/v1alpha1/zz_generated.deepcopy.go \
+	$(CHART)/templates/crd.yaml $(CHART)/templates/crd-servicekeypolicies.yaml $(CHART)/templates/_rbac-rules.tpl $(CHART)/README.md
 # go test flags; e.g. `make test GOTESTFLAGS='-run TestValidation -v'`.
 GOTESTFLAGS ?=
 # Flags of `make demo`, e.g. DEMO_FLAGS=--exit.
@@ -46,6 +46,8 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD and RBAC (config/, and the char
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac/controller
 	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-token-server paths="./tokenserver/..." output:rbac:artifacts:config=config/rbac/token-server
+	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-tenant-edit paths="./api/rbac/edit/..." output:rbac:artifacts:config=config/rbac/tenant-edit
+	$(CONTROLLER_GEN) rbac:roleName=servicekey-operator-tenant-view paths="./api/rbac/view/..." output:rbac:artifacts:config=config/rbac/tenant-view
 	go run ./hack/chartgen
 
 .PHONY: chart-docs

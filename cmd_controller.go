@@ -44,7 +44,6 @@ type controllerFlags struct {
 	leaderElectionNS string
 	leaderElectionID string
 	tokenURI         string
-	allowCustomSubj  bool
 	workers          int
 	signingSecret    string
 	signingRef       types.NamespacedName // parsed signingSecret; empty: not managed
@@ -62,7 +61,6 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader-election Lease; default: the pod's namespace")
 	fs.StringVar(&f.leaderElectionID, "leader-election-id", "controller.servicekey.dev", "name of the leader-election Lease")
 	fs.StringVar(&f.tokenURI, "token-uri", "", "token endpoint URL written into key files (token_uri), e.g. https://token.example.com/oauth2/token")
-	fs.BoolVar(&f.allowCustomSubj, "allow-custom-subjects", false, "allow spec.subject to name identities other than system:servicekey:<namespace>:<name>")
 	fs.IntVar(&f.workers, "max-concurrent-reconciles", goruntime.NumCPU(), "ServiceKeys reconciled in parallel (key generation is CPU-bound)")
 	fs.StringVar(&f.signingSecret, "signing-key-secret", "", "namespace/name of the token server's signing-key Secret to manage (empty: not managed)")
 	fs.StringVar(&f.signing.Algorithm, "signing-key-algorithm", "ES256", "algorithm of the token server's signing keys: ES256 or RS256")
@@ -126,10 +124,14 @@ func runController(f *controllerFlags, log logr.Logger) error {
 		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
 		Clock:     clock.RealClock{},
 		Keys:      controllers.RSAKeys{},
-		Policy:    controllers.Policy{AllowCustomSubjects: f.allowCustomSubj, TokenURI: f.tokenURI},
+		Config:    controllers.Config{TokenURI: f.tokenURI},
 		Metrics:   m,
 	}
 	if err := r.SetupWithManager(mgr, f.workers); err != nil {
+		return err
+	}
+	pr := &controllers.PolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("servicekey-operator")}
+	if err := pr.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if f.signingRef.Name != "" {

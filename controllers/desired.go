@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
@@ -48,6 +49,9 @@ type Desired struct {
 	Rotated      RekeyCause
 	Retired      []string
 	RequeueAfter time.Duration
+	// Denied are the kinds of privilege no policy allows, set only when this state
+	// turns the ServiceKey from permitted to refused (the metric counts transitions).
+	Denied []policy.Kind
 }
 
 // NewKey is a freshly generated key pair and its encodings, and a fresh client
@@ -61,7 +65,7 @@ type NewKey struct {
 // Build computes the desired Secret, status and events from what was observed, the
 // decision, and the new key when the decision asked for one. It is pure: time comes
 // from Observed, randomness only through newKey.
-func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
+func Build(o Observed, d Decision, p Config, newKey *NewKey) (Desired, error) {
 	k := o.Key
 	now := metav1.NewTime(o.Now.Truncate(time.Second))
 	st := v1.ServiceKeyStatus{
@@ -109,6 +113,7 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 	if d.BlockedReason == v1.ReasonSecretConflict && readyReason(k.Status.Conditions) != v1.ReasonSecretConflict {
 		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretConflict, "Skip", d.BlockedMessage})
 	}
+	policyTransition(&out, readyReason(k.Status.Conditions), d)
 	if d.BlockedReason == "" {
 		content, err := secretContent(o, d, p, st, newKey, secretValue)
 		if err != nil {
@@ -119,6 +124,21 @@ func Build(o Observed, d Decision, p Policy, newKey *NewKey) (Desired, error) {
 	out.Status = st
 	out.RequeueAfter = requeueAfter(k, st, o.Now)
 	return out, nil
+}
+
+// policyTransition records an Event, and the kinds for the metric, when the
+// ServiceKey turns from permitted to refused by policy or back.
+func policyTransition(out *Desired, prevReason string, d Decision) {
+	denied := d.BlockedReason == v1.ReasonPolicyDenied
+	switch {
+	case denied && prevReason != v1.ReasonPolicyDenied:
+		out.Denied = d.Policy.Kinds()
+		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventPolicyDenied, "Refuse",
+			d.BlockedMessage + "; no key is issued and grants are refused"})
+	case !denied && prevReason == v1.ReasonPolicyDenied && d.Policy.Allowed:
+		out.Events = append(out.Events, Event{corev1.EventTypeNormal, v1.EventPolicyAllowed, "Permit",
+			"permitted by ServiceKeyPolicy " + d.Policy.By})
+	}
 }
 
 // clientSecretOf is the client secret to keep or write: none when disabled, the new

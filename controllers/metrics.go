@@ -31,6 +31,9 @@ import (
 type Metrics struct {
 	// Rotations counts new key pairs by cause (Initial, Scheduled, Requested, ...).
 	Rotations *prometheus.CounterVec
+	// PolicyDenied counts ServiceKeys turning refused by policy, by the kind of
+	// privilege no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, ...).
+	PolicyDenied *prometheus.CounterVec
 	keys      *prometheus.Desc
 	expiry    *prometheus.Desc
 	rotation  *prometheus.Desc
@@ -44,6 +47,10 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Name: "servicekey_rotations_total",
 			Help: "New key pairs issued, by cause (Initial, SecretMissing, SecretMismatch, PrivateKeyChanged, Requested, Scheduled).",
 		}, []string{"cause"}),
+		PolicyDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "servicekey_policy_denied_total",
+			Help: "ServiceKeys that became refused by ServiceKeyPolicy, by what no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, Validity, AccessTokenTTL, ClientSecret).",
+		}, []string{"reason"}),
 		keys: prometheus.NewDesc("servicekey_keys",
 			"Published public keys by state (Active, Retiring).", []string{"state"}, nil),
 		expiry: prometheus.NewDesc("servicekey_next_expiry_timestamp_seconds",
@@ -57,6 +64,9 @@ func NewMetrics(reader client.Reader) *Metrics {
 // Register adds the metrics to a registry (controller-runtime's metrics.Registry).
 func (m *Metrics) Register(reg prometheus.Registerer) error {
 	if err := reg.Register(m.Rotations); err != nil {
+		return err
+	}
+	if err := reg.Register(m.PolicyDenied); err != nil {
 		return err
 	}
 	return reg.Register(m)

@@ -23,22 +23,23 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 // Observed is everything a reconcile read: the ServiceKey, its Secret (nil when
-// absent) and the time. Decisions are pure functions of it.
+// absent), the labels of its namespace (nil when unknown), the ServiceKeyPolicies and
+// the time. Decisions are pure functions of it.
 type Observed struct {
-	Key    *v1.ServiceKey
-	Secret *corev1.Secret
-	Now    time.Time
+	Key             *v1.ServiceKey
+	Secret          *corev1.Secret
+	NamespaceLabels map[string]string
+	Policies        []policy.Policy
+	Now             time.Time
 }
 
-// Policy is the controller-wide configuration the decisions depend on.
-type Policy struct {
-	// AllowCustomSubjects lets spec.subject name an identity other than the
-	// namespace's own default.
-	AllowCustomSubjects bool
+// Config is the controller-wide configuration the decisions depend on.
+type Config struct {
 	// TokenURI is written into key files as token_uri.
 	TokenURI string
 }
@@ -62,14 +63,24 @@ const AnnotationRotationHandled = "auth.servicekey.dev/rotation-handled"
 
 // blocker is a check that, when it fails, stops the controller from touching the
 // Secret at all. It returns the Ready reason and message, or "" when it passes.
-type blocker func(o Observed, p Policy) (reason, message string)
+type blocker func(o Observed, v policy.Verdict) (reason, message string)
 
 // blockers run in order; the first failing one decides the Ready condition.
-var blockers = []blocker{secretOwnedByOthers, subjectNotAllowed, expired}
+var blockers = []blocker{policyDenied, secretOwnedByOthers, expired}
+
+// policyDenied refuses a ServiceKey that no ServiceKeyPolicy selecting its namespace
+// permits: no key is issued, and an issued key keeps its Secret (the token server
+// refuses it on its own) so that a policy permitting it again brings it back as it was.
+func policyDenied(_ Observed, v policy.Verdict) (string, string) {
+	if v.Allowed {
+		return "", ""
+	}
+	return v1.ReasonPolicyDenied, v.Message()
+}
 
 // secretOwnedByOthers refuses to touch a Secret that this ServiceKey does not control:
 // it could be someone's database password.
-func secretOwnedByOthers(o Observed, _ Policy) (string, string) {
+func secretOwnedByOthers(o Observed, _ policy.Verdict) (string, string) {
 	if o.Secret == nil {
 		return "", ""
 	}
@@ -82,20 +93,9 @@ func secretOwnedByOthers(o Observed, _ Policy) (string, string) {
 		"it is left untouched. Delete it or choose another spec.secretName"
 }
 
-// subjectNotAllowed refuses a subject outside the namespace's own identity space
-// unless the policy allows custom subjects.
-func subjectNotAllowed(o Observed, p Policy) (string, string) {
-	def := v1.DefaultSubject(o.Key.Namespace, o.Key.Name)
-	if o.Key.Spec.Subject == "" || o.Key.Spec.Subject == def || p.AllowCustomSubjects {
-		return "", ""
-	}
-	return v1.ReasonSubjectNotAllowed, "subject " + o.Key.Spec.Subject + " is not this ServiceKey's own (" + def +
-		"); the controller does not allow custom subjects (--allow-custom-subjects)"
-}
-
 // expired stops issuing and repairing once the ServiceKey's validity has ended; the
 // Secret is kept so that extending expiresAt brings the same key back.
-func expired(o Observed, _ Policy) (string, string) {
+func expired(o Observed, _ policy.Verdict) (string, string) {
 	exp := expiry(o.Key)
 	if exp == nil || o.Now.Before(*exp) {
 		return "", ""
@@ -181,6 +181,8 @@ func rotationDue(o Observed, _ secretState) RekeyCause {
 // Decision is the outcome of the pure checks: either a blocker's reason, or whether
 // (and why) to re-key.
 type Decision struct {
+	// Policy is the ServiceKeyPolicy verdict on the ServiceKey.
+	Policy policy.Verdict
 	// BlockedReason and BlockedMessage are set when a blocker failed; nothing is written
 	// to the Secret then.
 	BlockedReason, BlockedMessage string
@@ -193,15 +195,17 @@ type Decision struct {
 	secret secretState
 }
 
-// Decide runs the blockers and the re-key checks.
-func Decide(o Observed, p Policy) Decision {
+// Decide judges the ServiceKey against the policies, then runs the blockers and the
+// re-key checks.
+func Decide(o Observed) Decision {
+	v := policy.Evaluate(policy.RequestOf(o.Key), o.NamespaceLabels, o.Policies)
 	for _, check := range blockers {
-		if reason, msg := check(o, p); reason != "" {
-			return Decision{BlockedReason: reason, BlockedMessage: msg}
+		if reason, msg := check(o, v); reason != "" {
+			return Decision{Policy: v, BlockedReason: reason, BlockedMessage: msg}
 		}
 	}
 	s := readSecret(o.Secret)
-	d := Decision{secret: s, NewClientSecret: clientSecretEnabled(o.Key) &&
+	d := Decision{Policy: v, secret: s, NewClientSecret: clientSecretEnabled(o.Key) &&
 		(s.clientSecret == "" || !keyutil.ClientSecretMatches(s.clientSecret, o.Key.Status.ClientSecretHash))}
 	for _, check := range rekeyChecks {
 		if cause := check(o, s); cause != "" {

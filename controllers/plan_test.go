@@ -28,15 +28,31 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-// fixture is a Ready ServiceKey with one Active key and its matching Secret.
+// fixture is a Ready ServiceKey with one Active key and its matching Secret, in a
+// namespace a permissive policy selects.
 type fixture struct {
-	key    *v1.ServiceKey
-	secret *corev1.Secret
+	key      *v1.ServiceKey
+	secret   *corev1.Secret
+	policies []policy.Policy
+}
+
+// openPolicy allows every scope, audience and subject, and client secrets.
+func openPolicy() policy.Policy {
+	return policy.Compile(&v1.ServiceKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "open"}, Spec: v1.ServiceKeyPolicySpec{
+		NamespaceSelector: &metav1.LabelSelector{},
+		Allowed:           v1.AllowedPrivileges{Scopes: []string{"*"}, Audiences: []string{"*"}, Subjects: []string{"*"}, ClientSecret: true},
+	}})
+}
+
+// at is what a reconcile at now observes.
+func (f fixture) at(now time.Time) Observed {
+	return Observed{Key: f.key, Secret: f.secret, Policies: f.policies, NamespaceLabels: map[string]string{}, Now: now}
 }
 
 func newFixture(t *testing.T) fixture {
@@ -53,7 +69,7 @@ func newFixture(t *testing.T) fixture {
 	}}
 	sk.Spec.PrivateKey = v1.PrivateKeySpec{Size: 2048, Encoding: v1.PKCS1}
 	o := Observed{Key: sk, Now: t0.Add(-time.Hour)}
-	d, err := Build(o, Decision{Rekey: CauseInitial}, Policy{}, nk)
+	d, err := Build(o, Decision{Rekey: CauseInitial}, Config{}, nk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +79,7 @@ func newFixture(t *testing.T) fixture {
 			OwnerReferences: []metav1.OwnerReference{{UID: "uid-1", Controller: ptr.To(true)}}},
 		Data: d.Secret.Data,
 	}
-	return fixture{key: sk, secret: secret}
+	return fixture{key: sk, secret: secret, policies: []policy.Policy{openPolicy()}}
 }
 
 func TestDecide(t *testing.T) {
@@ -71,7 +87,6 @@ func TestDecide(t *testing.T) {
 	otherPEM, _ := keyutil.EncodePrivateKey(other, v1.PKCS1)
 	cases := map[string]struct {
 		change      func(f *fixture)
-		policy      Policy
 		wantBlocked string
 		wantRekey   RekeyCause
 	}{
@@ -100,11 +115,19 @@ func TestDecide(t *testing.T) {
 			change:      func(f *fixture) { f.secret.OwnerReferences[0].UID = "uid-2" },
 			wantBlocked: v1.ReasonSecretConflict,
 		},
-		"custom subject refused": {
-			change:      func(f *fixture) { f.key.Spec.Subject = "admin" },
-			wantBlocked: v1.ReasonSubjectNotAllowed,
+		"no policy: refused, nothing re-keyed": {
+			change:      func(f *fixture) { f.policies = nil; f.secret = nil },
+			wantBlocked: v1.ReasonPolicyDenied,
 		},
-		"custom subject allowed":          {change: func(f *fixture) { f.key.Spec.Subject = "admin" }, policy: Policy{AllowCustomSubjects: true}},
+		"reserved scope refused by the open policy": {
+			change:      func(f *fixture) { f.key.Spec.Scopes = []string{"servicekey:introspect"} },
+			wantBlocked: v1.ReasonPolicyDenied,
+		},
+		"another key's subject refused by the open policy": {
+			change:      func(f *fixture) { f.key.Spec.Subject = "system:servicekey:other:app" },
+			wantBlocked: v1.ReasonPolicyDenied,
+		},
+		"custom subject allowed":          {change: func(f *fixture) { f.key.Spec.Subject = "admin" }},
 		"own default subject spelled out": {change: func(f *fixture) { f.key.Spec.Subject = "system:servicekey:ns:app" }},
 		"expired by expiresAt": {
 			change:      func(f *fixture) { f.key.Spec.ExpiresAt = &metav1.Time{Time: t0} },
@@ -124,7 +147,7 @@ func TestDecide(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
 			tc.change(&f)
-			d := Decide(Observed{Key: f.key, Secret: f.secret, Now: t0}, tc.policy)
+			d := Decide(f.at(t0))
 			if d.BlockedReason != tc.wantBlocked || d.Rekey != tc.wantRekey {
 				t.Errorf("blocked %q rekey %q, want blocked %q rekey %q", d.BlockedReason, d.Rekey, tc.wantBlocked, tc.wantRekey)
 			}
@@ -156,8 +179,8 @@ func TestBuildReadyAndRequeue(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
 			tc.change(&f)
-			o := Observed{Key: f.key, Secret: f.secret, Now: t0}
-			d, err := Build(o, Decide(o, Policy{}), Policy{}, nil)
+			o := f.at(t0)
+			d, err := Build(o, Decide(o), Config{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +208,7 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		pem, _ := keyutil.EncodePrivateKey(priv, v1.PKCS1)
-		d, err := Build(Observed{Key: f.key, Secret: f.secret, Now: now}, Decision{Rekey: CauseRequested}, Policy{}, &NewKey{Key: priv, PEM: pem})
+		d, err := Build(Observed{Key: f.key, Secret: f.secret, Now: now}, Decision{Rekey: CauseRequested}, Config{}, &NewKey{Key: priv, PEM: pem})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,8 +225,8 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 		}
 	}
 	// After the grace period all Retiring keys are retired at once.
-	later := Observed{Key: f.key, Secret: f.secret, Now: now.Add(25 * time.Hour)}
-	d, err := Build(later, Decide(later, Policy{}), Policy{}, nil)
+	later := f.at(now.Add(25 * time.Hour))
+	d, err := Build(later, Decide(later), Config{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +242,7 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 
 func TestBuildNeedsKeyWhenRekeying(t *testing.T) {
 	f := newFixture(t)
-	if _, err := Build(Observed{Key: f.key, Secret: f.secret, Now: t0}, Decision{Rekey: CauseScheduled}, Policy{}, nil); err == nil {
+	if _, err := Build(Observed{Key: f.key, Secret: f.secret, Now: t0}, Decision{Rekey: CauseScheduled}, Config{}, nil); err == nil {
 		t.Fatal("Build re-keyed without a key")
 	}
 }

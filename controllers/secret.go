@@ -41,7 +41,7 @@ type SecretContent struct {
 
 // secretContent builds the Secret for the Active key: the new key when re-keying, else
 // the private key already in the Secret (kept byte for byte).
-func secretContent(o Observed, d Decision, p Policy, st v1.ServiceKeyStatus, nk *NewKey, clientSecret string) (*SecretContent, error) {
+func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, nk *NewKey, clientSecret string) (*SecretContent, error) {
 	k := o.Key
 	pem := d.secret.pem
 	if nk != nil && nk.PEM != nil {

@@ -70,9 +70,9 @@ type ServiceKeyReconciler struct {
 	Clock clock.PassiveClock
 	// Keys generates key pairs; injected so tests control randomness and cost.
 	Keys KeyGenerator
-	// Policy is the controller-wide configuration.
-	Policy Policy
-	// Metrics counts rotations; may be nil.
+	// Config is the controller-wide configuration.
+	Config Config
+	// Metrics counts rotations and policy refusals; may be nil.
 	Metrics *Metrics
 }
 
@@ -85,6 +85,8 @@ type ServiceKeyReconciler struct {
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeypolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 //
 // Leader election (--leader-elect), in the install namespace only:
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=servicekey-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
@@ -96,7 +98,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if o.Key == nil || err != nil {
 		return ctrl.Result{}, err
 	}
-	d := Decide(o, r.Policy)
+	d := Decide(o)
 	var nk *NewKey
 	live := d.Rekey != "" || d.NewClientSecret || o.Secret == nil
 	if live {
@@ -107,12 +109,12 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
 			return ctrl.Result{}, err
 		}
-		d = Decide(o, r.Policy)
+		d = Decide(o)
 		if nk, err = r.generate(o, d); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	desired, err := Build(o, d, r.Policy, nk)
+	desired, err := Build(o, d, r.Config, nk)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", req.NamespacedName, err)
 	}
@@ -148,16 +150,21 @@ func (r *ServiceKeyReconciler) generate(o Observed, d Decision) (*NewKey, error)
 	return nk, nil
 }
 
-// observe reads the ServiceKey and its Secret (nil when absent) through rd.
+// observe reads the ServiceKey and its Secret (nil when absent) through rd, and the
+// namespace's labels and the policies from the cache.
 func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, name types.NamespacedName) (Observed, error) {
 	o := Observed{Now: r.Clock.Now()}
 	key := &v1.ServiceKey{}
 	if err := rd.Get(ctx, name, key); err != nil {
 		return o, client.IgnoreNotFound(err)
 	}
+	var err error
+	if o.NamespaceLabels, o.Policies, err = readPolicies(ctx, r.Client, key.Namespace); err != nil {
+		return o, err
+	}
 	secretKey := types.NamespacedName{Namespace: key.Namespace, Name: secretName(key)}
 	secret := &corev1.Secret{}
-	err := rd.Get(ctx, secretKey, secret)
+	err = rd.Get(ctx, secretKey, secret)
 	switch {
 	case apierrors.IsNotFound(err):
 		secret = nil
@@ -245,10 +252,16 @@ func statusMessage(err error) string {
 	return err.Error()
 }
 
-// emit counts a published rotation and records the events of what was written.
+// emit counts a published rotation and a policy refusal, and records the events of
+// what was written.
 func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, desired Desired) {
 	if r.Metrics != nil && desired.Rotated != "" {
 		r.Metrics.Rotations.WithLabelValues(string(desired.Rotated)).Inc()
+	}
+	if r.Metrics != nil {
+		for _, k := range desired.Denied {
+			r.Metrics.PolicyDenied.WithLabelValues(string(k)).Inc()
+		}
 	}
 	if r.Recorder == nil {
 		return
@@ -259,9 +272,11 @@ func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, desired Desired) {
 }
 
 // SetupWithManager registers the controller: it watches ServiceKeys (spec and
-// annotation changes; its own status writes do not wake it) and the Secrets they own
+// annotation changes; its own status writes do not wake it), the Secrets they own
 // (updates and deletions, to repair them within seconds; creations of owned Secrets
-// are the controller's own writes and need no second look).
+// are the controller's own writes and need no second look), ServiceKeyPolicies (a
+// change re-evaluates the keys in every namespace the policy selects or selected) and
+// namespace labels (relabelling re-evaluates the namespace's keys).
 func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1.ServiceKey{}, builder.WithPredicates(predicate.Or(
@@ -269,6 +284,8 @@ func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
 		})).
+		Watches(&v1.ServiceKeyPolicy{}, policyHandler(r.Client)).
+		WatchesMetadata(&corev1.Namespace{}, namespaceHandler(r.Client)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("servicekey").
 		Complete(r)

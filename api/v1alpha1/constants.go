@@ -36,8 +36,9 @@ const (
 	// ReasonSecretConflict: a Secret of the wanted name exists and this ServiceKey does
 	// not own it; the controller leaves it untouched.
 	ReasonSecretConflict = "SecretConflict"
-	// ReasonSubjectNotAllowed: spec.subject names an identity the policy does not allow.
-	ReasonSubjectNotAllowed = "SubjectNotAllowed"
+	// ReasonPolicyDenied: no ServiceKeyPolicy selecting the namespace permits all of the
+	// spec; no key is issued, and an issued key is refused at the token endpoint.
+	ReasonPolicyDenied = "PolicyDenied"
 	// ReasonInvalidSpec: the spec passed API validation but cannot be honoured.
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonReconcileError: a transient error (API server, conflicts); retried with backoff.
@@ -56,6 +57,20 @@ const (
 	EventSecretRestored = "SecretRestored"
 	// EventSecretConflict: a Secret of the wanted name belongs to someone else.
 	EventSecretConflict = "SecretConflict"
+	// EventPolicyDenied: the ServiceKey became refused by policy.
+	EventPolicyDenied = "PolicyDenied"
+	// EventPolicyAllowed: a ServiceKey refused by policy is permitted again.
+	EventPolicyAllowed = "PolicyAllowed"
+)
+
+// Reasons of a ServiceKeyPolicy's Ready condition, and Events on policies.
+const (
+	// ReasonPolicyActive: the selector is valid and selects at least one namespace.
+	ReasonPolicyActive = "Active"
+	// ReasonSelectsNothing: the selector is valid but selects no namespace now.
+	ReasonSelectsNothing = "SelectsNothing"
+	// ReasonInvalidSelector: the selector cannot be used; the policy permits nothing.
+	ReasonInvalidSelector = "InvalidSelector"
 )
 
 // Well-known names on objects the operator manages.

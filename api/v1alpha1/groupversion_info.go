@@ -44,7 +44,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ServiceKey{}, &ServiceKeyList{})
+	s.AddKnownTypes(GroupVersion, &ServiceKey{}, &ServiceKeyList{}, &ServiceKeyPolicy{}, &ServiceKeyPolicyList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

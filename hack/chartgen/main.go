@@ -15,8 +15,8 @@ limitations under the License.
 */
 
 // Command chartgen copies controller-gen's output into the Helm chart so the chart has
-// one source of truth with config/: the CRD from config/crd/bases becomes
-// templates/crd.yaml (behind crds.enabled, with the chart's labels and an optional
+// one source of truth with config/: the CRDs from config/crd/bases become
+// templates/crd.yaml and templates/crd-servicekeypolicies.yaml (behind crds.enabled, with the chart's labels and an optional
 // keep policy), and the RBAC rules from config/rbac become named templates in
 // templates/_rbac-rules.tpl. `make manifests` runs it after controller-gen;
 // `make verify-generated` fails when its output is stale.
@@ -58,20 +58,26 @@ func main() {
 
 func run(root string) error {
 	chart := filepath.Join(root, "charts", "servicekey-operator", "templates")
-	crd, err := os.ReadFile(filepath.Join(root, "config", "crd", "bases", "auth.servicekey.dev_servicekeys.yaml"))
-	if err != nil {
-		return fmt.Errorf("read CRD: %w", err)
+	crds := map[string]string{
+		"auth.servicekey.dev_servicekeys.yaml":        "crd.yaml",
+		"auth.servicekey.dev_servicekeypolicies.yaml": "crd-servicekeypolicies.yaml",
 	}
-	out, err := chartCRD(crd)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(chart, "crd.yaml"), out, 0o644); err != nil { //nolint:gosec // a chart file, world-readable like the rest of the repository
-		return fmt.Errorf("write crd.yaml: %w", err)
+	for src, dst := range crds {
+		crd, err := os.ReadFile(filepath.Join(root, "config", "crd", "bases", src))
+		if err != nil {
+			return fmt.Errorf("read CRD: %w", err)
+		}
+		out, err := chartCRD(crd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
+		if err := os.WriteFile(filepath.Join(chart, dst), out, 0o644); err != nil { //nolint:gosec // a chart file, world-readable like the rest of the repository
+			return fmt.Errorf("write %s: %w", dst, err)
+		}
 	}
 	var tpl bytes.Buffer
 	tpl.WriteString(generatedHeader)
-	for _, component := range []string{"controller", "token-server"} {
+	for _, component := range []string{"controller", "token-server", "tenant-edit", "tenant-view"} {
 		data, err := os.ReadFile(filepath.Join(root, "config", "rbac", component, "role.yaml"))
 		if err != nil {
 			return fmt.Errorf("read %s RBAC: %w", component, err)

@@ -5,6 +5,14 @@
 - apiGroups:
   - ""
   resources:
+  - namespaces
+  verbs:
+  - get
+  - list
+  - watch
+- apiGroups:
+  - ""
+  resources:
   - secrets
   verbs:
   - create
@@ -15,6 +23,7 @@
 - apiGroups:
   - auth.servicekey.dev
   resources:
+  - servicekeypolicies
   - servicekeys
   verbs:
   - get
@@ -23,16 +32,17 @@
 - apiGroups:
   - auth.servicekey.dev
   resources:
-  - servicekeys/finalizers
-  verbs:
-  - update
-- apiGroups:
-  - auth.servicekey.dev
-  resources:
+  - servicekeypolicies/status
   - servicekeys/status
   verbs:
   - get
   - patch
+- apiGroups:
+  - auth.servicekey.dev
+  resources:
+  - servicekeys/finalizers
+  verbs:
+  - update
 - apiGroups:
   - events.k8s.io
   resources:
@@ -91,6 +101,35 @@
   - {{ .Values.signingKey.secretName }}
   resources:
   - secrets
+  verbs:
+  - get
+  - list
+  - watch
+{{- end }}
+
+{{/* Rules of the tenant-edit's ClusterRole, from config/rbac/tenant-edit/role.yaml. */}}
+{{- define "servicekey-operator.tenant-edit.clusterRules" -}}
+- apiGroups:
+  - auth.servicekey.dev
+  resources:
+  - servicekeys
+  verbs:
+  - create
+  - delete
+  - deletecollection
+  - get
+  - list
+  - patch
+  - update
+  - watch
+{{- end }}
+
+{{/* Rules of the tenant-view's ClusterRole, from config/rbac/tenant-view/role.yaml. */}}
+{{- define "servicekey-operator.tenant-view.clusterRules" -}}
+- apiGroups:
+  - auth.servicekey.dev
+  resources:
+  - servicekeys
   verbs:
   - get
   - list

@@ -119,7 +119,7 @@ func startController(ctx context.Context, env *testenv.Env, workers int) (client
 	r := &controllers.ServiceKeyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("servicekey-operator"), Clock: clock.RealClock{},
-		Keys: controllers.RSAKeys{}, Policy: controllers.Policy{TokenURI: "https://token.bench/oauth2/token"},
+		Keys: controllers.RSAKeys{}, Config: controllers.Config{TokenURI: "https://token.bench/oauth2/token"},
 	}
 	if err := r.SetupWithManager(mgr, workers); err != nil {
 		return nil, err

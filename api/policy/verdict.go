@@ -1,0 +1,144 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package policy
+
+import (
+	"slices"
+	"sort"
+	"strings"
+)
+
+// LabelNamespaceName is the label the API server puts on every namespace, naming it;
+// a namespace not (yet) known to the caller is judged with this label alone.
+const LabelNamespaceName = "kubernetes.io/metadata.name"
+
+// Verdict is the outcome of judging one ServiceKey against every policy.
+type Verdict struct {
+	// Allowed: at least one policy selecting the namespace permits all of the key.
+	Allowed bool
+	// By names the permitting policy (the first by name) when Allowed.
+	By string
+	// Namespace is the ServiceKey's namespace.
+	Namespace string
+	// Considered are the policies that select the namespace, by name.
+	Considered []string
+	// Invalid are the policies left out because their selector is unusable.
+	Invalid []string
+	// Gaps are what no considered policy allows; empty when denied only because no
+	// single policy allows everything (see PerPolicy) or none selects the namespace.
+	Gaps []Gap
+	// PerPolicy holds each considered policy's gaps when no policy permits the key.
+	PerPolicy map[string][]Gap
+}
+
+// Evaluate judges r against the policies, given the labels of r's namespace (nil:
+// the namespace is unknown, judged by its name label alone). Policies are considered
+// in name order, so messages are stable.
+func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict {
+	if nsLabels == nil {
+		nsLabels = map[string]string{LabelNamespaceName: r.Namespace}
+	}
+	sorted := slices.Clone(policies)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	v := Verdict{Namespace: r.Namespace}
+	var common []Gap
+	for _, p := range sorted {
+		if p.Err() != nil {
+			v.Invalid = append(v.Invalid, p.Name)
+			continue
+		}
+		if !p.Selects(nsLabels) {
+			continue
+		}
+		gaps := p.Gaps(r)
+		if len(gaps) == 0 {
+			return Verdict{Allowed: true, By: p.Name, Namespace: r.Namespace}
+		}
+		if v.PerPolicy == nil {
+			v.PerPolicy, common = map[string][]Gap{}, gaps
+		} else {
+			common = slices.DeleteFunc(common, func(g Gap) bool { return !slices.Contains(gaps, g) })
+		}
+		v.Considered = append(v.Considered, p.Name)
+		v.PerPolicy[p.Name] = gaps
+	}
+	v.Gaps = common
+	return v
+}
+
+// Message says why the key is refused, naming exactly what no policy allows and the
+// policies considered; "" when allowed. It never contains key material: only names,
+// scopes, audiences, subjects and numbers from specs.
+func (v Verdict) Message() string {
+	if v.Allowed {
+		return ""
+	}
+	var b strings.Builder
+	switch {
+	case len(v.Considered) == 0:
+		b.WriteString("no ServiceKeyPolicy selects namespace " + v.Namespace)
+	case len(v.Gaps) > 0:
+		b.WriteString("not allowed by any ServiceKeyPolicy selecting namespace " + v.Namespace + ": " + joinGaps(v.Gaps) +
+			" (considered: " + strings.Join(v.Considered, ", ") + ")")
+	default:
+		b.WriteString("no single ServiceKeyPolicy selecting namespace " + v.Namespace + " allows all of it:")
+		for i, name := range v.Considered {
+			if i > 0 {
+				b.WriteString(";")
+			}
+			b.WriteString(" " + name + " does not allow " + joinGaps(v.PerPolicy[name]))
+		}
+	}
+	if len(v.Invalid) > 0 {
+		b.WriteString("; ignored for an invalid namespaceSelector: " + strings.Join(v.Invalid, ", "))
+	}
+	return b.String()
+}
+
+// Kinds are the kinds of privilege that caused the refusal, each once, for metrics.
+func (v Verdict) Kinds() []Kind {
+	if v.Allowed {
+		return nil
+	}
+	if len(v.Considered) == 0 {
+		return []Kind{KindNoPolicy}
+	}
+	var out []Kind
+	for _, name := range v.Considered {
+		for _, g := range v.PerPolicy[name] {
+			if !slices.Contains(out, g.Kind) {
+				out = append(out, g.Kind)
+			}
+		}
+	}
+	return out
+}
+
+// OnlyScopes says whether every gap is a scope: the token endpoint then answers
+// invalid_scope (RFC 6749 §5.2) rather than unauthorized_client.
+func (v Verdict) OnlyScopes() bool {
+	kinds := v.Kinds()
+	return len(kinds) == 1 && kinds[0] == KindScope
+}
+
+func joinGaps(gaps []Gap) string {
+	parts := make([]string, len(gaps))
+	for i, g := range gaps {
+		parts[i] = g.String()
+	}
+	return strings.Join(parts, ", ")
+}
