@@ -35,10 +35,20 @@ func TestRSAKeysRandomnessIsInjectable(t *testing.T) {
 		}
 		return k
 	}
-	a, b, c := gen(1), gen(1), gen(2)
-	if !a.Key.Equal(b.Key) || string(a.PEM) != string(b.PEM) {
+	// The seeded stream is process-wide: a TLS handshake of the suite's manager that
+	// draws from it between the two generations changes the second key. Such a draw
+	// is rare and only at start-up, so a few attempts tell injection from its absence.
+	var a, c *NewKey
+	same := false
+	for attempt := 0; attempt < 5 && !same; attempt++ {
+		var b *NewKey
+		a, b = gen(1), gen(1)
+		same = a.Key.Equal(b.Key) && string(a.PEM) == string(b.PEM)
+	}
+	if !same {
 		t.Error("the same seed gave different keys")
 	}
+	c = gen(2)
 	if a.Key.Equal(c.Key) {
 		t.Error("different seeds gave the same key")
 	}

@@ -34,10 +34,10 @@ type Metrics struct {
 	// PolicyDenied counts ServiceKeys turning refused by policy, by the kind of
 	// privilege no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, ...).
 	PolicyDenied *prometheus.CounterVec
-	keys      *prometheus.Desc
-	expiry    *prometheus.Desc
-	rotation  *prometheus.Desc
-	reader    client.Reader
+	keys         *prometheus.Desc
+	expiry       *prometheus.Desc
+	rotation     *prometheus.Desc
+	reader       client.Reader
 }
 
 // NewMetrics creates the metrics; reader lists ServiceKeys (the manager's cache).

@@ -93,7 +93,7 @@ func policyStatus(p *v1.ServiceKeyPolicy, namespaces []metav1.PartialObjectMetad
 			}
 		}
 		c.Status, c.Reason = metav1.ConditionTrue, v1.ReasonPolicyActive
-		c.Message = fmt.Sprintf("selects %d namespaces", st.Namespaces)
+		c.Message = fmt.Sprintf("selects %d namespace(s)", st.Namespaces)
 		if st.Namespaces == 0 {
 			c.Status, c.Reason = metav1.ConditionFalse, v1.ReasonSelectsNothing
 			c.Message = "namespaceSelector selects no namespace; this policy permits nothing"

@@ -41,8 +41,9 @@ import (
 // an unpublished key behind (which the next reconcile would take for tampering).
 func TestRotationSurvivesConcurrentLastUsedWrite(t *testing.T) {
 	ctx := context.Background()
-	const raceNS = "race" // no manager watches it: only the reconciler below acts
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS}}); err != nil {
+	// The suite's manager does not cache this namespace's ServiceKeys (see
+	// startManager): only the reconciler below acts; the open policy permits its key.
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}); err != nil {
 		t.Fatal(err)
 	}
 	live, err := client.NewWithWatch(adminConfig, client.Options{Scheme: k8s.Scheme()})

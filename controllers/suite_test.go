@@ -32,6 +32,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -48,16 +50,19 @@ import (
 )
 
 const (
-	// ns is where the default-policy controller works.
+	// ns is where tests not about policy work: the suite's open policy selects it.
 	ns = "keys"
-	// customNS is watched by a second controller that allows custom subjects.
-	customNS = "custom-subjects"
-	// tokenURI is what the controllers write into key files.
+	// openLabel marks the namespaces the open policy selects.
+	openLabel = "servicekey.test/open"
+	// raceNS is where TestRotationSurvivesConcurrentLastUsedWrite runs its own reconciler.
+	raceNS = "race"
+	// tokenURI is what the controller writes into key files.
 	tokenURI = "https://token.test/oauth2/token"
 )
 
 var (
 	adminConfig *rest.Config
+	testScheme  *runtime.Scheme
 	k8s         client.Client
 	reconciler  *controllers.ServiceKeyReconciler
 	fakeClock   = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
@@ -71,26 +76,29 @@ func TestMain(m *testing.M) {
 
 func runSuite(m *testing.M) int {
 	return testenv.RunSuite(m, logs, controllers.MaxLogVerbosity, func(ctx context.Context, env *testenv.Env) error {
-		k8s, adminConfig = env.Client, env.Config
-		for _, n := range []string{ns, customNS} {
-			if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
-				return err
-			}
-		}
-		var err error
-		if reconciler, metrics, err = startManager(ctx, env, ns, false); err != nil {
+		k8s, adminConfig, testScheme = env.Client, env.Config, env.Scheme
+		err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{openLabel: "true"}}})
+		if err != nil {
 			return err
 		}
-		_, _, err = startManager(ctx, env, customNS, true)
+		if err := k8s.Create(ctx, testenv.OpenPolicy("open", map[string]string{openLabel: "true"})); err != nil {
+			return err
+		}
+		reconciler, metrics, err = startManager(ctx, env)
 		return err
 	})
 }
 
-// startManager runs a controller for one namespace, wired as main.go wires it but
-// with the fake clock.
-func startManager(ctx context.Context, env *testenv.Env, namespace string, allowCustom bool) (*controllers.ServiceKeyReconciler, *controllers.Metrics, error) {
+// startManager runs the controllers, wired as main.go wires them but with the fake
+// clock.
+func startManager(ctx context.Context, env *testenv.Env) (*controllers.ServiceKeyReconciler, *controllers.Metrics, error) {
 	opts := controllers.CacheOptions()
-	opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	// Every namespace but raceNS, whose ServiceKey only its test's own reconciler may
+	// touch: a label no object carries keeps the manager's informers from seeing it.
+	opts.DefaultNamespaces = map[string]cache.Config{
+		cache.AllNamespaces: {},
+		raceNS:              {LabelSelector: labels.SelectorFromSet(labels.Set{"servicekey.test/unwatched": "never"})},
+	}
 	cfg, err := asControllerUser(context.Background(), env)
 	if err != nil {
 		return nil, nil, err
@@ -111,15 +119,19 @@ func startManager(ctx context.Context, env *testenv.Env, namespace string, allow
 		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
 		Clock:     fakeClock,
 		Keys:      controllers.RSAKeys{},
-		Policy:    controllers.Policy{AllowCustomSubjects: allowCustom, TokenURI: tokenURI},
+		Config:    controllers.Config{TokenURI: tokenURI},
 		Metrics:   m,
 	}
 	if err := r.SetupWithManager(mgr, 2); err != nil {
 		return nil, nil, err
 	}
+	pr := &controllers.PolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("servicekey-operator")}
+	if err := pr.SetupWithManager(mgr); err != nil {
+		return nil, nil, err
+	}
 	go func() { _ = mgr.Start(ctx) }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		return nil, nil, fmt.Errorf("cache of %s did not sync", namespace)
+		return nil, nil, fmt.Errorf("the manager's cache did not sync")
 	}
 	return r, m, nil
 }

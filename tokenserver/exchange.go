@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 )
 
 // AccessTokenClaims are the claims of an RFC 9068 access token (§2.2).
@@ -68,6 +69,9 @@ type Exchanger struct {
 	// Clock and NewID are injected: time and randomness.
 	Clock clock.PassiveClock
 	NewID func() string
+	// Policies judges each ServiceKey's live spec against the ServiceKeyPolicies at
+	// every grant (nil: no policy is known and every grant is refused).
+	Policies *PolicyGate
 	// Limiter rate-limits each client (nil: no limit); Used records lastUsedTime (nil: off).
 	Limiter *Limiter
 	Used    *LastUsed
@@ -87,6 +91,8 @@ type Request struct {
 type Outcome struct {
 	ClientID, KeyID, Subject string
 	Scopes                   []string
+	// Denied are the kinds of privilege no policy allows, when policy refused the grant.
+	Denied []policy.Kind
 }
 
 // Exchange validates the grant and mints the access token.
@@ -128,7 +134,7 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 }
 
 // issue runs the checks that follow client authentication — source address, rate
-// limit, replay (when given), scope — and mints the token.
+// limit, policy, replay (when given), scope — and mints the token.
 func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, replay func() *Error) (*TokenResponse, Outcome, *Error) {
 	if !addrAllowed(rec.AllowedCIDRs, addr) {
 		return nil, out, newError(CodeUnauthorizedClient, "requests from "+addr.String()+
@@ -137,6 +143,10 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 	if ok, wait := x.Limiter.Allow(rec.ClientID, now); !ok {
 		return nil, out, &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + rec.ClientID +
 			"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
+	}
+	if e, denied := x.Policies.Check(rec); e != nil {
+		out.Denied = denied
+		return nil, out, e
 	}
 	if replay != nil {
 		if e := replay(); e != nil {

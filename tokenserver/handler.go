@@ -75,6 +75,7 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.audit(grantType, addr, out, outcome, err)
 	if h.Metrics != nil {
 		h.Metrics.Observe(grantType, outcome, time.Since(start))
+		h.Metrics.ObserveDenied(out.Denied)
 	}
 }
 

@@ -40,7 +40,11 @@ type Introspector struct {
 	Scope  string
 	Keys   func() *SigningKeys
 	Lookup Lookup
-	Clock  clock.PassiveClock
+	// Policies judges the token's ServiceKey now (nil: every token is inactive).
+	Policies *PolicyGate
+	// DefaultAudience is what tokens of ServiceKeys without spec.audiences carry.
+	DefaultAudience []string
+	Clock           clock.PassiveClock
 }
 
 // IntrospectionResponse is the RFC 7662 §2.2 response.
@@ -99,6 +103,30 @@ func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Tim
 	return nil
 }
 
+// carriesOnlyAllowed says whether everything the token carries is still what its
+// ServiceKey's spec asks for and a policy permits now: a scope or audience a policy
+// stopped allowing (or the spec dropped) makes tokens carrying it inactive.
+func (in *Introspector) carriesOnlyAllowed(c *AccessTokenClaims, rec *KeyRecord) bool {
+	if !in.Policies.Verdict(rec).Allowed || c.Subject != rec.Subject {
+		return false
+	}
+	for _, s := range strings.Fields(c.Scope) {
+		if !slices.Contains(rec.Scopes, s) {
+			return false
+		}
+	}
+	aud := rec.Audiences
+	if len(aud) == 0 {
+		aud = in.DefaultAudience
+	}
+	for _, a := range c.Audience {
+		if !slices.Contains(aud, a) {
+			return false
+		}
+	}
+	return true
+}
+
 // inspect decides whether a token is active now.
 func (in *Introspector) inspect(raw string, ks *SigningKeys, now time.Time) IntrospectionResponse {
 	inactive := IntrospectionResponse{Active: false}
@@ -111,6 +139,9 @@ func (in *Introspector) inspect(raw string, ks *SigningKeys, now time.Time) Intr
 		return inactive
 	}
 	if c.KeyID != "" && !slices.ContainsFunc(rec.usableKeys(now), func(k PublicKey) bool { return k.ID == c.KeyID }) {
+		return inactive
+	}
+	if !in.carriesOnlyAllowed(c, rec) {
 		return inactive
 	}
 	return IntrospectionResponse{Active: true, Scope: c.Scope, ClientID: c.ClientID, TokenType: "Bearer",

@@ -30,6 +30,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
@@ -85,6 +86,7 @@ func (l *Limiter) Allow(clientID string, now time.Time) (bool, time.Duration) {
 type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	denied   *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics, with the number of indexed ServiceKeys read from ix.
@@ -99,11 +101,15 @@ func NewMetrics(reg prometheus.Registerer, ix *Index) (*Metrics, error) {
 			Help:    "Time to answer a token request.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"grant_type"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "servicekey_policy_denied_total",
+			Help: "Grants refused by ServiceKeyPolicy, by what no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, Validity, AccessTokenTTL, ClientSecret).",
+		}, []string{"reason"}),
 	}
 	keys := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "servicekey_token_keys_indexed", Help: "ServiceKeys in the token server's index.",
 	}, func() float64 { return float64(ix.Len()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, keys} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.denied, keys} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -123,6 +129,13 @@ func (m *Metrics) Observe(grantType, outcome string, took time.Duration) {
 	}
 	m.requests.WithLabelValues(grantType, outcome).Inc()
 	m.latency.WithLabelValues(grantType).Observe(took.Seconds())
+}
+
+// ObserveDenied counts a grant refused by policy, once per kind of privilege.
+func (m *Metrics) ObserveDenied(kinds []policy.Kind) {
+	for _, k := range kinds {
+		m.denied.WithLabelValues(string(k)).Inc()
+	}
 }
 
 // LastUsed writes status.lastUsedTime of ServiceKeys, at most once per Granularity per

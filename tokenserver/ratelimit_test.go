@@ -31,10 +31,18 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 // TestRateLimitOverHTTP: past the per-client budget the endpoint answers 429 with
 // Retry-After, and another client is unaffected.
+// openGate permits every ServiceKey's scopes and audiences.
+func openGate() *PolicyGate {
+	g := NewPolicyGate()
+	g.PolicyHandler().OnAdd(testenv.OpenPolicy("open", nil), true)
+	return g
+}
+
 func TestRateLimitOverHTTP(t *testing.T) {
 	a, b := newPair(t), newPair(t)
 	lookup := mapLookup{
@@ -47,7 +55,7 @@ func TestRateLimitOverHTTP(t *testing.T) {
 	}
 	x := &Exchanger{Issuer: "https://token.test", MaxTTL: time.Hour, Policy: testPolicy, Lookup: lookup,
 		Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(100), Clock: clocktesting.NewFakeClock(now),
-		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2)}
+		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2), Policies: openGate()}
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	defer srv.Close()
 	type result struct {

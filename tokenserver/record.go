@@ -20,6 +20,7 @@ import (
 	"crypto/rsa"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -27,14 +28,21 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 // KeyRecord is what the token server knows about one ServiceKey: everything grant
 // validation needs, with public keys parsed once so the request path never parses PEM.
+//
+// What a token carries (subject, scopes, audiences, lifetime) comes from the spec,
+// which policies judge; the status supplies only what can narrow: the public keys
+// (authentication, not privileges), the client secret's hash (gated by the spec and
+// policy) and the Ready condition (False refuses). Nothing in status can widen a token.
 type KeyRecord struct {
-	UID            types.UID
-	ClientID       string
+	UID      types.UID
+	ClientID string
+	// Subject is spec.subject, or the default system:servicekey:<namespace>:<name>.
 	Subject        string
 	Scopes         []string
 	Audiences      []string
@@ -48,6 +56,11 @@ type KeyRecord struct {
 	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
 	ClientSecretHash string
 	Keys             []PublicKey
+	// Request is what ServiceKeyPolicies judge: the live spec.
+	Request policy.Request
+
+	// verdict caches the PolicyGate's verdict on this record.
+	verdict atomic.Pointer[cachedVerdict]
 }
 
 // PublicKey is one verification key of a ServiceKey.
@@ -82,11 +95,15 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 	r := &KeyRecord{
 		UID:       sk.UID,
 		ClientID:  v1.ClientID(sk.Namespace, sk.Name),
-		Subject:   sk.Status.Subject,
+		Subject:   sk.Spec.Subject,
 		Scopes:    sk.Spec.Scopes,
 		Audiences: sk.Spec.Audiences,
 		Suspended: sk.Spec.Suspended,
 		Ready:     meta.IsStatusConditionTrue(sk.Status.Conditions, v1.ConditionReady),
+		Request:   policy.RequestOf(sk),
+	}
+	if r.Subject == "" {
+		r.Subject = v1.DefaultSubject(sk.Namespace, sk.Name)
 	}
 	if sk.Spec.ClientSecret != nil && sk.Spec.ClientSecret.Enabled {
 		r.ClientSecretHash = sk.Status.ClientSecretHash

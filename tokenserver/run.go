@@ -50,6 +50,8 @@ import (
 //
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=patch
+// +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeypolicies,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 // +kubebuilder:rbac:groups="",namespace=servicekey-system,resources=secrets,resourceNames=servicekey-token-signing,verbs=get;list;watch
 
 // DefaultSigningSecret is the signing-key Secret the generated RBAC names.
@@ -113,8 +115,9 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	limiter := NewLimiter(o.RateLimit, o.RateBurst)
 	ix.OnDelete(limiter.Forget, used.Forget)
+	gate := NewPolicyGate()
 	x := &Exchanger{
-		Limiter: limiter, Used: used,
+		Limiter: limiter, Used: used, Policies: gate,
 		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
 		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize), Clock: o.Clock, NewID: randomID,
@@ -125,8 +128,15 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if o.IntrospectionScope == "" {
 		o.IntrospectionScope = DefaultIntrospectionScope
 	}
-	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix, Clock: o.Clock}
+	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
+		Policies: gate, DefaultAudience: o.DefaultAudience, Clock: o.Clock}
 	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
+		return nil, err
+	}
+	if err := watch(ctx, c, &v1.ServiceKeyPolicy{}, gate.PolicyHandler()); err != nil {
+		return nil, err
+	}
+	if err := watch(ctx, c, namespaceMeta(), gate.NamespaceHandler()); err != nil {
 		return nil, err
 	}
 	if err := watch(ctx, c, &corev1.Secret{}, srv.SigningSecretHandler()); err != nil {
@@ -134,7 +144,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
-		return nil, errors.New("the ServiceKey cache did not sync")
+		return nil, errors.New("the ServiceKey, ServiceKeyPolicy and Namespace caches did not sync")
 	}
 	synced.Store(true)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen)

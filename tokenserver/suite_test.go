@@ -54,6 +54,8 @@ const (
 	systemNS   = "servicekey-system"
 	signingKey = "servicekey-token-signing"
 	tsUser     = "system:serviceaccount:servicekey-system:servicekey-operator-token-server"
+	// openLabel marks the namespaces the suite's open policy selects.
+	openLabel = "servicekey.test/open"
 )
 
 var (
@@ -80,9 +82,14 @@ func runSuite(m *testing.M) int {
 func setup(ctx context.Context, env *testenv.Env) error {
 	k8s = env.Client
 	for _, n := range []string{ns, systemNS} {
-		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{openLabel: "true"}}}); err != nil {
 			return err
 		}
+	}
+	// Tests not about policy run in namespaces an open policy selects, as on a
+	// single-tenant install with the chart's default policy.
+	if err := k8s.Create(ctx, testenv.OpenPolicy("open", map[string]string{openLabel: "true"})); err != nil {
+		return err
 	}
 	if err := writeSigningSecret(ctx, newSigningPEM()); err != nil {
 		return err
@@ -134,7 +141,7 @@ func startController(ctx context.Context, env *testenv.Env) error {
 	}
 	r := &controllers.ServiceKeyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
-		Keys: controllers.RSAKeys{}, Policy: controllers.Policy{TokenURI: tokenURL},
+		Keys: controllers.RSAKeys{}, Config: controllers.Config{TokenURI: tokenURL},
 	}
 	if err := r.SetupWithManager(mgr, 2); err != nil {
 		return err

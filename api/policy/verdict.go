@@ -69,7 +69,7 @@ func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict 
 			return Verdict{Allowed: true, By: p.Name, Namespace: r.Namespace}
 		}
 		if v.PerPolicy == nil {
-			v.PerPolicy, common = map[string][]Gap{}, gaps
+			v.PerPolicy, common = map[string][]Gap{}, slices.Clone(gaps)
 		} else {
 			common = slices.DeleteFunc(common, func(g Gap) bool { return !slices.Contains(gaps, g) })
 		}

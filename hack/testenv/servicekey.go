@@ -21,6 +21,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -52,4 +53,18 @@ func UpdateServiceKey(ctx context.Context, c client.Client, key client.ObjectKey
 		return fmt.Errorf("update ServiceKey %s: %w", key, err)
 	}
 	return nil
+}
+
+// OpenPolicy is a ServiceKeyPolicy like the Helm chart's default: the namespaces
+// selector selects may give their keys any scope and audience (wildcards, so never a
+// reserved scope) and client secrets, but no custom subject. Suites create it for the
+// namespaces whose tests are not about policy.
+func OpenPolicy(name string, selector map[string]string) *v1.ServiceKeyPolicy {
+	return &v1.ServiceKeyPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1.ServiceKeyPolicySpec{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: selector},
+			Allowed:           v1.AllowedPrivileges{Scopes: []string{"*"}, Audiences: []string{"*"}, ClientSecret: true},
+		},
+	}
 }

@@ -48,6 +48,7 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	"github.com/servicekey-operator/servicekey-operator/hack/bench/procstat"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
@@ -77,7 +78,9 @@ func run(n int) error {
 	}
 	rec := &tokenserver.KeyRecord{ClientID: "bench/app", Subject: "system:servicekey:bench:app", Ready: true, Scopes: []string{"read"},
 		Keys: []tokenserver.PublicKey{{ID: kid, Key: &grantKey.PublicKey, Active: true}}}
-	x := &tokenserver.Exchanger{Issuer: "https://token.bench", MaxTTL: time.Hour,
+	gate := tokenserver.NewPolicyGate()
+	gate.PolicyHandler().OnAdd(testenv.OpenPolicy("open", nil), true)
+	x := &tokenserver.Exchanger{Issuer: "https://token.bench", MaxTTL: time.Hour, Policies: gate,
 		Policy: tokenserver.AssertionPolicy{Audiences: []string{aud}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: lookup{"bench/app": rec}, Keys: func() *tokenserver.SigningKeys { return keys },
 		Replay: tokenserver.NewReplayCache(10 * n), Clock: clock.RealClock{}, NewID: func() string { return "id" }}
