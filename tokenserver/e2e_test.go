@@ -49,28 +49,40 @@ import (
 // server, and returns its key file.
 func readyKey(t *testing.T, name string, spec v1.ServiceKeySpec) keyutil.KeyFile {
 	t.Helper()
-	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	return readyKeyIn(t, ns, name, spec)
+}
+
+// readyKeyIn is readyKey in another namespace.
+func readyKeyIn(t *testing.T, namespace, name string, spec v1.ServiceKeySpec) keyutil.KeyFile {
+	t.Helper()
+	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: spec}
 	if err := k8s.Create(context.Background(), sk); err != nil {
 		t.Fatal(err)
 	}
-	return waitKeyFile(t, name, func(*v1.ServiceKey) bool { return true })
+	return waitKeyFileIn(t, namespace, name, func(*v1.ServiceKey) bool { return true })
 }
 
 // waitKeyFile waits until the ServiceKey satisfies cond, is Ready and its Active key
 // is in the token server's index, and returns the key file from its Secret.
 func waitKeyFile(t *testing.T, name string, cond func(*v1.ServiceKey) bool) keyutil.KeyFile {
 	t.Helper()
+	return waitKeyFileIn(t, ns, name, cond)
+}
+
+// waitKeyFileIn is waitKeyFile in another namespace.
+func waitKeyFileIn(t *testing.T, namespace, name string, cond func(*v1.ServiceKey) bool) keyutil.KeyFile {
+	t.Helper()
 	var kf keyutil.KeyFile
 	eventually(t, name+" Ready and indexed", func() (bool, string) {
 		sk := &v1.ServiceKey{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, sk); err != nil {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, sk); err != nil {
 			return false, err.Error()
 		}
 		if !meta.IsStatusConditionTrue(sk.Status.Conditions, v1.ConditionReady) || !cond(sk) {
 			return false, fmt.Sprint(sk.Status.Conditions)
 		}
 		s := &corev1.Secret{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: sk.Status.SecretName}, s); err != nil {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: sk.Status.SecretName}, s); err != nil {
 			return false, err.Error()
 		}
 		var err error

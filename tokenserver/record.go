@@ -51,7 +51,10 @@ type KeyRecord struct {
 	Suspended      bool
 	// Expiry is when the ServiceKey stops working; nil means never.
 	Expiry *time.Time
-	// Ready mirrors the Ready condition: False (subject not allowed, conflict, ...) refuses.
+	// Ready mirrors the Ready condition: False (conflict, expired, ...) refuses. A
+	// PolicyDenied condition does not count: the token server judges policy itself
+	// (PolicyGate), so its answer names the policy gap and follows a policy change
+	// without waiting for the controller.
 	Ready bool
 	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
 	ClientSecretHash string
@@ -99,7 +102,7 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 		Scopes:    sk.Spec.Scopes,
 		Audiences: sk.Spec.Audiences,
 		Suspended: sk.Spec.Suspended,
-		Ready:     meta.IsStatusConditionTrue(sk.Status.Conditions, v1.ConditionReady),
+		Ready:     readyOrPolicyDenied(sk.Status.Conditions),
 		Request:   policy.RequestOf(sk),
 	}
 	if r.Subject == "" {
@@ -139,6 +142,11 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 		r.Keys = append(r.Keys, PublicKey{ID: k.KeyID, Key: pub, NotAfter: timeOf(k.NotAfter), Active: k.State == v1.KeyActive})
 	}
 	return r, firstErr
+}
+
+func readyOrPolicyDenied(conds []metav1.Condition) bool {
+	c := meta.FindStatusCondition(conds, v1.ConditionReady)
+	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == v1.ReasonPolicyDenied)
 }
 
 func timeOf(t *metav1.Time) *time.Time {

@@ -23,6 +23,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -35,15 +36,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
@@ -56,9 +62,13 @@ const (
 	tsUser     = "system:serviceaccount:servicekey-system:servicekey-operator-token-server"
 	// openLabel marks the namespaces the suite's open policy selects.
 	openLabel = "servicekey.test/open"
+	// stoppableNS is left to a controller its test stops (the suite's never sees it).
+	stoppableNS = "stoppable"
 )
 
 var (
+	// env is the control plane, for tests that start their own controller.
+	testEnv *testenv.Env
 	// serverConfig and testScheme start more token servers (the client kit's tests).
 	serverConfig *rest.Config
 	testScheme   *runtime.Scheme
@@ -80,7 +90,7 @@ func runSuite(m *testing.M) int {
 }
 
 func setup(ctx context.Context, env *testenv.Env) error {
-	k8s = env.Client
+	k8s, testEnv = env.Client, env
 	for _, n := range []string{ns, systemNS} {
 		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{openLabel: "true"}}}); err != nil {
 			return err
@@ -89,6 +99,11 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	// Tests not about policy run in namespaces an open policy selects, as on a
 	// single-tenant install with the chart's default policy.
 	if err := k8s.Create(ctx, testenv.OpenPolicy("open", map[string]string{openLabel: "true"})); err != nil {
+		return err
+	}
+	introspection := testenv.OpenPolicy("introspection", map[string]string{openLabel: "true"})
+	introspection.Spec.Allowed = v1.AllowedPrivileges{Scopes: []string{tokenserver.DefaultIntrospectionScope}}
+	if err := k8s.Create(ctx, introspection); err != nil {
 		return err
 	}
 	if err := writeSigningSecret(ctx, newSigningPEM()); err != nil {
@@ -102,7 +117,7 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	}
 	baseURL = "http://" + addr
 	tokenURL = baseURL + "/oauth2/token"
-	if err := startController(ctx, env); err != nil {
+	if _, err := startController(ctx, env, nil); err != nil {
 		return err
 	}
 	cfg, err := asTokenServer(ctx, env)
@@ -131,23 +146,42 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func startController(ctx context.Context, env *testenv.Env) error {
+// startController runs the ServiceKey controller until ctx is done: the suite's for
+// every namespace but stoppableNS, or (namespaces set) a test's own, which it stops.
+// It returns a channel closed when the manager has stopped.
+func startController(ctx context.Context, env *testenv.Env, namespaces []string) (<-chan struct{}, error) {
+	opts := controllers.CacheOptions()
+	opts.DefaultNamespaces = map[string]cache.Config{
+		cache.AllNamespaces: {},
+		stoppableNS:         {LabelSelector: labels.SelectorFromSet(labels.Set{"servicekey.test/unwatched": "never"})},
+	}
+	if namespaces != nil {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range namespaces {
+			opts.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Cache: controllers.CacheOptions(),
-		Metrics: metricsserver.Options{BindAddress: "0"},
+		Scheme: env.Scheme, Cache: opts,
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r := &controllers.ServiceKeyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
 		Keys: controllers.RSAKeys{}, Config: controllers.Config{TokenURI: tokenURL},
 	}
 	if err := r.SetupWithManager(mgr, 2); err != nil {
-		return err
+		return nil, err
 	}
-	go func() { _ = mgr.Start(ctx) }()
-	return nil
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return nil, errors.New("the controller's cache did not sync")
+	}
+	return done, nil
 }
 
 // asTokenServer binds the generated RBAC (config/rbac/token-server: a ClusterRole for

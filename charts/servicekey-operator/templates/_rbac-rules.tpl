@@ -78,6 +78,20 @@
 {{/* Rules of the token-server's ClusterRole, from config/rbac/token-server/role.yaml. */}}
 {{- define "servicekey-operator.token-server.clusterRules" -}}
 - apiGroups:
+  - ""
+  resources:
+  - namespaces
+  verbs:
+  - list
+  - watch
+- apiGroups:
+  - auth.servicekey.dev
+  resources:
+  - servicekeypolicies
+  verbs:
+  - list
+  - watch
+- apiGroups:
   - auth.servicekey.dev
   resources:
   - servicekeys
