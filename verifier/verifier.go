@@ -172,8 +172,43 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 
 // Require is middleware that admits requests with a valid token holding every one of
 // scopes, and answers others per RFC 6750 §3: 401 without or with a bad token, 403
-// insufficient_scope, 400 for a malformed Authorization header.
+// insufficient_scope, 400 for a malformed Authorization header. It is
+// Authorize(Rule{Scopes: scopes}).
 func (v *Verifier) Require(scopes ...string) func(http.Handler) http.Handler {
+	return v.Authorize(Rule{Scopes: scopes})
+}
+
+// Rule says who may call a route: a valid token holding every scope in Scopes and,
+// when Subjects or ClientIDs is set, a token whose `sub` is one of Subjects or whose
+// `client_id` is one of ClientIDs. Scope says what a caller may do; the identity lists
+// let a resource server authorize on who the caller is, such as one ServiceKey
+// (`client_id` `<namespace>/<name>`) or a subject a ServiceKeyPolicy granted.
+type Rule struct {
+	Scopes    []string
+	Subjects  []string
+	ClientIDs []string
+}
+
+// admits says why claims do not satisfy the rule, or "" when they do.
+func (rule Rule) admits(claims *Claims) string {
+	for _, s := range rule.Scopes {
+		if !slices.Contains(claims.Scopes(), s) {
+			return "the token lacks scope " + s
+		}
+	}
+	if len(rule.Subjects) == 0 && len(rule.ClientIDs) == 0 {
+		return ""
+	}
+	if slices.Contains(rule.Subjects, claims.Subject) || slices.Contains(rule.ClientIDs, claims.ClientID) {
+		return ""
+	}
+	return "the token's subject and client_id are not among the callers this route admits"
+}
+
+// Authorize is middleware that admits requests whose token satisfies rule; a valid
+// token that does not gets 403 insufficient_scope (RFC 6750 §3.1: the request needs
+// privileges the token does not carry), the rest as Require says.
+func (v *Verifier) Authorize(rule Rule) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			raw, present, ok := bearer(r)
@@ -191,11 +226,9 @@ func (v *Verifier) Require(scopes ...string) func(http.Handler) http.Handler {
 				writeError(w, http.StatusUnauthorized, "invalid_token", err.Error(), "")
 				return
 			}
-			for _, s := range scopes {
-				if !slices.Contains(claims.Scopes(), s) {
-					writeError(w, http.StatusForbidden, "insufficient_scope", "the token lacks scope "+s, strings.Join(scopes, " "))
-					return
-				}
+			if why := rule.admits(claims); why != "" {
+				writeError(w, http.StatusForbidden, "insufficient_scope", why, strings.Join(rule.Scopes, " "))
+				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
 		})

@@ -156,6 +156,53 @@ func TestRequire(t *testing.T) {
 	}
 }
 
+func TestAuthorizeByCaller(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	ks.publish("a", a)
+	v, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	token := func(sub, clientID, scope string) string {
+		return "Bearer " + mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", func(c jwt.MapClaims) {
+			c["sub"], c["client_id"], c["scope"] = sub, clientID, scope
+		}, ks.srv.URL)
+	}
+	billing := token("system:servicekey:billing:worker", "billing/worker", "read")
+	payments := token("system:servicekey:payments:worker", "payments/worker", "read")
+	cases := map[string]struct {
+		rule   verifier.Rule
+		header string
+		status int
+	}{
+		"no identity rule admits any caller":  {verifier.Rule{Scopes: []string{"read"}}, payments, 204},
+		"subject listed":                      {verifier.Rule{Subjects: []string{"system:servicekey:billing:worker"}}, billing, 204},
+		"subject not listed":                  {verifier.Rule{Subjects: []string{"system:servicekey:billing:worker"}}, payments, 403},
+		"client_id listed":                    {verifier.Rule{ClientIDs: []string{"payments/worker"}}, payments, 204},
+		"client_id not listed":                {verifier.Rule{ClientIDs: []string{"payments/worker"}}, billing, 403},
+		"either list admits":                  {verifier.Rule{Subjects: []string{"x"}, ClientIDs: []string{"billing/worker"}}, billing, 204},
+		"identity right, scope missing":       {verifier.Rule{Scopes: []string{"write"}, ClientIDs: []string{"billing/worker"}}, billing, 403},
+		"client_id is not matched as subject": {verifier.Rule{Subjects: []string{"billing/worker"}}, billing, 403},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			api := httptest.NewServer(v.Authorize(tc.rule)(ok))
+			defer api.Close()
+			status, header, body := call(t, api.URL, tc.header)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d (%s %s)", status, tc.status, header, body)
+			}
+			if status == 403 && !strings.Contains(header, `error="insufficient_scope"`) {
+				t.Errorf("WWW-Authenticate %q", header)
+			}
+		})
+	}
+}
+
 func call(t *testing.T, url, authorization string) (int, string, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
