@@ -58,9 +58,26 @@ func render(t *testing.T, args ...string) stack.Objects {
 
 // TestChartMatchesKustomize renders the chart with default values and builds
 // config/default, and requires the same objects with the same content (labels and
-// annotations aside; kustomize adds the Namespace).
+// annotations aside; kustomize adds the Namespace). The chart's default policy, a
+// hook, is config/samples' default policy, which kustomize users apply after the CRDs.
 func TestChartMatchesKustomize(t *testing.T) {
 	chart := render(t)
+	policy := chart.Find("ServiceKeyPolicy", stack.Release+"-default")
+	if policy == nil {
+		t.Fatal("the chart renders no default ServiceKeyPolicy")
+	}
+	chart = slices.DeleteFunc(chart, func(u *unstructured.Unstructured) bool { return u == policy })
+	sample, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", "auth_v1alpha1_servicekeypolicy_default.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(sample, &want.Object); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := normalize(policy), normalize(want); !reflect.DeepEqual(a, b) {
+		t.Errorf("the chart's default policy differs from config/samples:\n%v\n%v", a, b)
+	}
 	out, err := exec.Command(kustomize, "build", filepath.Join(testenv.RepoRoot(), "config", "default")).Output()
 	if err != nil {
 		t.Fatalf("kustomize build config/default: %v", err)

@@ -64,6 +64,8 @@ func grant(scopes []string, resource string, verbs ...string) []string {
 func TestLeastPrivilege(t *testing.T) {
 	everywhere := []string{allNamespaces, appNamespace, stack.Namespace}
 	install := []string{stack.Namespace}
+	cluster := []string{allNamespaces} // cluster-scoped resources
+	editor := bindTenantEditor(t)
 	tests := map[string]struct {
 		user string
 		want [][]string
@@ -75,10 +77,22 @@ func TestLeastPrivilege(t *testing.T) {
 			grant(everywhere, "events.events.k8s.io", "create", "patch"),
 			grant(install, "events", "create", "patch"),
 			grant(install, "leases.coordination.k8s.io", "create", "delete", "get", "list", "patch", "update", "watch"),
+			grant(cluster, "servicekeypolicies.auth.servicekey.dev", "get", "list", "watch"),
+			grant(cluster, "servicekeypolicies.auth.servicekey.dev/status", "get", "patch"),
+			grant(cluster, "namespaces", "get", "list", "watch"),
 		}},
 		"token server": {user: installed.TokenServer.ServiceAccount, want: [][]string{
 			grant(everywhere, "servicekeys.auth.servicekey.dev", "get", "list", "watch"),
 			grant(everywhere, "servicekeys.auth.servicekey.dev/status", "patch"),
+			grant(cluster, "servicekeypolicies.auth.servicekey.dev", "list", "watch"),
+			grant(cluster, "namespaces", "list", "watch"),
+		}},
+		// A namespace editor holding the chart's tenant edit role (what aggregation
+		// into the built-in edit role gives): ServiceKeys in its namespace, never
+		// their status, never a policy.
+		"namespace editor": {user: editor, want: [][]string{
+			grant([]string{appNamespace}, "servicekeys.auth.servicekey.dev",
+				"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"),
 		}},
 	}
 	cs := kubernetes.NewForConfigOrDie(env.Config)
@@ -185,6 +199,39 @@ func TestControllerCannotWriteWhatItDoesNotNeed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bindTenantEditor binds a ServiceAccount of appNamespace to the chart's tenant edit
+// ClusterRole in appNamespace, as aggregation into the built-in edit role would (the
+// local control plane runs no kube-controller-manager to aggregate), and checks the
+// chart labels the tenant roles for aggregation. It returns the user name.
+func bindTenantEditor(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	for role, labels := range map[string][]string{
+		stack.Release + "-tenant-edit": {"rbac.authorization.k8s.io/aggregate-to-admin", "rbac.authorization.k8s.io/aggregate-to-edit"},
+		stack.Release + "-tenant-view": {"rbac.authorization.k8s.io/aggregate-to-view"},
+	} {
+		cr, err := cs.RbacV1().ClusterRoles().Get(ctx, role, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the chart's tenant role: %v", err)
+		}
+		for _, l := range labels {
+			if cr.Labels[l] != "true" {
+				t.Errorf("ClusterRole %s lacks label %s=true", role, l)
+			}
+		}
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "tenant-editor", Namespace: appNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: stack.Release + "-tenant-edit"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "tenant-editor", Namespace: appNamespace}},
+	}
+	if _, err := cs.RbacV1().RoleBindings(appNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	return "system:serviceaccount:" + appNamespace + ":tenant-editor"
 }
 
 // as is a clientset acting as user through impersonation, as the local processes do.
