@@ -38,6 +38,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -216,7 +217,54 @@ func (d demo) walkthrough() error {
 	if err := protectedCall(ctx, v, d.dir); err != nil {
 		return err
 	}
+	if err := d.policy(); err != nil {
+		return err
+	}
 	return d.lifecycle(sk)
+}
+
+// introspectionPolicy is what the cluster admin applies in the demo's policy step.
+const introspectionPolicy = `apiVersion: auth.servicekey.dev/v1alpha1
+kind: ServiceKeyPolicy
+metadata:
+  name: introspection
+spec:
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: default
+  allowed:
+    scopes: ["servicekey:introspect"]
+`
+
+// policy shows a ServiceKeyPolicy refusing a ServiceKey, then one permitting it.
+func (d demo) policy() error {
+	ctx := context.Background()
+	step("Tenant policy: a ServiceKey asking for the reserved scope servicekey:introspect")
+	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: "auditor", Namespace: "default"},
+		Spec: v1.ServiceKeySpec{Scopes: []string{"servicekey:introspect"}}}
+	if err := d.c.Create(ctx, sk); err != nil {
+		return err
+	}
+	sk, err := d.waitFor(sk, "Ready=False PolicyDenied", hasReason(v1.ReasonPolicyDenied))
+	if err != nil {
+		return err
+	}
+	d.printKey(sk)
+	say("the chart's default policy allows every scope by wildcard, and a wildcard never matches a")
+	say("reserved scope: no key was issued. The cluster admin grants it explicitly (kubectl apply -f -):")
+	fmt.Printf("\n%s\n", introspectionPolicy)
+	p := &v1.ServiceKeyPolicy{}
+	if err := yaml.Unmarshal([]byte(introspectionPolicy), p); err != nil {
+		return err
+	}
+	if err := d.c.Create(ctx, p); err != nil {
+		return err
+	}
+	if sk, err = d.waitFor(sk, "Ready, the key issued", hasReason(v1.ReasonIssued)); err != nil {
+		return err
+	}
+	d.printKey(sk)
+	return nil
 }
 
 func (d demo) lifecycle(sk *v1.ServiceKey) error {
