@@ -30,7 +30,9 @@ var messageSources = map[string]*regexp.Regexp{
 	"tokenserver/*.go":          regexp.MustCompile(`(?:newError\([\w.]+, |Description: |return )"([^"]{8,})"`),
 	"controllers/plan.go":       regexp.MustCompile(`return v1\.Reason\w+, "([^"]+)"`),
 	"controllers/desired.go":    regexp.MustCompile(`c\.Message = "([^"]+)"`),
-	"verifier/verifier.go":      regexp.MustCompile(`(?:writeError\(w, [\w.]+, "[a-z_]+", |errors\.New\()"([^"]+)"`),
+	"controllers/policy_*.go":   regexp.MustCompile(`c\.Message = "([^"]+)"`),
+	"api/policy/*.go":           regexp.MustCompile(`WriteString\("([^"]{8,})"`),
+	"verifier/verifier.go":      regexp.MustCompile(`(?:writeError\(w, [\w.]+, "[a-z_]+", |errors\.New\(|return )"([^"]{8,})"`),
 	"api/v1alpha1/*_types.go":   regexp.MustCompile(`message="([^"]+)"`),
 	"api/v1alpha1/constants.go": regexp.MustCompile(`(?:Reason|Event)\w+ = "(\w+)"`),
 }
