@@ -130,21 +130,14 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
 		Policies: gate, DefaultAudience: o.DefaultAudience, Clock: o.Clock}
-	if err := watch(ctx, c, &v1.ServiceKey{}, ix.Handler()); err != nil {
+	err = startCache(ctx, c, map[client.Object]toolscache.ResourceEventHandler{
+		&v1.ServiceKey{}:       ix.Handler(),
+		&v1.ServiceKeyPolicy{}: gate.PolicyHandler(),
+		namespaceMeta():        gate.NamespaceHandler(),
+		&corev1.Secret{}:       srv.SigningSecretHandler(),
+	})
+	if err != nil {
 		return nil, err
-	}
-	if err := watch(ctx, c, &v1.ServiceKeyPolicy{}, gate.PolicyHandler()); err != nil {
-		return nil, err
-	}
-	if err := watch(ctx, c, namespaceMeta(), gate.NamespaceHandler()); err != nil {
-		return nil, err
-	}
-	if err := watch(ctx, c, &corev1.Secret{}, srv.SigningSecretHandler()); err != nil {
-		return nil, err
-	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return nil, errors.New("the ServiceKey, ServiceKeyPolicy and Namespace caches did not sync")
 	}
 	synced.Store(true)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen)
@@ -199,6 +192,22 @@ func cacheOptions(scheme *runtime.Scheme, o Options) cache.Options {
 		}
 	}
 	return opts
+}
+
+// startCache registers the handlers, starts the cache and waits until every informer
+// has synced: the server answers nothing before it knows every ServiceKey, policy and
+// namespace label.
+func startCache(ctx context.Context, c cache.Cache, handlers map[client.Object]toolscache.ResourceEventHandler) error {
+	for obj, h := range handlers {
+		if err := watch(ctx, c, obj, h); err != nil {
+			return err
+		}
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		return errors.New("the ServiceKey, ServiceKeyPolicy, Namespace and signing-key caches did not sync")
+	}
+	return nil
 }
 
 func watch(ctx context.Context, c cache.Cache, obj client.Object, h toolscache.ResourceEventHandler) error {

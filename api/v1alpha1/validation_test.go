@@ -321,15 +321,20 @@ func TestSamplesAreValid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sk := &v1.ServiceKey{}
-			if err := yaml.UnmarshalStrict(data, sk); err != nil {
+			var obj client.Object = &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "samples"}}
+			if strings.Contains(string(data), "\nkind: ServiceKeyPolicy\n") {
+				obj = &v1.ServiceKeyPolicy{}
+			}
+			if err := yaml.UnmarshalStrict(data, obj); err != nil {
 				t.Fatalf("sample does not match the Go types: %v", err)
 			}
-			sk.Namespace = "samples"
+			if _, ok := obj.(*v1.ServiceKey); ok {
+				obj.SetNamespace("samples")
+			}
 			if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "samples"}}); err != nil && !apierrors.IsAlreadyExists(err) {
 				t.Fatal(err)
 			}
-			if err := k8s.Create(context.Background(), sk); err != nil {
+			if err := k8s.Create(context.Background(), obj); err != nil {
 				t.Fatalf("the API server refused the sample: %v", err)
 			}
 		})
