@@ -90,6 +90,27 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	return f, nil
 }
 
+// setupReconcilers registers the ServiceKey and ServiceKeyPolicy reconcilers.
+func setupReconcilers(mgr ctrl.Manager, f *controllerFlags, m *controllers.Metrics) error {
+	r := &controllers.ServiceKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
+		Clock:     clock.RealClock{},
+		Keys:      controllers.RSAKeys{},
+		Config:    controllers.Config{TokenURI: f.tokenURI},
+		Metrics:   m,
+	}
+	if err := r.SetupWithManager(mgr, f.workers); err != nil {
+		return err
+	}
+	pr := &controllers.PolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("servicekey-operator")}
+	if err := pr.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return nil
+}
+
 // runController runs the controller manager until it is stopped.
 func runController(f *controllerFlags, log logr.Logger) error {
 	cfg, err := restConfig(f.kubeconfig)
@@ -118,20 +139,7 @@ func runController(f *controllerFlags, log logr.Logger) error {
 	if err := m.Register(crmetrics.Registry); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	r := &controllers.ServiceKeyReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
-		Clock:     clock.RealClock{},
-		Keys:      controllers.RSAKeys{},
-		Config:    controllers.Config{TokenURI: f.tokenURI},
-		Metrics:   m,
-	}
-	if err := r.SetupWithManager(mgr, f.workers); err != nil {
-		return err
-	}
-	pr := &controllers.PolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("servicekey-operator")}
-	if err := pr.SetupWithManager(mgr); err != nil {
+	if err := setupReconcilers(mgr, f, m); err != nil {
 		return err
 	}
 	if f.signingRef.Name != "" {

@@ -29,6 +29,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
@@ -90,6 +91,12 @@ func (f *tokenServerFlags) complete() error {
 			return fmt.Errorf("--trusted-proxies: %w", err)
 		}
 		f.opts.TrustedProxies = append(f.opts.TrustedProxies, p)
+	}
+	// A wildcard in a ServiceKeyPolicy never matches a servicekey: scope; any other
+	// introspection scope would be granted to every namespace by a "*" pattern.
+	if !strings.HasPrefix(f.opts.IntrospectionScope, policy.ReservedScopePrefix) {
+		return fmt.Errorf("--introspection-scope must start with %q (a reserved scope no policy wildcard matches), got %q",
+			policy.ReservedScopePrefix, f.opts.IntrospectionScope)
 	}
 	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 {
 		return errors.New("--max-access-token-ttl and --replay-cache-size must be positive")

@@ -66,7 +66,7 @@ const AnnotationRotationHandled = "auth.servicekey.dev/rotation-handled"
 type blocker func(o Observed, v policy.Verdict) (reason, message string)
 
 // blockers run in order; the first failing one decides the Ready condition.
-var blockers = []blocker{policyDenied, secretOwnedByOthers, expired}
+var blockers = []blocker{secretOwnedByOthers, policyDenied, expired}
 
 // policyDenied refuses a ServiceKey that no ServiceKeyPolicy selecting its namespace
 // permits: no key is issued, and an issued key keeps its Secret (the token server

@@ -147,6 +147,14 @@ func TestPolicyCases(t *testing.T) {
 			key:  scopes("read"),
 			want: "no ServiceKeyPolicy selects namespace %[1]s",
 		},
+		"negative selector excludes the namespace": {
+			nsLabels: map[string]string{"restricted": "true"},
+			policies: []v1.ServiceKeyPolicySpec{{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "restricted", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+				Allowed: v1.AllowedPrivileges{Scopes: []string{"*"}}}},
+			key:  scopes("read"),
+			want: "no ServiceKeyPolicy selects namespace %[1]s",
+		},
 		"selector by matchExpressions": {
 			nsLabels: map[string]string{"team": "payments"},
 			policies: []v1.ServiceKeyPolicySpec{{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{

@@ -105,6 +105,21 @@ func TestPolicyTightenedAndWidened(t *testing.T) {
 	}
 	setScopes(t, p.Name, "read", "write")
 	waitReady(t, namespace, "app", v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
+
+	// Narrowing the selector so it no longer selects the namespace: the key must be
+	// re-evaluated although the new selector does not match it.
+	cur := &v1.ServiceKeyPolicy{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: p.Name}, cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.NamespaceSelector.MatchLabels["team"] = "elsewhere"
+	if err := k8s.Update(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	got = waitReady(t, namespace, "app", v1.ReasonPolicyDenied, func(*v1.ServiceKey) bool { return true })
+	if msg := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionReady).Message; msg != "no ServiceKeyPolicy selects namespace "+namespace {
+		t.Errorf("after narrowing the selector: %q", msg)
+	}
 }
 
 // A tenant bound to the generated edit role manages ServiceKeys but can neither

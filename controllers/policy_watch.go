@@ -103,9 +103,13 @@ func enqueueSelected(ctx context.Context, c client.Reader, q queue, objs ...clie
 	}
 }
 
-// namespaceHandler enqueues a namespace's ServiceKeys when its labels change.
+// namespaceHandler enqueues a namespace's ServiceKeys when its labels change, and
+// when it reaches the cache: a ServiceKey seen before its namespace waited for it.
 func namespaceHandler(c client.Reader) handler.EventHandler {
 	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
+			enqueueNamespace(ctx, c, q, e.Object.GetName())
+		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
 			if !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) {
 				enqueueNamespace(ctx, c, q, e.ObjectNew.GetName())

@@ -56,6 +56,10 @@ const FieldOwner = "servicekey-operator"
 // again; the cache has usually caught up by then.
 const conflictRetry = 200 * time.Millisecond
 
+// namespaceRetry is how soon a ServiceKey whose namespace is not in the cache yet is
+// looked at again, should the namespace's own event not come.
+const namespaceRetry = time.Second
+
 // ServiceKeyReconciler issues, rotates, repairs and retires the key pairs of ServiceKeys.
 type ServiceKeyReconciler struct {
 	// Client reads from the manager's cache (Secrets: only those labelled as key
@@ -98,9 +102,14 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if o.Key == nil || err != nil {
 		return ctrl.Result{}, err
 	}
+	if o.NamespaceLabels == nil {
+		// The namespace is not in the cache yet; its arrival enqueues this key again.
+		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
+	}
 	d := Decide(o)
 	var nk *NewKey
-	live := d.Rekey != "" || d.NewClientSecret || o.Secret == nil
+	// A blocked ServiceKey (refused by policy, expired) writes no Secret: no live read.
+	live := d.BlockedReason == "" && (d.Rekey != "" || d.NewClientSecret || o.Secret == nil)
 	if live {
 		// Read live before acting on a missing Secret or a re-key: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
@@ -284,7 +293,8 @@ func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return false },
 		})).
-		Watches(&v1.ServiceKeyPolicy{}, policyHandler(r.Client)).
+		Watches(&v1.ServiceKeyPolicy{}, policyHandler(r.Client),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Namespace{}, namespaceHandler(r.Client)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("servicekey").

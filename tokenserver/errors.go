@@ -35,6 +35,9 @@ const (
 	CodeUnauthorizedClient   = "unauthorized_client"
 	CodeUnsupportedGrantType = "unsupported_grant_type"
 	CodeInvalidScope         = "invalid_scope"
+	// CodeTemporarilyUnavailable is RFC 6749 §4.1.2.1's code, used with 503 and Retry-After
+	// when the server cannot judge a request yet.
+	CodeTemporarilyUnavailable = "temporarily_unavailable"
 )
 
 // Error is a token endpoint error response (RFC 6749 §5.2). Descriptions say what was

@@ -114,7 +114,7 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 		}
 		return x.Replay.Record(rec.ClientID+"\x00"+v.Claims.ID, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now)
 	}
-	return x.issue(rec, out, requested, r.ClientAddr, now, replay)
+	return x.issue(rec, out, requested, r.ClientAddr, now, verifiedBy(rec, v.KeyID, now), replay)
 }
 
 // ExchangeSecret authenticates a client by its client secret (RFC 6749 §2.3.1) and
@@ -130,12 +130,26 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 	if why := rec.refusal(now); why != "" {
 		return nil, out, newError(CodeInvalidClient, why)
 	}
-	return x.issue(rec, out, scope, addr, now, nil)
+	return x.issue(rec, out, scope, addr, now, nil, nil)
+}
+
+// verifiedBy lists the keys that may have verified a grant: the named one, or, when
+// the grant did not say which, every key usable at now.
+func verifiedBy(rec *KeyRecord, keyID string, now time.Time) []string {
+	if keyID != "" {
+		return []string{keyID}
+	}
+	var ids []string
+	for _, k := range rec.usableKeys(now) {
+		ids = append(ids, k.ID)
+	}
+	return ids
 }
 
 // issue runs the checks that follow client authentication — source address, rate
-// limit, policy, replay (when given), scope — and mints the token.
-func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, replay func() *Error) (*TokenResponse, Outcome, *Error) {
+// limit, policy (keyIDs: the keys that may have verified the grant), replay (when
+// given), scope — and mints the token.
+func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, keyIDs []string, replay func() *Error) (*TokenResponse, Outcome, *Error) {
 	if !addrAllowed(rec.AllowedCIDRs, addr) {
 		return nil, out, newError(CodeUnauthorizedClient, "requests from "+addr.String()+
 			" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
@@ -144,7 +158,7 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 		return nil, out, &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + rec.ClientID +
 			"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
 	}
-	if e, denied := x.Policies.Check(rec); e != nil {
+	if e, denied := x.Policies.Check(rec, keyIDs); e != nil {
 		out.Denied = denied
 		return nil, out, e
 	}

@@ -44,7 +44,9 @@ type Introspector struct {
 	Policies *PolicyGate
 	// DefaultAudience is what tokens of ServiceKeys without spec.audiences carry.
 	DefaultAudience []string
-	Clock           clock.PassiveClock
+	// MaxTTL is the server's cap on access-token lifetimes.
+	MaxTTL time.Duration
+	Clock  clock.PassiveClock
 }
 
 // IntrospectionResponse is the RFC 7662 §2.2 response.
@@ -105,10 +107,17 @@ func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Tim
 
 // carriesOnlyAllowed says whether everything the token carries is still what its
 // ServiceKey's spec asks for and a policy permits now: a scope or audience a policy
-// stopped allowing (or the spec dropped) makes tokens carrying it inactive.
+// stopped allowing (or the spec dropped), a lifetime longer than the spec's TTL now, or
+// a grant key smaller than the permitting policies' minKeySize makes it inactive.
 func (in *Introspector) carriesOnlyAllowed(c *AccessTokenClaims, rec *KeyRecord) bool {
-	if !in.Policies.Verdict(rec).Allowed || c.Subject != rec.Subject {
+	v := in.Policies.Verdict(rec)
+	if !v.Allowed || c.Subject != rec.Subject || !in.lifetimeAllowed(c, rec) {
 		return false
+	}
+	if c.KeyID != "" {
+		if id, _ := smallKey(rec, []string{c.KeyID}, v.MinKeySize); id != "" {
+			return false
+		}
 	}
 	for _, s := range strings.Fields(c.Scope) {
 		if !slices.Contains(rec.Scopes, s) {
@@ -125,6 +134,18 @@ func (in *Introspector) carriesOnlyAllowed(c *AccessTokenClaims, rec *KeyRecord)
 		}
 	}
 	return true
+}
+
+// lifetimeAllowed: exp - iat within the TTL the token would get now.
+func (in *Introspector) lifetimeAllowed(c *AccessTokenClaims, rec *KeyRecord) bool {
+	ttl := rec.AccessTokenTTL
+	if ttl <= 0 || (in.MaxTTL > 0 && ttl > in.MaxTTL) {
+		ttl = in.MaxTTL
+	}
+	if c.IssuedAt == nil || c.ExpiresAt == nil {
+		return false
+	}
+	return ttl <= 0 || c.ExpiresAt.Sub(c.IssuedAt.Time) <= ttl
 }
 
 // inspect decides whether a token is active now.

@@ -17,10 +17,13 @@ limitations under the License.
 package tokenserver
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -81,19 +84,46 @@ func (g *PolicyGate) Verdict(rec *KeyRecord) policy.Verdict {
 	return v
 }
 
-// Check is Verdict as a token-endpoint error: invalid_scope when only scopes are not
-// allowed, unauthorized_client for anything else (RFC 6749 §5.2), nil when permitted.
-func (g *PolicyGate) Check(rec *KeyRecord) (*Error, []policy.Kind) {
+// Check is Verdict as a token-endpoint error, nil when permitted: invalid_scope when
+// only scopes are not allowed, unauthorized_client for anything else (RFC 6749 §5.2),
+// and 503 temporarily_unavailable while the namespace's labels are not known yet
+// (right after the namespace was created). keyIDs are the keys that may have verified
+// the grant (nil for a client secret): each must be at least the minKeySize of the
+// policies that permit the key, so an old, smaller key still in its grace period
+// cannot outlive a policy that asks for larger keys.
+func (g *PolicyGate) Check(rec *KeyRecord, keyIDs []string) (*Error, []policy.Kind) {
 	v := g.Verdict(rec)
-	if v.Allowed {
-		return nil, nil
+	switch {
+	case v.UnknownNamespace:
+		return &Error{Code: CodeTemporarilyUnavailable, Description: "the labels of namespace " + rec.Request.Namespace +
+			" are not known to the token server yet; retry shortly", Status: http.StatusServiceUnavailable, RetryAfter: time.Second}, nil
+	case !v.Allowed:
+		code := CodeUnauthorizedClient
+		if v.OnlyScopes() {
+			code = CodeInvalidScope
+		}
+		return &Error{Code: code, Description: "ServiceKey " + rec.ClientID + " is refused by policy: " + v.Message(),
+			Status: http.StatusBadRequest}, v.Kinds()
 	}
-	code := CodeUnauthorizedClient
-	if v.OnlyScopes() {
-		code = CodeInvalidScope
+	if id, bits := smallKey(rec, keyIDs, v.MinKeySize); id != "" {
+		return &Error{Code: CodeUnauthorizedClient, Description: fmt.Sprintf("ServiceKey %s is refused by policy: key %s has %d bits, "+
+			"below the minKeySize %d of the policies that permit it; use the key the Secret holds now", rec.ClientID, id, bits, v.MinKeySize),
+			Status: http.StatusBadRequest}, []policy.Kind{policy.KindKeySize}
 	}
-	return &Error{Code: code, Description: "ServiceKey " + rec.ClientID + " is refused by policy: " + v.Message(),
-		Status: http.StatusBadRequest}, v.Kinds()
+	return nil, nil
+}
+
+// smallKey returns the first of keyIDs whose modulus is below minBits, and its size.
+func smallKey(rec *KeyRecord, keyIDs []string, minBits int32) (string, int) {
+	if minBits == 0 {
+		return "", 0
+	}
+	for _, k := range rec.Keys {
+		if slices.Contains(keyIDs, k.ID) && k.Key.N.BitLen() < int(minBits) {
+			return k.ID, k.Key.N.BitLen()
+		}
+	}
+	return "", 0
 }
 
 // PolicyHandler keeps the gate's policies current from the informer.

@@ -211,4 +211,44 @@ func TestTightenedPolicy(t *testing.T) {
 		code, desc := errorOf(t, r)
 		return code == "unauthorized_client" && strings.HasSuffix(desc, "key size 2048 (considered: tightened)"), code + ": " + desc
 	})
+
+	// The tenant asks for 4096 bits: the new key works at once, and the old 2048-bit
+	// key, Retiring for its grace period, is refused: it is below the policy's minimum.
+	patchIn(t, namespace, "app", `{"spec":{"privateKey":{"size":4096}}}`)
+	bigger := waitKeyFileIn(t, namespace, "app", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != kf.KeyID })
+	if r := grant(t, bigger); r.status != 200 {
+		t.Fatalf("the 4096-bit key was refused: %s", r.body)
+	}
+	want := fmt.Sprintf("ServiceKey tightened/app is refused by policy: key %s has 2048 bits, below the minKeySize 4096 "+
+		"of the policies that permit it; use the key the Secret holds now", kf.KeyID)
+	if code, desc := errorOf(t, grant(t, kf)); code != "unauthorized_client" || desc != want {
+		t.Errorf("the Retiring 2048-bit key: %s %q", code, desc)
+	}
+
+	// A lower TTL cap, met by the spec: tokens minted with the old one-hour lifetime
+	// are inactive at introspection; a token of the new lifetime is active.
+	long := accessToken(t, bigger)
+	p.Spec.MaxAccessTokenTTL = &metav1.Duration{Duration: 30 * time.Minute}
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	patchIn(t, namespace, "app", `{"spec":{"accessTokenTTL":"30m"}}`)
+	eventually(t, "grants under the 30m cap once the spec meets it", func() (bool, string) {
+		code, desc := errorOf(t, grant(t, bigger))
+		return code == "issued", code + ": " + desc
+	})
+	if got := introspect(t, caller, long); got.status != 200 || got.body.Active {
+		t.Errorf("a one-hour token is active under a 30m cap: %d %v", got.status, got.body.Active)
+	}
+	if got := introspect(t, caller, accessToken(t, bigger)); !got.body.Active {
+		t.Errorf("a 30m token under the 30m cap is inactive")
+	}
+}
+
+func patchIn(t *testing.T, namespace, name, patch string) {
+	t.Helper()
+	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if err := k8s.Patch(context.Background(), sk, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
 }

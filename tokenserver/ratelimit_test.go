@@ -30,24 +30,37 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
-// TestRateLimitOverHTTP: past the per-client budget the endpoint answers 429 with
-// Retry-After, and another client is unaffected.
-// openGate permits every ServiceKey's scopes and audiences.
-func openGate() *PolicyGate {
+// openGate permits every ServiceKey's scopes and audiences in the given namespaces.
+func openGate(namespaces ...string) *PolicyGate {
 	g := NewPolicyGate()
 	g.PolicyHandler().OnAdd(testenv.OpenPolicy("open", nil), true)
+	for _, ns := range namespaces {
+		g.NamespaceHandler().OnAdd(namespace(ns, nil), true)
+	}
 	return g
 }
 
+// namespace is a namespace as the metadata informer delivers it.
+func namespace(name string, labels map[string]string) *metav1.PartialObjectMetadata {
+	m := namespaceMeta()
+	m.Name, m.Labels = name, labels
+	return m
+}
+
+// TestRateLimitOverHTTP: past the per-client budget the endpoint answers 429 with
+// Retry-After, and another client is unaffected.
 func TestRateLimitOverHTTP(t *testing.T) {
 	a, b := newPair(t), newPair(t)
 	lookup := mapLookup{
-		"team/app":   {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true, Keys: []PublicKey{{ID: a.id, Key: &a.priv.PublicKey, Active: true}}},
-		"team/other": {ClientID: "team/other", Subject: "system:servicekey:team:other", Ready: true, Keys: []PublicKey{{ID: b.id, Key: &b.priv.PublicKey, Active: true}}},
+		"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true, Request: policy.Request{Namespace: "team", Name: "app"},
+			Keys: []PublicKey{{ID: a.id, Key: &a.priv.PublicKey, Active: true}}},
+		"team/other": {ClientID: "team/other", Subject: "system:servicekey:team:other", Ready: true, Request: policy.Request{Namespace: "team", Name: "other"},
+			Keys: []PublicKey{{ID: b.id, Key: &b.priv.PublicKey, Active: true}}},
 	}
 	keys, err := LoadSigningKeys(map[string][]byte{SigningCurrent: ecPEM(t)})
 	if err != nil {
@@ -55,7 +68,7 @@ func TestRateLimitOverHTTP(t *testing.T) {
 	}
 	x := &Exchanger{Issuer: "https://token.test", MaxTTL: time.Hour, Policy: testPolicy, Lookup: lookup,
 		Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(100), Clock: clocktesting.NewFakeClock(now),
-		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2), Policies: openGate()}
+		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2), Policies: openGate("team")}
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	defer srv.Close()
 	type result struct {

@@ -129,7 +129,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		o.IntrospectionScope = DefaultIntrospectionScope
 	}
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
-		Policies: gate, DefaultAudience: o.DefaultAudience, Clock: o.Clock}
+		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock}
 	err = startCache(ctx, c, map[client.Object]toolscache.ResourceEventHandler{
 		&v1.ServiceKey{}:       ix.Handler(),
 		&v1.ServiceKeyPolicy{}: gate.PolicyHandler(),
@@ -140,6 +140,11 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		return nil, err
 	}
 	synced.Store(true)
+	return listen(ctx, o, srv, ix, reg)
+}
+
+// listen serves the token server and, when configured, its metrics.
+func listen(ctx context.Context, o Options, srv *Server, ix *Index, reg *prometheus.Registry) (*Running, error) {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.Listen, err)
@@ -195,28 +200,24 @@ func cacheOptions(scheme *runtime.Scheme, o Options) cache.Options {
 }
 
 // startCache registers the handlers, starts the cache and waits until every informer
-// has synced: the server answers nothing before it knows every ServiceKey, policy and
-// namespace label.
+// has synced and every handler has received the initial list: the server answers
+// nothing before its index, policies and namespace labels are complete.
 func startCache(ctx context.Context, c cache.Cache, handlers map[client.Object]toolscache.ResourceEventHandler) error {
+	var synced []toolscache.InformerSynced
 	for obj, h := range handlers {
-		if err := watch(ctx, c, obj, h); err != nil {
-			return err
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
 		}
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return fmt.Errorf("event handler for %T: %w", obj, err)
+		}
+		synced = append(synced, reg.HasSynced)
 	}
 	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
+	if !c.WaitForCacheSync(ctx) || !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 		return errors.New("the ServiceKey, ServiceKeyPolicy, Namespace and signing-key caches did not sync")
-	}
-	return nil
-}
-
-func watch(ctx context.Context, c cache.Cache, obj client.Object, h toolscache.ResourceEventHandler) error {
-	inf, err := c.GetInformer(ctx, obj)
-	if err != nil {
-		return fmt.Errorf("informer for %T: %w", obj, err)
-	}
-	if _, err := inf.AddEventHandler(h); err != nil {
-		return fmt.Errorf("event handler for %T: %w", obj, err)
 	}
 	return nil
 }

@@ -69,18 +69,31 @@ func TestEvaluate(t *testing.T) {
 		allowed  bool
 		message  string
 		kinds    []policy.Kind
+		// by and minKeySize are checked when by is set.
+		by         string
+		minKeySize int32
 	}{
 		"no policy": {message: "no ServiceKeyPolicy selects namespace ns", kinds: []policy.Kind{policy.KindNoPolicy}},
-		"unknown namespace judged by its name label": {
-			labels: nil, allowed: true,
-			policies: []policy.Policy{compile("by-name", v1.ServiceKeyPolicySpec{
-				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{policy.LabelNamespaceName: "ns"}},
-				Allowed:           v1.AllowedPrivileges{Scopes: []string{"*"}}})},
+		"unknown namespace permits nothing, even to a negative selector": {
+			labels: nil, message: "the labels of namespace ns are not known yet",
+			policies: []policy.Policy{compile("not-restricted", v1.ServiceKeyPolicySpec{
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "restricted", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+				Allowed: v1.AllowedPrivileges{Scopes: []string{"*"}}})},
 		},
-		"first permitting policy by name": {
-			policies: []policy.Policy{compile("b", v1.ServiceKeyPolicySpec{Allowed: v1.AllowedPrivileges{Scopes: []string{"*"}}}),
-				compile("a", v1.ServiceKeyPolicySpec{Allowed: v1.AllowedPrivileges{Scopes: []string{"read", "write"}}})},
-			allowed: true,
+		"negative selector excludes a labelled namespace": {
+			labels:  map[string]string{"restricted": "true"},
+			message: "no ServiceKeyPolicy selects namespace ns", kinds: []policy.Kind{policy.KindNoPolicy},
+			policies: []policy.Policy{compile("not-restricted", v1.ServiceKeyPolicySpec{
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "restricted", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+				Allowed: v1.AllowedPrivileges{Scopes: []string{"*"}}})},
+		},
+		"first permitting policy by name, most lenient minKeySize": {
+			policies: []policy.Policy{compile("b", v1.ServiceKeyPolicySpec{Allowed: v1.AllowedPrivileges{Scopes: []string{"*"}}, MinKeySize: 2048}),
+				compile("a", v1.ServiceKeyPolicySpec{Allowed: v1.AllowedPrivileges{Scopes: []string{"read", "write"}}, MinKeySize: 3072})},
+			change:  func(r *policy.Request) { r.KeySize = 4096 },
+			allowed: true, by: "a", minKeySize: 2048,
 		},
 		"invalid selector ignored and named": {
 			policies: []policy.Policy{compile("bad", v1.ServiceKeyPolicySpec{NamespaceSelector: &metav1.LabelSelector{
@@ -117,10 +130,13 @@ func TestEvaluate(t *testing.T) {
 				tc.change(&r)
 			}
 			labels := tc.labels
-			if labels == nil && name != "unknown namespace judged by its name label" {
+			if labels == nil && tc.message != "the labels of namespace ns are not known yet" {
 				labels = map[string]string{}
 			}
 			v := policy.Evaluate(r, labels, tc.policies)
+			if tc.by != "" && (v.By != tc.by || v.MinKeySize != tc.minKeySize) {
+				t.Errorf("by %q minKeySize %d, want %q %d", v.By, v.MinKeySize, tc.by, tc.minKeySize)
+			}
 			if v.Allowed != tc.allowed || v.Message() != tc.message || !slices.Equal(v.Kinds(), tc.kinds) {
 				t.Errorf("allowed %v, message %q, kinds %v\nwant %v, %q, %v", v.Allowed, v.Message(), v.Kinds(), tc.allowed, tc.message, tc.kinds)
 			}

@@ -22,8 +22,8 @@ import (
 	"strings"
 )
 
-// LabelNamespaceName is the label the API server puts on every namespace, naming it;
-// a namespace not (yet) known to the caller is judged with this label alone.
+// LabelNamespaceName is the label the API server puts on every namespace, naming it,
+// so that a policy can select one namespace by name.
 const LabelNamespaceName = "kubernetes.io/metadata.name"
 
 // Verdict is the outcome of judging one ServiceKey against every policy.
@@ -34,6 +34,13 @@ type Verdict struct {
 	By string
 	// Namespace is the ServiceKey's namespace.
 	Namespace string
+	// UnknownNamespace: the namespace's labels were not known, so nothing was judged
+	// (not allowed; callers retry rather than report a refusal).
+	UnknownNamespace bool
+	// MinKeySize is the smallest minKeySize among the policies that permit the key (0:
+	// one of them sets none): every key that verifies a grant must be at least this
+	// large, not only the size the spec asks for next.
+	MinKeySize int32
 	// Considered are the policies that select the namespace, by name.
 	Considered []string
 	// Invalid are the policies left out because their selector is unusable.
@@ -45,15 +52,23 @@ type Verdict struct {
 	PerPolicy map[string][]Gap
 }
 
-// Evaluate judges r against the policies, given the labels of r's namespace (nil:
-// the namespace is unknown, judged by its name label alone). Policies are considered
-// in name order, so messages are stable.
+// Evaluate judges r against the policies, given the labels of r's namespace. Unknown
+// labels (nil) permit nothing: a selector such as "team DoesNotExist" must not match a
+// namespace whose labels are not known yet. Policies are considered in name order, so
+// messages are stable.
 func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict {
 	if nsLabels == nil {
-		nsLabels = map[string]string{LabelNamespaceName: r.Namespace}
+		return Verdict{Namespace: r.Namespace, UnknownNamespace: true}
 	}
 	sorted := slices.Clone(policies)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	if allowed := permitting(r, nsLabels, sorted); len(allowed) > 0 {
+		v := Verdict{Allowed: true, By: allowed[0].Name, Namespace: r.Namespace, MinKeySize: allowed[0].Spec.MinKeySize}
+		for _, p := range allowed[1:] {
+			v.MinKeySize = min(v.MinKeySize, p.Spec.MinKeySize)
+		}
+		return v
+	}
 	v := Verdict{Namespace: r.Namespace}
 	var common []Gap
 	for _, p := range sorted {
@@ -65,9 +80,6 @@ func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict 
 			continue
 		}
 		gaps := p.Gaps(r)
-		if len(gaps) == 0 {
-			return Verdict{Allowed: true, By: p.Name, Namespace: r.Namespace}
-		}
 		if v.PerPolicy == nil {
 			v.PerPolicy, common = map[string][]Gap{}, slices.Clone(gaps)
 		} else {
@@ -80,6 +92,17 @@ func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict 
 	return v
 }
 
+// permitting lists the policies that select the namespace and permit all of r.
+func permitting(r Request, nsLabels map[string]string, policies []Policy) []Policy {
+	var out []Policy
+	for _, p := range policies {
+		if p.Selects(nsLabels) && len(p.Gaps(r)) == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Message says why the key is refused, naming exactly what no policy allows and the
 // policies considered; "" when allowed. It never contains key material: only names,
 // scopes, audiences, subjects and numbers from specs.
@@ -89,6 +112,8 @@ func (v Verdict) Message() string {
 	}
 	var b strings.Builder
 	switch {
+	case v.UnknownNamespace:
+		b.WriteString("the labels of namespace " + v.Namespace + " are not known yet")
 	case len(v.Considered) == 0:
 		b.WriteString("no ServiceKeyPolicy selects namespace " + v.Namespace)
 	case len(v.Gaps) > 0:
@@ -111,7 +136,7 @@ func (v Verdict) Message() string {
 
 // Kinds are the kinds of privilege that caused the refusal, each once, for metrics.
 func (v Verdict) Kinds() []Kind {
-	if v.Allowed {
+	if v.Allowed || v.UnknownNamespace {
 		return nil
 	}
 	if len(v.Considered) == 0 {

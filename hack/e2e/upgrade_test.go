@@ -48,9 +48,23 @@ func TestChartUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	defaultPolicy := &v1.ServiceKeyPolicy{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: stack.Release + "-default"}, defaultPolicy); err != nil {
+		t.Fatalf("the chart's default policy: %v", err)
+	}
+
 	if err := installed.Helm(ctx, "upgrade", stack.Release, stack.ChartDir(), "--namespace", stack.Namespace,
 		"--reuse-values", "--set", "tokenServer.rateLimit=11"); err != nil {
 		t.Fatal(err)
+	}
+	// The default policy is an install hook: an upgrade must not delete and recreate it
+	// (every grant would be refused in between, every key flap to PolicyDenied).
+	policyAfter := &v1.ServiceKeyPolicy{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(defaultPolicy), policyAfter); err != nil {
+		t.Fatalf("the default policy after the upgrade: %v", err)
+	}
+	if policyAfter.UID != defaultPolicy.UID || policyAfter.ResourceVersion != defaultPolicy.ResourceVersion {
+		t.Errorf("the upgrade replaced or rewrote the default policy (uid %s → %s)", defaultPolicy.UID, policyAfter.UID)
 	}
 	out, err := installed.HelmOutput(ctx, "get", "manifest", stack.Release, "--namespace", stack.Namespace)
 	if err != nil {

@@ -44,9 +44,11 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/golang-jwt/jwt/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	"github.com/servicekey-operator/servicekey-operator/hack/bench/procstat"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
@@ -77,9 +79,12 @@ func run(n int) error {
 		return err
 	}
 	rec := &tokenserver.KeyRecord{ClientID: "bench/app", Subject: "system:servicekey:bench:app", Ready: true, Scopes: []string{"read"},
-		Keys: []tokenserver.PublicKey{{ID: kid, Key: &grantKey.PublicKey, Active: true}}}
+		Request: policy.Request{Namespace: "bench", Name: "app", Scopes: []string{"read"}, KeySize: 2048, AccessTokenTTL: time.Hour},
+		Keys:    []tokenserver.PublicKey{{ID: kid, Key: &grantKey.PublicKey, Active: true}}}
 	gate := tokenserver.NewPolicyGate()
 	gate.PolicyHandler().OnAdd(testenv.OpenPolicy("open", nil), true)
+	benchNS := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}
+	gate.NamespaceHandler().OnAdd(benchNS, true)
 	x := &tokenserver.Exchanger{Issuer: "https://token.bench", MaxTTL: time.Hour, Policies: gate,
 		Policy: tokenserver.AssertionPolicy{Audiences: []string{aud}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: lookup{"bench/app": rec}, Keys: func() *tokenserver.SigningKeys { return keys },
