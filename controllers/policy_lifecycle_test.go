@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/servicekey-operator/servicekey-operator/api/policy"
@@ -108,14 +109,7 @@ func TestPolicyTightenedAndWidened(t *testing.T) {
 
 	// Narrowing the selector so it no longer selects the namespace: the key must be
 	// re-evaluated although the new selector does not match it.
-	cur := &v1.ServiceKeyPolicy{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Name: p.Name}, cur); err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.NamespaceSelector.MatchLabels["team"] = "elsewhere"
-	if err := k8s.Update(context.Background(), cur); err != nil {
-		t.Fatal(err)
-	}
+	updatePolicy(t, p.Name, func(p *v1.ServiceKeyPolicy) { p.Spec.NamespaceSelector.MatchLabels["team"] = "elsewhere" })
 	got = waitReady(t, namespace, "app", v1.ReasonPolicyDenied, func(*v1.ServiceKey) bool { return true })
 	if msg := meta.FindStatusCondition(got.Status.Conditions, v1.ConditionReady).Message; msg != "no ServiceKeyPolicy selects namespace "+namespace {
 		t.Errorf("after narrowing the selector: %q", msg)
@@ -178,13 +172,23 @@ func relabel(t *testing.T, namespace string, labels map[string]string) {
 
 func setScopes(t *testing.T, name string, scopes ...string) {
 	t.Helper()
-	p := &v1.ServiceKeyPolicy{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
-		t.Fatal(err)
-	}
-	p.Spec.Allowed.Scopes = scopes
-	if err := k8s.Update(context.Background(), p); err != nil {
-		t.Fatal(err)
+	updatePolicy(t, name, func(p *v1.ServiceKeyPolicy) { p.Spec.Allowed.Scopes = scopes })
+}
+
+// updatePolicy changes a policy, retrying when the write conflicts with the
+// controller's status writes.
+func updatePolicy(t *testing.T, name string, change func(*v1.ServiceKeyPolicy)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		p := &v1.ServiceKeyPolicy{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
+			return err
+		}
+		change(p)
+		return k8s.Update(context.Background(), p)
+	})
+	if err != nil {
+		t.Fatalf("update policy %s: %v", name, err)
 	}
 }
 
