@@ -56,9 +56,8 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	var namespaces metav1.PartialObjectMetadataList
-	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	if err := r.Client.List(ctx, &namespaces); err != nil {
+	namespaces := policy.NamespaceList()
+	if err := r.Client.List(ctx, namespaces); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list namespaces: %w", err)
 	}
 	st, warning := policyStatus(p, namespaces.Items)

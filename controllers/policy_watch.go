@@ -21,9 +21,7 @@ import (
 	"fmt"
 	"maps"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,19 +33,11 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
-// namespaceMeta is an empty Namespace read as metadata only: the controller needs
-// namespace labels, never the rest, and caches no more than that.
-func namespaceMeta() *metav1.PartialObjectMetadata {
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	return m
-}
-
 // readPolicies reads a namespace's labels (nil when the namespace is unknown) and
 // every ServiceKeyPolicy, compiled, through rd (the cache).
 func readPolicies(ctx context.Context, rd client.Reader, namespace string) (map[string]string, []policy.Policy, error) {
 	var nsLabels map[string]string
-	ns := namespaceMeta()
+	ns := policy.Namespace()
 	switch err := rd.Get(ctx, types.NamespacedName{Name: namespace}, ns); {
 	case err == nil:
 		nsLabels = map[string]string{}
@@ -88,9 +78,8 @@ func enqueueSelected(ctx context.Context, c client.Reader, q queue, objs ...clie
 			compiled = append(compiled, policy.Compile(p))
 		}
 	}
-	var namespaces metav1.PartialObjectMetadataList
-	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	if err := c.List(ctx, &namespaces); err != nil {
+	namespaces := policy.NamespaceList()
+	if err := c.List(ctx, namespaces); err != nil {
 		return // the cache is stopping; its restart re-lists every ServiceKey anyway
 	}
 	for _, ns := range namespaces.Items {

@@ -71,10 +71,7 @@ func (ix *Index) Handler() toolscache.ResourceEventHandler {
 		AddFunc:    func(obj any) { ix.upsert(obj) },
 		UpdateFunc: func(_, obj any) { ix.upsert(obj) },
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if sk, ok := obj.(*v1.ServiceKey); ok {
+			if sk, ok := unwrapDeleted(obj).(*v1.ServiceKey); ok {
 				id := v1.ClientID(sk.Namespace, sk.Name)
 				ix.mu.Lock()
 				delete(ix.byClient, id)

@@ -25,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
@@ -194,12 +193,4 @@ func unwrapDeleted(obj any) any {
 		return t.Obj
 	}
 	return obj
-}
-
-// namespaceMeta is an empty Namespace read as metadata only: labels are all the
-// token server needs of namespaces, and all it caches.
-func namespaceMeta() *metav1.PartialObjectMetadata {
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	return m
 }

@@ -47,7 +47,7 @@ func openGate(namespaces ...string) *PolicyGate {
 
 // namespace is a namespace as the metadata informer delivers it.
 func namespace(name string, labels map[string]string) *metav1.PartialObjectMetadata {
-	m := namespaceMeta()
+	m := policy.Namespace()
 	m.Name, m.Labels = name, labels
 	return m
 }

@@ -41,6 +41,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
@@ -133,7 +134,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	err = startCache(ctx, c, map[client.Object]toolscache.ResourceEventHandler{
 		&v1.ServiceKey{}:       ix.Handler(),
 		&v1.ServiceKeyPolicy{}: gate.PolicyHandler(),
-		namespaceMeta():        gate.NamespaceHandler(),
+		policy.Namespace():     gate.NamespaceHandler(),
 		&corev1.Secret{}:       srv.SigningSecretHandler(),
 	})
 	if err != nil {

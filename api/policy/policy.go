@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -47,9 +48,6 @@ const (
 	KindAccessTokenTTL Kind = "AccessTokenTTL"
 	KindClientSecret   Kind = "ClientSecret"
 )
-
-// Kinds lists every Kind, for metrics that pre-create their label values.
-var Kinds = []Kind{KindNoPolicy, KindScope, KindAudience, KindSubject, KindKeySize, KindValidity, KindAccessTokenTTL, KindClientSecret}
 
 // Reserved prefixes match only exact policy entries, never a wildcard: reserved
 // scopes grant powers over the token server itself (servicekey:introspect), and
@@ -128,6 +126,21 @@ func RequestOf(sk *v1.ServiceKey) Request {
 		r.Lifetime = &d
 	}
 	return r
+}
+
+// Namespace is an empty Namespace read as metadata only: labels are all that policies
+// need of namespaces, so the controller and the token server cache no more.
+func Namespace() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return m
+}
+
+// NamespaceList is an empty list of Namespaces as metadata only.
+func NamespaceList() *metav1.PartialObjectMetadataList {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	return l
 }
 
 // Policy is a ServiceKeyPolicy with its selector parsed once.

@@ -22,10 +22,6 @@ import (
 	"strings"
 )
 
-// LabelNamespaceName is the label the API server puts on every namespace, naming it,
-// so that a policy can select one namespace by name.
-const LabelNamespaceName = "kubernetes.io/metadata.name"
-
 // Verdict is the outcome of judging one ServiceKey against every policy.
 type Verdict struct {
 	// Allowed: at least one policy selecting the namespace permits all of the key.
@@ -62,45 +58,37 @@ func Evaluate(r Request, nsLabels map[string]string, policies []Policy) Verdict 
 	}
 	sorted := slices.Clone(policies)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	if allowed := permitting(r, nsLabels, sorted); len(allowed) > 0 {
-		v := Verdict{Allowed: true, By: allowed[0].Name, Namespace: r.Namespace, MinKeySize: allowed[0].Spec.MinKeySize}
-		for _, p := range allowed[1:] {
-			v.MinKeySize = min(v.MinKeySize, p.Spec.MinKeySize)
-		}
-		return v
-	}
-	v := Verdict{Namespace: r.Namespace}
-	var common []Gap
+	v := Verdict{Namespace: r.Namespace, PerPolicy: map[string][]Gap{}}
+	var permitting []Policy
 	for _, p := range sorted {
-		if p.Err() != nil {
+		switch {
+		case p.Err() != nil:
 			v.Invalid = append(v.Invalid, p.Name)
-			continue
+		case p.Selects(nsLabels):
+			if gaps := p.Gaps(r); len(gaps) == 0 {
+				permitting = append(permitting, p)
+			} else {
+				v.Considered = append(v.Considered, p.Name)
+				v.PerPolicy[p.Name] = gaps
+			}
 		}
-		if !p.Selects(nsLabels) {
-			continue
-		}
-		gaps := p.Gaps(r)
-		if v.PerPolicy == nil {
-			v.PerPolicy, common = map[string][]Gap{}, slices.Clone(gaps)
-		} else {
-			common = slices.DeleteFunc(common, func(g Gap) bool { return !slices.Contains(gaps, g) })
-		}
-		v.Considered = append(v.Considered, p.Name)
-		v.PerPolicy[p.Name] = gaps
 	}
-	v.Gaps = common
+	if len(permitting) > 0 {
+		allowed := Verdict{Allowed: true, By: permitting[0].Name, Namespace: r.Namespace, MinKeySize: permitting[0].Spec.MinKeySize}
+		for _, p := range permitting[1:] {
+			allowed.MinKeySize = min(allowed.MinKeySize, p.Spec.MinKeySize)
+		}
+		return allowed
+	}
+	// What no considered policy allows: the gaps every one of them has.
+	for i, name := range v.Considered {
+		if i == 0 {
+			v.Gaps = slices.Clone(v.PerPolicy[name])
+			continue
+		}
+		v.Gaps = slices.DeleteFunc(v.Gaps, func(g Gap) bool { return !slices.Contains(v.PerPolicy[name], g) })
+	}
 	return v
-}
-
-// permitting lists the policies that select the namespace and permit all of r.
-func permitting(r Request, nsLabels map[string]string, policies []Policy) []Policy {
-	var out []Policy
-	for _, p := range policies {
-		if p.Selects(nsLabels) && len(p.Gaps(r)) == 0 {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // Message says why the key is refused, naming exactly what no policy allows and the
