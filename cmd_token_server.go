@@ -56,7 +56,8 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.StringVar(&f.audiences, "default-audience", "", "comma-separated aud of tokens of ServiceKeys without spec.audiences; default: the issuer")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	fs.DurationVar(&f.opts.MaxTTL, "max-access-token-ttl", time.Hour, "cap on every ServiceKey's accessTokenTTL")
-	fs.IntVar(&f.opts.ReplayCacheSize, "replay-cache-size", 100000, "assertion IDs remembered at once (jti replay protection)")
+	fs.IntVar(&f.opts.ReplayCacheSize, "replay-cache-size", 100000, "unexpired assertions remembered at once by this replica (replay protection; 160 bytes each)")
+	fs.IntVar(&f.opts.ReplayPerClient, "replay-cache-per-client", 1000, "unexpired assertions remembered at once per client; beyond it the client gets 429")
 	fs.Float64Var(&f.opts.RateLimit, "rate-limit", 10, "token requests per second per client (0 disables); excess gets 429 with Retry-After")
 	fs.IntVar(&f.opts.RateBurst, "rate-burst", 20, "burst of the per-client rate limit")
 	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
@@ -98,8 +99,8 @@ func (f *tokenServerFlags) complete() error {
 		return fmt.Errorf("--introspection-scope must start with %q (a reserved scope no policy wildcard matches), got %q",
 			policy.ReservedScopePrefix, f.opts.IntrospectionScope)
 	}
-	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 {
-		return errors.New("--max-access-token-ttl and --replay-cache-size must be positive")
+	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 || f.opts.ReplayPerClient < 1 {
+		return errors.New("--max-access-token-ttl, --replay-cache-size and --replay-cache-per-client must be positive")
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,12 +152,28 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 		return nil, err
 	}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, s.opts.HTTPClient)
+	// A fresh jti per assertion (RFC 7523 §3, item 7): the server remembers it until
+	// the assertion expires, so a captured assertion cannot be exchanged again.
+	jti, err := newJTI()
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.PrivateClaims = map[string]any{"jti": jti}
 	tok, err := s.cfg.TokenSource(ctx).Token()
 	if err != nil {
 		return nil, describe(err)
 	}
 	s.tok = tok
 	return tok, nil
+}
+
+// newJTI is 128 random bits, base64url: unique without coordination.
+func newJTI() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("assertion jti: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 // Invalidate forgets tok if it is still the cached token, so the next Token call gets

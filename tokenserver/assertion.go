@@ -17,12 +17,16 @@ limitations under the License.
 package tokenserver
 
 import (
-	"errors"
+	"crypto/rand"
+	"crypto/rsa"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/servicekey-operator/servicekey-operator/api/josecheck"
 )
 
 // AllowedAlgorithms are the JWS algorithms a grant may be signed with: the RSA family
@@ -56,48 +60,70 @@ type AssertionClaims struct {
 // Verified is a grant or client assertion that passed every check.
 type Verified struct {
 	Record *KeyRecord
+	// KeyID is the key whose signature verified: the kid, or, for a grant without
+	// kid, the one usable key that matched.
 	KeyID  string
 	Claims AssertionClaims
 }
 
-// VerifyAssertion checks a JWT assertion (RFC 7523 §3) at now: structure, algorithm,
-// issuer (= client_id), the ServiceKey's state, the signature against the key's
-// usable public keys (by `kid`, or each in turn without one), and the claims checks.
-// code is the error code for a bad assertion: invalid_grant for the jwt-bearer grant
-// (§3.1), invalid_client for client authentication (§3.2). Replay (jti) is checked by
-// the caller, which owns the replay cache.
+// Causes of an unauthenticated refusal, for the audit line and the metric: the
+// caller is answered one generic description for all of them.
+const (
+	CauseUnknownClient = "unknown_client"
+	CauseKeyNotUsable  = "key_not_usable"
+	CauseBadSignature  = "bad_signature"
+	CauseBadSecret     = "bad_secret"
+)
+
+// GenericAssertionRefusal is all an unauthenticated caller learns: whether a client
+// exists, which of its keys are valid, or why its signature failed is told only to
+// the audit log, so the endpoint cannot be used to enumerate ServiceKeys or key IDs.
+const GenericAssertionRefusal = "the assertion's issuer, key or signature is not valid here; check that the key file is current"
+
+// unauthenticated is a refusal before the caller proved it holds a key: generic to
+// the caller, precise in the audit line (Reason) and metrics (Cause).
+func unauthenticated(code, reason, cause string) *Error {
+	e := newError(code, GenericAssertionRefusal)
+	e.Reason, e.Cause = reason, cause
+	return e
+}
+
+// VerifyAssertion checks a JWT assertion (RFC 7523 §3) at now: structure, header
+// (algorithm, RFC 7515 §4.1 parameters, typ), issuer (= client_id), the signature
+// key by key against the ServiceKey's usable public keys (the kid's, or each in turn
+// without one), then — the caller now authenticated — the ServiceKey's state and the
+// claims checks. code is the error code for a bad assertion: invalid_grant for the
+// jwt-bearer grant (§3.1), invalid_client for client authentication (§3.2). Replay
+// (jti) is checked by the caller, which owns the replay cache.
 func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup, code string) (*Verified, *Error) {
 	var claims AssertionClaims
-	var rec *KeyRecord
-	var kid string
-	var keys jwt.VerificationKeySet
-	var refused *Error
-	// One parse: golang-jwt decodes header and claims, then asks the keyfunc for the
-	// keys; the keyfunc finds the ServiceKey and decides which keys may verify.
-	keyfunc := func(t *jwt.Token) (any, error) {
-		if !slices.Contains(AllowedAlgorithms, t.Method.Alg()) {
-			refused = newError(code, "the assertion is signed with "+safe(t.Method.Alg())+"; allowed: "+strings.Join(AllowedAlgorithms, ", "))
-			return nil, errRefused
-		}
-		if rec, refused = findRecord(claims.Issuer, now, lookup, code); refused != nil {
-			return nil, errRefused
-		}
-		kid, _ = t.Header["kid"].(string)
-		var e *Error
-		if keys, e = verificationKeys(rec, kid, now, code); e != nil {
-			refused = e
-			return nil, errRefused
-		}
-		return keys, nil
-	}
-	tok, err := assertionParser.ParseWithClaims(raw, &claims, keyfunc)
-	switch {
-	case refused != nil:
-		return nil, refused
-	case err != nil && rec != nil && (errors.Is(err, jwt.ErrTokenSignatureInvalid) || errors.Is(err, jwt.ErrTokenUnverifiable)):
-		return nil, newError(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID)
-	case err != nil || !tok.Valid:
+	tok, parts, err := assertionParser.ParseUnverified(raw, &claims)
+	if err != nil {
 		return nil, newError(code, "the assertion is not a well-formed JWT")
+	}
+	if !slices.Contains(AllowedAlgorithms, tok.Method.Alg()) {
+		return nil, newError(code, "the assertion is signed with "+safe(tok.Method.Alg())+"; allowed: "+strings.Join(AllowedAlgorithms, ", "))
+	}
+	if why := josecheck.Check(tok.Header, assertionHeaderRules); why != "" {
+		return nil, newError(code, why)
+	}
+	if !josecheck.ValidUTF8(raw) {
+		return nil, newError(code, "the assertion's header or claims are not UTF-8 (RFC 8725 §3.7)")
+	}
+	kid, _ := tok.Header["kid"].(string)
+	rec, keys, e := candidates(claims.Issuer, kid, now, lookup, code)
+	if e != nil {
+		if e.Cause != "" {
+			burnVerification(tok, parts) // as costly as a known client's answer
+		}
+		return nil, e
+	}
+	keyID, ok := verifyKeyByKey(tok, parts, keys)
+	if !ok {
+		return nil, unauthenticated(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID, CauseBadSignature)
+	}
+	if why := rec.refusal(now); why != "" {
+		return nil, newError(code, why)
 	}
 	checks := grantChecks
 	if code == CodeInvalidClient {
@@ -108,56 +134,72 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 			return nil, newError(code, why)
 		}
 	}
-	return &Verified{Record: rec, KeyID: keyIDOf(kid, keys), Claims: claims}, nil
+	return &Verified{Record: rec, KeyID: keyID, Claims: claims}, nil
 }
 
-// assertionParser decodes and verifies; the claims are checked by the named checks
-// below. A jwt.Parser holds only options, so one serves every request.
-var assertionParser = jwt.NewParser(jwt.WithoutClaimsValidation())
+// assertionParser decodes; the signature and claims are checked by the code above.
+// Strict base64 makes the encoding canonical, so a grant without jti, remembered by
+// the digest of its bytes, cannot be replayed re-encoded. A jwt.Parser holds only
+// options, so one serves every request.
+var assertionParser = jwt.NewParser(jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 
-// errRefused tells the parser to stop; the reason is in the keyfunc's *Error.
-var errRefused = errors.New("refused")
+// assertionHeaderRules: RFC 7515 §4.1 and RFC 8725 §3; typ, when present, is JWT.
+var assertionHeaderRules = josecheck.Rules(false, josecheck.TypJWT)
 
-// findRecord looks the issuer up and checks that its ServiceKey accepts grants.
-func findRecord(iss string, now time.Time, lookup Lookup, code string) (*KeyRecord, *Error) {
+// candidates finds the issuer's record and the keys that may verify: the one named
+// by kid, or every usable key. Nothing here is told to the caller.
+func candidates(iss, kid string, now time.Time, lookup Lookup, code string) (*KeyRecord, []PublicKey, *Error) {
 	if iss == "" {
-		return nil, newError(code, "the assertion has no iss claim; it must be the client_id (<namespace>/<name>)")
+		return nil, nil, newError(code, "the assertion has no iss claim; it must be the client_id (<namespace>/<name>)")
 	}
 	rec, ok := lookup.Record(iss)
 	if !ok {
-		return nil, newError(code, "unknown client_id "+safe(iss)+" in iss")
+		return nil, nil, unauthenticated(code, "unknown client_id "+safe(iss)+" in iss", CauseUnknownClient)
 	}
-	if why := rec.refusal(now); why != "" {
-		return nil, newError(code, why)
-	}
-	return rec, nil
-}
-
-// verificationKeys picks the keys to try: the one named by kid, or all usable keys.
-func verificationKeys(rec *KeyRecord, kid string, now time.Time, code string) (jwt.VerificationKeySet, *Error) {
-	usable := rec.usableKeys(now)
-	var set jwt.VerificationKeySet
-	for _, k := range usable {
+	var keys []PublicKey
+	for _, k := range rec.usableKeys(now) {
 		if kid == "" || k.ID == kid {
-			set.Keys = append(set.Keys, k.Key)
+			keys = append(keys, k)
 		}
 	}
-	if len(set.Keys) == 0 {
-		if kid != "" {
-			return set, newError(code, "kid "+safe(kid)+" is not a usable key of "+rec.ClientID+
-				" (unknown, or retired after its grace period)")
-		}
-		return set, newError(code, rec.ClientID+" has no usable key")
+	switch {
+	case len(keys) > 0:
+		return rec, keys, nil
+	case kid != "":
+		return nil, nil, unauthenticated(code, "kid "+safe(kid)+" is not a usable key of "+rec.ClientID+
+			" (unknown, or retired after its grace period)", CauseKeyNotUsable)
+	default:
+		return nil, nil, unauthenticated(code, rec.ClientID+" has no usable key", CauseKeyNotUsable)
 	}
-	return set, nil
 }
 
-// keyIDOf names the key that verified: the kid, or the only candidate.
-func keyIDOf(kid string, set jwt.VerificationKeySet) string {
-	if kid != "" || len(set.Keys) != 1 {
-		return kid
+// verifyKeyByKey checks the signature against each candidate and names the one that
+// verified, so a token records its key even when the grant had no kid.
+func verifyKeyByKey(tok *jwt.Token, parts []string, keys []PublicKey) (string, bool) {
+	signed := parts[0] + "." + parts[1]
+	for _, k := range keys {
+		if tok.Method.Verify(signed, tok.Signature, k.Key) == nil {
+			return k.ID, true
+		}
 	}
-	return ""
+	return "", false
+}
+
+// decoyKey is verified against when the client or key is unknown, so that answer
+// costs one RSA verification like a wrong signature does (RFC 7523 §3 leaves timing
+// to the server; an unknown client_id must not answer measurably faster).
+var decoyKey = sync.OnceValue(func() *rsa.PublicKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil
+	}
+	return &k.PublicKey
+})
+
+func burnVerification(tok *jwt.Token, parts []string) {
+	if k := decoyKey(); k != nil {
+		_ = tok.Method.Verify(parts[0]+"."+parts[1], tok.Signature, k)
+	}
 }
 
 // claimCheck is one rule of RFC 7523 §3 (or of this server's policy); it returns why
@@ -168,8 +210,8 @@ type claimCheck func(c *AssertionClaims, rec *KeyRecord, now time.Time, p Assert
 // is the answer. clientAuthChecks are the same for a client assertion (§2.2), whose
 // sub must be the client_id (§3, item 2.B).
 var (
-	grantChecks      = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectMatches}
-	clientAuthChecks = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectIsClientID}
+	grantChecks      = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectMatches, jtiBounded}
+	clientAuthChecks = []claimCheck{expRequired, notExpired, iatRequired, iatNotInFuture, lifetimeBounded, notBefore, audienceAccepted, subjectIsClientID, jtiRequired, jtiBounded}
 )
 
 func expRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
@@ -236,6 +278,24 @@ func subjectMatches(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ Assertion
 func subjectIsClientID(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.Subject != rec.ClientID {
 		return "a client assertion's sub must be the client_id " + rec.ClientID + " (RFC 7523 §3)"
+	}
+	return ""
+}
+
+// jtiRequired: a client assertion must carry a jti (OpenID Connect Core §9: "jti
+// REQUIRED"), so every one is single-use.
+func jtiRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
+	if c.ID == "" {
+		return "a client assertion must have a jti claim, a fresh unique ID per assertion (OpenID Connect Core §9)"
+	}
+	return ""
+}
+
+// jtiBounded: a jti is an identifier, not a payload; the replay cache keeps a digest
+// either way, but nothing longer than MaxJTIBytes is hashed or accepted.
+func jtiBounded(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
+	if len(c.ID) > MaxJTIBytes {
+		return "the assertion's jti is longer than 256 bytes"
 	}
 	return ""
 }

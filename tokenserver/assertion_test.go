@@ -22,7 +22,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,12 +141,43 @@ func TestVerifyAssertion(t *testing.T) {
 		"exp not a number":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["exp"] = "tomorrow" }), "not a well-formed JWT"},
 		"not a JWT":                 {"not-a-jwt", "not a well-formed JWT"},
 		"empty":                     {"", "not a well-formed JWT"},
+		"jti of 256 bytes":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["jti"] = strings.Repeat("j", 256) }), ""},
+		"jti of 257 bytes":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["jti"] = strings.Repeat("j", 257) }), "jti is longer than 256 bytes"},
+		"jti not a string":          {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["jti"] = 7 }), "not a well-formed JWT"},
+		"typ JWT":                   {signH(t, active, map[string]any{"typ": "JWT"}), ""},
+		"typ application/jwt":       {signH(t, active, map[string]any{"typ": "application/JWT"}), ""},
+		"typ at+jwt":                {signH(t, active, map[string]any{"typ": "at+jwt"}), "typ must be jwt"},
+		"typ logout+jwt":            {signH(t, active, map[string]any{"typ": "logout+jwt"}), "typ must be jwt"},
+		"typ not a string":          {signH(t, active, map[string]any{"typ": 1}), "typ must be jwt"},
+		"jku":                       {signH(t, active, map[string]any{"jku": "https://evil.test/jwks"}), "has jku"},
+		"x5u":                       {signH(t, active, map[string]any{"x5u": "https://evil.test/cert"}), "has x5u"},
+		"jwk":                       {signH(t, active, map[string]any{"jwk": map[string]any{"kty": "RSA"}}), "has jwk"},
+		"x5c":                       {signH(t, active, map[string]any{"x5c": []string{"MIIB"}}), "has x5c"},
+		"crit":                      {signH(t, active, map[string]any{"crit": []string{"exp"}, "exp": 1}), "has crit"},
+		"empty crit":                {signH(t, active, map[string]any{"crit": []string{}}), "has crit"},
+		"b64 false":                 {signH(t, active, map[string]any{"b64": false}), "has b64"},
+		"enc":                       {signH(t, active, map[string]any{"enc": "A128GCM"}), "has enc"},
+		"zip":                       {signH(t, active, map[string]any{"zip": "DEF"}), "has zip"},
+		"cty JWT":                   {signH(t, active, map[string]any{"cty": "JWT"}), "has cty"},
+		"kid a number":              {signH(t, active, map[string]any{"kid": 1}), "kid is not a string"},
+		"x5t is only a hint":        {signH(t, active, map[string]any{"x5t": "abc"}), ""},
+		"unknown parameter ignored": {signH(t, active, map[string]any{"x-vendor": "v"}), ""},
+		"invalid UTF-8 in claims": {signRaw(t, active, `{"alg":"RS256","kid":"`+active.id+`"}`,
+			`{"iss":"team/app","aud":"https://token.test","iat":`+strconv.FormatInt(now.Unix(), 10)+`,"exp":`+strconv.FormatInt(now.Add(time.Minute).Unix(), 10)+`,"jti":"a`+"\xff"+`"}`), "not UTF-8"},
+		"invalid UTF-8 in header": {signRaw(t, active, `{"alg":"RS256","kid":"`+active.id+`","x":"`+"\xfe"+`"}`,
+			`{"iss":"team/app","aud":"https://token.test","iat":`+strconv.FormatInt(now.Unix(), 10)+`,"exp":`+strconv.FormatInt(now.Add(time.Minute).Unix(), 10)+`}`), "not UTF-8"},
+		"signature re-encoded": {func() string {
+			a := sign(t, rs, active.priv, active.id, nil)
+			return a[:len(a)-1] + string(a[len(a)-1]+1) // same bytes under lax base64, not strict
+		}(), "not a well-formed JWT"},
 		"tampered payload": {func() string {
 			p := strings.Split(sign(t, rs, active.priv, active.id, nil), ".")
 			other := strings.Split(sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["sub"] = "x" }), ".")
 			return p[0] + "." + other[1] + "." + p[2]
 		}(), "signature does not verify"},
 	}
+	// Without kid the key that verified is found key by key and recorded.
+	signedBy := map[string]string{"valid, kid": active.id, "valid, no kid": active.id, "Retiring key, no kid": retiring.id, "Retiring key within grace": retiring.id}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			v, err := VerifyAssertion(tc.assertion, now, testPolicy, lookup, CodeInvalidGrant)
@@ -155,13 +188,23 @@ func TestVerifyAssertion(t *testing.T) {
 				if v.Record != rec {
 					t.Errorf("verified against %s", v.Record.ClientID)
 				}
+				if want := signedBy[name]; want != "" && v.KeyID != want {
+					t.Errorf("KeyID %q, want the key that signed, %q", v.KeyID, want)
+				}
 				return
 			}
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if err.Code != CodeInvalidGrant || err.Status != 400 || !strings.Contains(err.Description, tc.want) {
-				t.Errorf("got %s (%d) %q; want invalid_grant 400 containing %q", err.Code, err.Status, err.Description, tc.want)
+			said := err.Description
+			if err.Reason != "" { // refused before authentication: generic to the caller
+				if err.Description != GenericAssertionRefusal || err.Cause == "" {
+					t.Errorf("unauthenticated refusal told the caller %q (cause %q)", err.Description, err.Cause)
+				}
+				said = err.Reason
+			}
+			if err.Code != CodeInvalidGrant || err.Status != 400 || !strings.Contains(said, tc.want) {
+				t.Errorf("got %s (%d) %q; want invalid_grant 400 containing %q", err.Code, err.Status, said, tc.want)
 			}
 			if tc.assertion != "" && strings.Contains(err.Description, tc.assertion) {
 				t.Error("the description quotes the assertion")
@@ -170,17 +213,48 @@ func TestVerifyAssertion(t *testing.T) {
 	}
 }
 
+// signH signs a valid assertion with the active key and extra header parameters.
+func signH(t *testing.T, k keyPair, header map[string]any) string {
+	t.Helper()
+	c := jwt.MapClaims{"iss": "team/app", "aud": "https://token.test/oauth2/token", "iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(), "jti": "h"}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+	tok.Header["kid"] = k.id
+	for name, v := range header {
+		tok.Header[name] = v
+	}
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// signRaw signs header and payload JSON exactly as given (bytes json.Marshal would
+// never produce, such as invalid UTF-8).
+func signRaw(t *testing.T, k keyPair, header, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	signed := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodRS256.Sign(signed, k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + enc.EncodeToString(sig)
+}
+
 func TestVerifyClientAssertion(t *testing.T) {
 	k := newPair(t)
 	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
 		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
 	cases := map[string]struct {
-		sub  any
-		want string
+		sub   any
+		noJTI bool
+		want  string
 	}{
-		"sub is the client_id":     {"team/app", ""},
-		"sub is the key's subject": {"system:servicekey:team:app", "sub must be the client_id"},
-		"no sub":                   {nil, "sub must be the client_id"},
+		"sub is the client_id":     {"team/app", false, ""},
+		"sub is the key's subject": {"system:servicekey:team:app", false, "sub must be the client_id"},
+		"no sub":                   {nil, false, "sub must be the client_id"},
+		"no jti":                   {"team/app", true, "must have a jti claim"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -189,6 +263,9 @@ func TestVerifyClientAssertion(t *testing.T) {
 					delete(c, "sub")
 				} else {
 					c["sub"] = tc.sub
+				}
+				if tc.noJTI {
+					delete(c, "jti")
 				}
 			})
 			_, err := VerifyAssertion(a, now, testPolicy, lookup, CodeInvalidClient)

@@ -170,6 +170,17 @@ func badCases(t *testing.T, k badKeys) map[string]badCase {
 		"client assertion bad signature":     {p, form, clientCreds(sign(stranger, set("sub", k.ok.ClientID))), 401, ic},
 		"client assertion client_id differs": {p, form, clientCreds(sign(k.ok, set("sub", k.ok.ClientID)), "client_id", "apps/other"), 401, ic},
 		"two client auth methods":            {p, form, clientCreds(sign(k.ok, set("sub", k.ok.ClientID)), "client_secret", "x"), 400, ir},
+		"jti over 256 bytes":                 {p, form, bearer(sign(k.ok, set("jti", strings.Repeat("j", 257)))), 400, ig},
+		"typ at+jwt (an access token)":       {p, form, bearer(sign(k.ok, set("_h_typ", "at+jwt"))), 400, ig},
+		"jku header":                         {p, form, bearer(sign(k.ok, set("_h_jku", "https://evil.test/jwks"))), 400, ig},
+		"embedded jwk header":                {p, form, bearer(sign(k.ok, set("_h_jwk", map[string]any{"kty": "RSA"}))), 400, ig},
+		"x5c header":                         {p, form, bearer(sign(k.ok, set("_h_x5c", []string{"MIIB"}))), 400, ig},
+		"crit header":                        {p, form, bearer(sign(k.ok, set("_h_crit", []string{"exp"}))), 400, ig},
+		"cty header (nested JWT)":            {p, form, bearer(sign(k.ok, set("_h_cty", "JWT"))), 400, ig},
+		"zip header":                         {p, form, bearer(sign(k.ok, set("_h_zip", "DEF"))), 400, ig},
+		"kid not a string":                   {p, form, bearer(sign(k.ok, set("_h_kid", 7))), 400, ig},
+		"form scope wider than the claim":    {p, form, bearer(sign(k.ok, set("scope", "a")), "scope", "a b"), 400, tokenserver.CodeInvalidScope},
+		"client assertion without jti":       {p, form, clientCreds(sign(k.ok, func(c gojwt.MapClaims) { c["sub"] = k.ok.ClientID; delete(c, "jti") })), 401, ic},
 		"client assertion expired":           {p, form, clientCreds(sign(k.ok, func(c gojwt.MapClaims) { c["sub"] = k.ok.ClientID; c["exp"] = now.Add(-5 * time.Minute).Unix() })), 401, ic},
 	}
 }
@@ -188,9 +199,13 @@ func mustKey(t *testing.T, kf keyutil.KeyFile) *rsa.PrivateKey {
 func TestBadRequests(t *testing.T) {
 	k := prepareBadKeys(t)
 	cases := badCases(t, k)
-	if len(cases) < 40 {
+	if len(cases) < 59 {
 		t.Fatalf("only %d cases", len(cases))
 	}
+	// Refused before the caller proved it holds a key: one generic description, so
+	// nobody learns which ServiceKeys and key IDs exist or what state they are in.
+	generic := map[string]bool{"unknown kid": true, "kid of another ServiceKey": true, "unknown iss": true, "iss of another ServiceKey": true,
+		"very long iss": true, "signed by a stranger, no kid": true, "tampered signature": true, "retired key": true, "client assertion bad signature": true}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			resp := do(t, tc.method, tc.contentType, tc.body)
@@ -204,6 +219,9 @@ func TestBadRequests(t *testing.T) {
 			}
 			if resp.status != tc.status || body.Error != tc.code || body.AccessToken != "" {
 				t.Errorf("got %d %s (%s), want %d %s", resp.status, body.Error, body.Description, tc.status, tc.code)
+			}
+			if generic[name] && body.Description != tokenserver.GenericAssertionRefusal {
+				t.Errorf("an unauthenticated caller was told %q", body.Description)
 			}
 			if body.Description == "" || len(body.Description) > 400 || strings.ContainsAny(body.Description, "\"\\") {
 				t.Errorf("description %q is empty, too long or not RFC 6749 §5.2 characters", body.Description)
@@ -223,7 +241,7 @@ func TestReplayedAssertion(t *testing.T) {
 		t.Fatalf("first use: %d %s", r.status, r.body)
 	}
 	r := postForm(t, url.Values{"grant_type": {tokenserver.GrantTypeJWTBearer}, "assertion": {a}})
-	if r.status != 400 || !strings.Contains(r.body, `"error":"invalid_grant"`) || !strings.Contains(r.body, "jti was already used") {
+	if r.status != 400 || !strings.Contains(r.body, `"error":"invalid_grant"`) || !strings.Contains(r.body, "was already used") {
 		t.Fatalf("replay: %d %s", r.status, r.body)
 	}
 }

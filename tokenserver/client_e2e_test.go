@@ -133,8 +133,8 @@ func TestTokenSourcePicksUpRotatedKeyFile(t *testing.T) {
 	}
 	patchKey(t, "kit-rotate", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
 	current := waitKeyFile(t, "kit-rotate", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != old.KeyID })
-	refusedWithin(t, old, "is not a usable key") // only the new key works from here on
-	writeKeyFile(t, path, current)               // the kubelet delivers the rotated Secret
+	refusedWithin(t, old, tokenserver.GenericAssertionRefusal) // only the new key works from here on
+	writeKeyFile(t, path, current)                             // the kubelet delivers the rotated Secret
 	src.Invalidate(tok)
 	if _, err := src.Token(); err != nil {
 		t.Fatalf("the rotated key file was not picked up: %v", err)
@@ -214,7 +214,7 @@ func shortServer(t *testing.T) string {
 	_, err = tokenserver.Start(ctx, serverConfig, testScheme, tokenserver.Options{
 		Issuer: "https://token.test", TokenURL: tokenURL, Listen: addr,
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
-		MaxTTL:        4 * time.Second, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 100,
+		MaxTTL:        4 * time.Second, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 100, ReplayPerClient: 100,
 		LastUsedGranularity: time.Hour, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("short"),
 	})
 	if err != nil {

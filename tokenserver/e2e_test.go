@@ -257,9 +257,19 @@ func signAssertion(t *testing.T, kf keyutil.KeyFile, mutate func(gojwt.MapClaims
 		kid, _ = k.(string)
 		delete(c, "_kid")
 	}
+	header := map[string]any{}
+	for name, v := range c { // "_h_<name>": a JWS header parameter, not a claim
+		if h, ok := strings.CutPrefix(name, "_h_"); ok {
+			header[h] = v
+			delete(c, name)
+		}
+	}
 	tok := gojwt.NewWithClaims(gojwt.SigningMethodRS256, c)
 	if kid != "" {
 		tok.Header["kid"] = kid
+	}
+	for name, v := range header {
+		tok.Header[name] = v
 	}
 	s, err := tok.SignedString(key)
 	if err != nil {

@@ -50,8 +50,20 @@ type Error struct {
 	Description string `json:"error_description,omitempty"`
 	// Status is the HTTP status: 400, or 401 for invalid_client (§5.2), or 429/405.
 	Status int `json:"-"`
-	// RetryAfter, when positive, is sent as Retry-After (seconds) with a 429.
+	// RetryAfter, when positive, is sent as Retry-After (seconds) with a 429 or 503.
 	RetryAfter time.Duration `json:"-"`
+	// Reason, when set, is the precise reason for the audit line where Description is
+	// kept generic for a caller that has not authenticated; Cause names it for metrics.
+	Reason string `json:"-"`
+	Cause  string `json:"-"`
+}
+
+// auditReason is what the audit line says: the precise reason when there is one.
+func (e *Error) auditReason() string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return e.Description
 }
 
 // Error implements error.

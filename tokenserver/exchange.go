@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -64,7 +63,7 @@ type Exchanger struct {
 	Lookup Lookup
 	// Keys returns the current signing keys (they rotate without a restart).
 	Keys func() *SigningKeys
-	// Replay remembers assertion IDs until they expire.
+	// Replay remembers assertions (by jti, or whole without one) until they expire.
 	Replay *ReplayCache
 	// Clock and NewID are injected: time and randomness.
 	Clock clock.PassiveClock
@@ -104,27 +103,62 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	}
 	rec := v.Record
 	out := Outcome{ClientID: rec.ClientID, KeyID: v.KeyID, Subject: rec.Subject}
-	requested := r.Scope
-	if requested == "" {
-		requested = v.Claims.Scope
+	requested, e := requestedScope(r.Scope, v.Claims.Scope)
+	if e != nil {
+		return nil, out, e
 	}
 	replay := func() *Error {
+		d := JTIDigest(v.Claims.ID)
 		if v.Claims.ID == "" {
-			return nil
+			d = AssertionDigest(r.Assertion)
 		}
-		return x.Replay.Record(rec.ClientID+"\x00"+v.Claims.ID, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now)
+		return x.Replay.Record(rec.ClientID, d, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now, r.Code)
 	}
-	return x.issue(rec, out, requested, r.ClientAddr, now, verifiedBy(rec, v.KeyID, now), replay)
+	return x.issue(rec, out, requested, r.ClientAddr, now, []string{v.KeyID}, replay)
 }
 
+// requestedScope is the form's scope, or the assertion's scope claim when the form
+// has none. When both are given the form may only narrow the claim: the key holder
+// signed for those scopes and no others.
+func requestedScope(form, claim string) (string, *Error) {
+	if form == "" || claim == "" {
+		return form + claim, nil
+	}
+	signed := strings.Fields(claim)
+	var wider []string
+	for _, s := range strings.Fields(form) {
+		if !slices.Contains(signed, s) {
+			wider = append(wider, safe(s))
+		}
+	}
+	if len(wider) > 0 {
+		return "", newError(CodeInvalidScope, "scope "+strings.Join(wider, " ")+
+			" is not in the assertion's scope claim; the form's scope may only narrow it")
+	}
+	return form, nil
+}
+
+// decoySecretHash is compared against when the client is unknown or has no client
+// secret, so that answer costs what a wrong secret costs.
+var decoySecretHash = keyutil.HashClientSecret("decoy")
+
 // ExchangeSecret authenticates a client by its client secret (RFC 6749 §2.3.1) and
-// issues a token. Unknown client and wrong secret get the same answer, so the
-// endpoint cannot be used to probe which client_ids exist.
+// issues a token. Unknown client, secrets not enabled and wrong secret get the same
+// answer at the same cost, so the endpoint cannot be used to probe which client_ids
+// exist.
 func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
 	now := x.Clock.Now()
 	rec, ok := x.Lookup.Record(clientID)
-	if !ok || !keyutil.ClientSecretMatches(secret, rec.ClientSecretHash) {
-		return nil, Outcome{}, newError(CodeInvalidClient, "client authentication failed: unknown client_id, client secrets not enabled for it, or wrong secret")
+	hash, reason := decoySecretHash, "unknown client_id "+safe(clientID)
+	if ok && rec.ClientSecretHash != "" {
+		hash, reason = rec.ClientSecretHash, "wrong client secret for "+rec.ClientID
+	} else if ok {
+		reason = "client secrets are not enabled for " + rec.ClientID
+	}
+	if !keyutil.ClientSecretMatches(secret, hash) || hash == decoySecretHash {
+		e := newError(CodeInvalidClient, "client authentication failed: unknown client_id, client secrets not enabled for it, or wrong secret")
+		e.Reason, e.Cause = reason, CauseBadSecret
+		return nil, Outcome{}, e
 	}
 	out := Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
 	if why := rec.refusal(now); why != "" {
@@ -133,24 +167,20 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 	return x.issue(rec, out, scope, addr, now, nil, nil)
 }
 
-// verifiedBy lists the keys that may have verified a grant: the named one, or, when
-// the grant did not say which, every key usable at now.
-func verifiedBy(rec *KeyRecord, keyID string, now time.Time) []string {
-	if keyID != "" {
-		return []string{keyID}
-	}
-	var ids []string
-	for _, k := range rec.usableKeys(now) {
-		ids = append(ids, k.ID)
-	}
-	return ids
-}
-
 // issue runs the checks that follow client authentication — source address, rate
 // limit, policy (keyIDs: the keys that may have verified the grant), replay (when
 // given), scope — and mints the token.
 func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, keyIDs []string, replay func() *Error) (*TokenResponse, Outcome, *Error) {
+	keys := x.Keys()
+	if keys == nil {
+		return nil, out, &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+			Description: "the token server has not loaded its signing keys yet; retry shortly"}
+	}
 	if !addrAllowed(rec.AllowedCIDRs, addr) {
+		if !addr.IsValid() {
+			return nil, out, newError(CodeUnauthorizedClient, "the client address is unknown (a trusted proxy sent no usable "+
+				"X-Forwarded-For), so spec.allowedCIDRs of "+rec.ClientID+" cannot admit the request")
+		}
 		return nil, out, newError(CodeUnauthorizedClient, "requests from "+addr.String()+
 			" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
 	}
@@ -172,7 +202,7 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 		return nil, out, e
 	}
 	out.Scopes = scopes
-	resp, err := x.mint(rec, out.KeyID, scopes, now)
+	resp, err := x.mint(keys, rec, out.KeyID, scopes, now)
 	if err != nil {
 		return nil, out, &Error{Code: "server_error", Description: "could not sign the access token", Status: http.StatusInternalServerError}
 	}
@@ -180,7 +210,7 @@ func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr ne
 	return resp, out, nil
 }
 
-func (x *Exchanger) mint(rec *KeyRecord, keyID string, scopes []string, now time.Time) (*TokenResponse, error) {
+func (x *Exchanger) mint(keys *SigningKeys, rec *KeyRecord, keyID string, scopes []string, now time.Time) (*TokenResponse, error) {
 	ttl := rec.AccessTokenTTL
 	if ttl <= 0 || ttl > x.MaxTTL {
 		ttl = x.MaxTTL
@@ -197,7 +227,7 @@ func (x *Exchanger) mint(rec *KeyRecord, keyID string, scopes []string, now time
 		},
 		ClientID: rec.ClientID, Scope: scope, KeyID: keyID,
 	}
-	tok, err := x.Keys().Sign(claims)
+	tok, err := keys.Sign(claims)
 	if err != nil {
 		return nil, err
 	}
@@ -234,41 +264,4 @@ func addrAllowed(cidrs []netip.Prefix, addr netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// ReplayCache remembers assertion IDs (jti) until their assertion expires, so a
-// captured assertion cannot be exchanged twice (RFC 7523 §3, item 7). It is bounded:
-// when full of unexpired entries it refuses new grants with 503 rather than forget.
-type ReplayCache struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-	max  int
-}
-
-// NewReplayCache holds at most max IDs.
-func NewReplayCache(maxEntries int) *ReplayCache {
-	return &ReplayCache{seen: map[string]time.Time{}, max: maxEntries}
-}
-
-// Record stores key until expires; an error says it was seen already, or that the
-// cache is full.
-func (c *ReplayCache) Record(key string, expires, now time.Time) *Error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if until, ok := c.seen[key]; ok && now.Before(until) {
-		return newError(CodeInvalidGrant, "the assertion's jti was already used; sign a new assertion for each request")
-	}
-	if len(c.seen) >= c.max {
-		for k, until := range c.seen {
-			if !now.Before(until) {
-				delete(c.seen, k)
-			}
-		}
-	}
-	if len(c.seen) >= c.max {
-		return &Error{Code: "temporarily_unavailable", Description: "too many assertions in flight; retry shortly",
-			Status: http.StatusServiceUnavailable}
-	}
-	c.seen[key] = expires
-	return nil
 }

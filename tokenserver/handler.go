@@ -76,6 +76,9 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Metrics != nil {
 		h.Metrics.Observe(grantType, outcome, time.Since(start))
 		h.Metrics.ObserveDenied(out.Denied)
+		if err != nil {
+			h.Metrics.ObserveUnauthenticated(err.Cause)
+		}
 	}
 }
 
@@ -162,13 +165,17 @@ func (h *TokenHandler) audit(grantType string, addr netip.Addr, out Outcome, out
 	kv := []any{"grant_type", safe(grantType), "client_id", out.ClientID, "key_id", out.KeyID, "subject", out.Subject,
 		"scopes", out.Scopes, "client_addr", addr.String(), "outcome", outcome}
 	if err != nil {
-		kv = append(kv, "reason", err.Description)
+		kv = append(kv, "reason", err.auditReason())
 	}
 	h.Log.Info("token request", kv...)
 }
 
-// clientAddr is the peer address, or the rightmost X-Forwarded-For address not in
-// trusted when the peer itself is a trusted proxy.
+// clientAddr is the address spec.allowedCIDRs is checked against: the peer's, unless
+// the peer is a trusted proxy; then the rightmost X-Forwarded-For hop that is not a
+// trusted proxy (or, when every hop is trusted, the leftmost). Only X-Forwarded-For
+// counts (not Forwarded, not X-Real-IP). It fails closed: a trusted proxy that sends
+// no X-Forwarded-For, or a hop that is not a bare IP address, yields the invalid
+// address, which no allowedCIDRs contains.
 func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -182,17 +189,21 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	if !inAny(trusted, peer) {
 		return peer
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	values := r.Header.Values("X-Forwarded-For")
+	if len(values) == 0 {
+		return netip.Addr{}
+	}
+	hops := strings.Split(strings.Join(values, ","), ",")
+	var a netip.Addr
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return peer
+		if a, err = netip.ParseAddr(strings.TrimSpace(hops[i])); err != nil || a.Zone() != "" {
+			return netip.Addr{}
 		}
 		if a = a.Unmap(); !inAny(trusted, a) {
 			return a
 		}
 	}
-	return peer
+	return a
 }
 
 func inAny(prefixes []netip.Prefix, a netip.Addr) bool {

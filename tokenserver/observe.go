@@ -87,6 +87,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	denied   *prometheus.CounterVec
+	unauth   *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics, with the number of indexed ServiceKeys read from ix.
@@ -105,11 +106,15 @@ func NewMetrics(reg prometheus.Registerer, ix *Index) (*Metrics, error) {
 			Name: "servicekey_policy_denied_total",
 			Help: "Grants refused by ServiceKeyPolicy, by what no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, Validity, AccessTokenTTL, ClientSecret).",
 		}, []string{"reason"}),
+		unauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "servicekey_token_unauthenticated_total",
+			Help: "Requests refused before the caller authenticated, by cause (unknown_client, key_not_usable, bad_signature, bad_secret); the caller is told only a generic reason.",
+		}, []string{"cause"}),
 	}
 	keys := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "servicekey_token_keys_indexed", Help: "ServiceKeys in the token server's index.",
 	}, func() float64 { return float64(ix.Len()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.denied, keys} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.denied, m.unauth, keys} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -129,6 +134,13 @@ func (m *Metrics) Observe(grantType, outcome string, took time.Duration) {
 	}
 	m.requests.WithLabelValues(grantType, outcome).Inc()
 	m.latency.WithLabelValues(grantType).Observe(took.Seconds())
+}
+
+// ObserveUnauthenticated counts a refusal before authentication by its cause.
+func (m *Metrics) ObserveUnauthenticated(cause string) {
+	if cause != "" {
+		m.unauth.WithLabelValues(cause).Inc()
+	}
 }
 
 // ObserveDenied counts a grant refused by policy, once per kind of privilege.

@@ -67,7 +67,7 @@ func TestRateLimitOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := &Exchanger{Issuer: "https://token.test", MaxTTL: time.Hour, Policy: testPolicy, Lookup: lookup,
-		Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(100), Clock: clocktesting.NewFakeClock(now),
+		Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(100, 100), Clock: clocktesting.NewFakeClock(now),
 		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2), Policies: openGate("team")}
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	defer srv.Close()

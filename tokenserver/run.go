@@ -68,7 +68,10 @@ type Options struct {
 	MaxTTL          time.Duration
 	DefaultAudience []string
 	TrustedProxies  []netip.Prefix
+	// ReplayCacheSize bounds the assertions the replay cache holds; ReplayPerClient
+	// bounds one client's share of it.
 	ReplayCacheSize int
+	ReplayPerClient int
 	// RateLimit is token requests per second per client (0: off), RateBurst its burst.
 	RateLimit float64
 	RateBurst int
@@ -121,7 +124,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		Limiter: limiter, Used: used, Policies: gate,
 		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
 		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
-		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize), Clock: o.Clock, NewID: randomID,
+		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), Clock: o.Clock, NewID: randomID,
 	}
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool

@@ -129,7 +129,7 @@ func setup(ctx context.Context, env *testenv.Env) error {
 	server, err = tokenserver.Start(ctx, cfg, env.Scheme, tokenserver.Options{
 		Issuer: issuer, Listen: addr, TokenURL: tokenURL,
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
-		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000,
+		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000, ReplayPerClient: 1000,
 		LastUsedGranularity: time.Hour, MetricsListen: "127.0.0.1:0",
 		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("token-server"),
 	})

@@ -1,0 +1,167 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package josecheck holds the JWS header rules that the token server (for grants and
+// client assertions) and the verifier (for access tokens) share: RFC 7515 §4.1 header
+// by header, and the recommendations of RFC 8725 §3. golang-jwt checks alg against
+// the caller's list and verifies the signature; it ignores every other header, which
+// RFC 7515 allows only for parameters a recipient may safely ignore. These checks
+// refuse the rest. docs/security.md has the table.
+package josecheck
+
+import (
+	"encoding/base64"
+	"strings"
+	"unicode/utf8"
+)
+
+// Typ values (RFC 7515 §4.1.9: a media type, compared case-insensitively, with the
+// "application/" prefix optional).
+const (
+	// TypJWT is what assertions may say they are (RFC 7519 §5.1, RFC 7523).
+	TypJWT = "jwt"
+	// TypAccessToken is what RFC 9068 §2.1 access tokens must say they are.
+	TypAccessToken = "at+jwt"
+)
+
+// Rule is one header check: it returns why the header must be refused, or "".
+type Rule func(h map[string]any) string
+
+// Rules are the checks for a JWS whose typ must be one of typs (lower case, without
+// "application/"); typRequired says whether typ may be absent (it may for assertions,
+// RFC 7523 sets no typ; it may not for access tokens, RFC 9068 §4).
+func Rules(typRequired bool, typs ...string) []Rule {
+	return []Rule{noKeyByReference, noEmbeddedKey, noCriticalExtensions, noJWEParameters, noNesting, kidIsString, typIs(typRequired, typs)}
+}
+
+// Check runs rules in order; the first refusal is the answer.
+func Check(h map[string]any, rules []Rule) string {
+	for _, r := range rules {
+		if why := r(h); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// noKeyByReference: jku and x5u (RFC 7515 §4.1.2, §4.1.5) name a URL to fetch the key
+// from. Keys come only from what this server trusts, never from the token (RFC 8725
+// §3.10); a sender that expects them followed is refused rather than ignored.
+func noKeyByReference(h map[string]any) string {
+	for _, p := range []string{"jku", "x5u"} {
+		if _, ok := h[p]; ok {
+			return "the JWS header has " + p + ": keys are never fetched from a URL in the token (RFC 8725 §3.10)"
+		}
+	}
+	return ""
+}
+
+// noEmbeddedKey: jwk and x5c (RFC 7515 §4.1.3, §4.1.6) carry the key itself; trusting
+// it would let anyone sign. Refused so no sender believes it was used.
+func noEmbeddedKey(h map[string]any) string {
+	for _, p := range []string{"jwk", "x5c"} {
+		if _, ok := h[p]; ok {
+			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 8725 §3.10)"
+		}
+	}
+	return ""
+}
+
+// noCriticalExtensions: crit (RFC 7515 §4.1.11) lists extensions the recipient MUST
+// understand, or refuse the JWS. This server understands none (b64, RFC 7797, among
+// them), and an empty or malformed crit is invalid as well. b64 alone is refused too:
+// RFC 7797 §6 requires it in crit.
+func noCriticalExtensions(h map[string]any) string {
+	if _, ok := h["crit"]; ok {
+		return "the JWS header has crit: no JWS extension is understood here (RFC 7515 §4.1.11)"
+	}
+	if _, ok := h["b64"]; ok {
+		return "the JWS header has b64: unencoded payloads are not supported (RFC 7797)"
+	}
+	return ""
+}
+
+// noJWEParameters: enc and zip belong to JWE (RFC 7516 §4.1.2, §4.1.3); in a JWS they
+// signal a confused or crafted token, and compression is not to be used (RFC 8725 §3.6).
+func noJWEParameters(h map[string]any) string {
+	for _, p := range []string{"enc", "zip"} {
+		if _, ok := h[p]; ok {
+			return "the JWS header has " + p + ", a JWE parameter; only signed, uncompressed JWTs are accepted (RFC 8725 §3.6)"
+		}
+	}
+	return ""
+}
+
+// noNesting: cty (RFC 7515 §4.1.10) says what the payload is; RFC 7519 §5.2 uses it
+// only for nested JWTs, which are not accepted: the payload must be the claims.
+func noNesting(h map[string]any) string {
+	if _, ok := h["cty"]; ok {
+		return "the JWS header has cty: nested JWTs are not accepted (RFC 7519 §5.2)"
+	}
+	return ""
+}
+
+// kidIsString: kid (RFC 7515 §4.1.4) is a string; any other JSON type would otherwise
+// read as "no kid" and widen the keys tried.
+func kidIsString(h map[string]any) string {
+	if v, ok := h["kid"]; ok {
+		if _, isString := v.(string); !isString {
+			return "the JWS header's kid is not a string (RFC 7515 §4.1.4)"
+		}
+	}
+	return ""
+}
+
+// typIs: explicit typing (RFC 8725 §3.11). A JWT of another kind (an access token,
+// a logout token, an ID token with its own typ) is refused as a grant, and a grant
+// is refused as an access token (RFC 8725 §3.12).
+func typIs(required bool, typs []string) Rule {
+	return func(h map[string]any) string {
+		v, ok := h["typ"]
+		if !ok {
+			if required {
+				return "the JWS header has no typ; it must be " + strings.Join(typs, " or ") + " (RFC 8725 §3.11)"
+			}
+			return ""
+		}
+		s, _ := v.(string)
+		s = strings.TrimPrefix(strings.ToLower(s), "application/")
+		for _, t := range typs {
+			if s == t {
+				return ""
+			}
+		}
+		return "the JWS header's typ must be " + strings.Join(typs, " or ") + " (RFC 8725 §3.11)"
+	}
+}
+
+// ValidUTF8 says whether a compact JWS's header and payload decode to UTF-8 (RFC 8725
+// §3.7: JSON in a JWT must be UTF-8; encoding/json would silently replace invalid
+// bytes, so two different tokens could read as the same claims). It assumes the
+// three-part form golang-jwt has already checked.
+func ValidUTF8(raw string) bool {
+	parts := strings.SplitN(raw, ".", 3)
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts[:2] {
+		b, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil || !utf8.Valid(b) {
+			return false
+		}
+	}
+	return true
+}
