@@ -62,6 +62,9 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.IntVar(&f.opts.RateBurst, "rate-burst", 20, "burst of the per-client rate limit")
 	fs.DurationVar(&f.opts.LastUsedGranularity, "last-used-granularity", time.Hour, "write a ServiceKey's status.lastUsedTime at most this often")
 	fs.StringVar(&f.opts.MetricsListen, "metrics-bind-address", ":9090", "address of the Prometheus metrics endpoint (empty disables it)")
+	fs.Float64Var(&f.opts.IntrospectionRateLimit, "introspection-rate-limit", 50, "introspection requests per second per caller (0 disables); excess gets 429 with Retry-After")
+	fs.IntVar(&f.opts.IntrospectionRateBurst, "introspection-rate-burst", 100, "burst of the per-caller introspection rate limit")
+	fs.IntVar(&f.opts.MaxInFlight, "max-in-flight", 512, "token and introspection requests answered at once (0: no bound); beyond it 503 with Retry-After")
 	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

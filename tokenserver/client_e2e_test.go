@@ -51,6 +51,9 @@ type countingTransport struct {
 	sawAuth atomic.Bool
 	// lifetime is exp - now of the last grant sent, in seconds.
 	lifetime atomic.Int64
+	// jtis are the jti claims of the grants sent.
+	mu   sync.Mutex
+	jtis []string
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -66,6 +69,11 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if _, _, err := gojwt.NewParser().ParseUnverified(form.Get("assertion"), claims); err == nil {
 			if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 				c.lifetime.Store(int64(time.Until(exp.Time).Seconds()))
+			}
+			if jti, _ := claims["jti"].(string); jti != "" {
+				c.mu.Lock()
+				c.jtis = append(c.jtis, jti)
+				c.mu.Unlock()
 			}
 		}
 	}
@@ -114,6 +122,11 @@ func TestTokenSourceCachesAndRefreshesEarly(t *testing.T) {
 	if rt.sawAuth.Load() {
 		t.Error("an Authorization header was sent to the token endpoint")
 	}
+	rt.mu.Lock()
+	if len(rt.jtis) != 2 || rt.jtis[0] == rt.jtis[1] {
+		t.Errorf("assertion jtis %q; want a fresh one in each of the 2 grants", rt.jtis)
+	}
+	rt.mu.Unlock()
 	if l := time.Duration(rt.lifetime.Load()) * time.Second; l <= 0 || l > client.AssertionLifetime {
 		t.Errorf("the grant expires in %v, want within client.AssertionLifetime (%v)", l, client.AssertionLifetime)
 	}

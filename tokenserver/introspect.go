@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 )
 
@@ -35,6 +36,11 @@ const DefaultIntrospectionScope = "servicekey:introspect"
 // signature, issuer and expiry hold, its ServiceKey exists and accepts grants, and
 // the key that signed its grant has not been retired — the revocation that offline
 // checks of a JWT cannot give.
+//
+// A caller learns only about tokens meant for it (RFC 7662 §4): tokens whose `aud`
+// shares an audience with the tokens the caller's own ServiceKey gets (its
+// spec.audiences, which a policy permits, or the server default). Every other token
+// is reported inactive. Each caller is rate-limited, and every call is audited.
 type Introspector struct {
 	Issuer string
 	Scope  string
@@ -47,6 +53,10 @@ type Introspector struct {
 	// MaxTTL is the server's cap on access-token lifetimes.
 	MaxTTL time.Duration
 	Clock  clock.PassiveClock
+	// Limiter rate-limits each caller (nil: no limit).
+	Limiter *Limiter
+	// Log receives one audit line per call: never a token.
+	Log logr.Logger
 }
 
 // IntrospectionResponse is the RFC 7662 §2.2 response.
@@ -72,37 +82,78 @@ func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ks := in.Keys()
 	if ks == nil {
-		http.Error(w, "no signing key loaded yet", http.StatusServiceUnavailable)
+		(&Error{Code: CodeTemporarilyUnavailable, Description: "the token server has not loaded its signing keys yet; retry shortly",
+			Status: http.StatusServiceUnavailable, RetryAfter: time.Second}).Write(w, false)
 		return
 	}
 	now := in.Clock.Now()
-	if e := in.authorize(r, ks, now); e != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey", error="`+e.Code+`", error_description="`+e.Description+`"`)
-		writeJSON(w, e.Status, e)
+	caller, e := in.authorize(r, ks, now)
+	if e == nil {
+		if ok, wait := in.Limiter.Allow(caller.ClientID, now); !ok {
+			e = &Error{Code: CodeInvalidRequest, Description: "too many introspection requests from " + caller.ClientID +
+				"; cache answers until the token expires", Status: http.StatusTooManyRequests, RetryAfter: wait}
+		}
+	}
+	if e != nil {
+		in.audit(caller.ClientID, IntrospectionResponse{}, e.Code)
+		if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey", error="`+e.Code+`", error_description="`+e.Description+`"`)
+		}
+		e.Write(w, false)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		in.audit(caller.ClientID, IntrospectionResponse{}, CodeInvalidRequest)
 		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 §2.1)").Write(w, false)
 		return
 	}
-	writeJSON(w, http.StatusOK, in.inspect(r.PostForm.Get("token"), ks, now))
+	resp, outcome := in.inspect(r.PostForm.Get("token"), ks, now), "active"
+	switch {
+	case !resp.Active:
+		outcome = "inactive"
+	case !in.meantFor(caller, resp):
+		resp, outcome = IntrospectionResponse{}, "not_permitted"
+	}
+	in.audit(caller.ClientID, resp, outcome)
+	writeJSON(w, http.StatusOK, resp)
 }
 
-// authorize checks the caller's bearer token and its introspection scope.
-func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Time) *Error {
+// audit logs one introspection: who asked, about which token (client and jti, never
+// the token), and the answer.
+func (in *Introspector) audit(caller string, resp IntrospectionResponse, outcome string) {
+	in.Log.Info("introspection", "caller", caller, "token_client_id", resp.ClientID, "token_jti", resp.Jti, "outcome", outcome)
+}
+
+// meantFor: the token's aud shares an audience with what the caller's own tokens
+// carry now (its live spec, or the server default).
+func (in *Introspector) meantFor(caller, token IntrospectionResponse) bool {
+	rec, ok := in.Lookup.Record(caller.ClientID)
+	if !ok {
+		return false
+	}
+	aud := rec.Audiences
+	if len(aud) == 0 {
+		aud = in.DefaultAudience
+	}
+	return slices.ContainsFunc(token.Aud, func(a string) bool { return slices.Contains(aud, a) })
+}
+
+// authorize checks the caller's bearer token and its introspection scope, and
+// returns what the caller's token says of it.
+func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Time) (IntrospectionResponse, *Error) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" {
-		return &Error{Code: "invalid_token", Description: "introspection needs a bearer access token", Status: http.StatusUnauthorized}
+		return IntrospectionResponse{}, &Error{Code: "invalid_token", Description: "introspection needs a bearer access token", Status: http.StatusUnauthorized}
 	}
 	resp := in.inspect(raw, ks, now)
 	if !resp.Active {
-		return &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
+		return resp, &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
 	}
 	if !slices.Contains(strings.Fields(resp.Scope), in.Scope) {
-		return &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope, Status: http.StatusForbidden}
+		return resp, &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope, Status: http.StatusForbidden}
 	}
-	return nil
+	return resp, nil
 }
 
 // carriesOnlyAllowed says whether everything the token carries is still what its

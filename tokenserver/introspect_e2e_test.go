@@ -65,6 +65,10 @@ func TestIntrospection(t *testing.T) {
 	targetKF := readyKey(t, "target", v1.ServiceKeySpec{Scopes: []string{"read"},
 		Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Second}}})
 	target := accessToken(t, targetKF)
+	// A resource server's key names the audience it serves; it learns only about
+	// tokens addressed to it (the others carry the server's default audience).
+	billing := accessToken(t, readyKey(t, "billing-rs", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope}, Audiences: []string{"https://billing.test"}}))
+	forBilling := accessToken(t, readyKey(t, "billing-client", v1.ServiceKeySpec{Audiences: []string{"https://billing.test", "https://other.test"}}))
 
 	cases := map[string]struct {
 		caller, token string
@@ -76,6 +80,9 @@ func TestIntrospection(t *testing.T) {
 		"no caller token":         {"", target, 401, false},
 		"caller without scope":    {noScope, target, 403, false},
 		"caller token is garbage": {"x.y.z", target, 401, false},
+		"token for the caller":    {billing, forBilling, 200, true},
+		"token for others":        {billing, target, 200, false},
+		"default audience caller": {caller, forBilling, 200, false},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -83,7 +90,10 @@ func TestIntrospection(t *testing.T) {
 			if got.status != tc.status || got.body.Active != tc.active {
 				t.Fatalf("%d %s; want %d active=%v", got.status, got.raw, tc.status, tc.active)
 			}
-			if tc.active && (got.body.ClientID != "apps/target" || got.body.Scope != "read" || got.body.TokenType != "Bearer" || got.body.Exp == 0) {
+			if !tc.active && tc.status == 200 && got.raw != `{"active":false}` {
+				t.Errorf("an inactive answer says more than active=false: %s", got.raw)
+			}
+			if tc.active && tc.token == target && (got.body.ClientID != "apps/target" || got.body.Scope != "read" || got.body.TokenType != "Bearer" || got.body.Exp == 0) {
 				t.Errorf("active response %s", got.raw)
 			}
 		})

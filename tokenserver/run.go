@@ -80,6 +80,12 @@ type Options struct {
 	// IntrospectionScope is the scope callers of /oauth2/introspect need
 	// (default DefaultIntrospectionScope).
 	IntrospectionScope string
+	// IntrospectionRateLimit is introspection requests per second per caller (0: off),
+	// IntrospectionRateBurst its burst.
+	IntrospectionRateLimit float64
+	IntrospectionRateBurst int
+	// MaxInFlight bounds the token and introspection requests answered at once (0: no bound).
+	MaxInFlight int
 	// MetricsListen serves Prometheus /metrics ("": off).
 	MetricsListen string
 	Clock         clock.PassiveClock
@@ -118,7 +124,8 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		return nil, err
 	}
 	limiter := NewLimiter(o.RateLimit, o.RateBurst)
-	ix.OnDelete(limiter.Forget, used.Forget)
+	introLimiter := NewLimiter(o.IntrospectionRateLimit, o.IntrospectionRateBurst)
+	ix.OnDelete(limiter.Forget, introLimiter.Forget, used.Forget)
 	gate := NewPolicyGate()
 	x := &Exchanger{
 		Limiter: limiter, Used: used, Policies: gate,
@@ -129,11 +136,13 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
+	srv.MaxInFlight = o.MaxInFlight
 	if o.IntrospectionScope == "" {
 		o.IntrospectionScope = DefaultIntrospectionScope
 	}
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
-		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock}
+		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock,
+		Limiter: introLimiter, Log: o.Log.WithName("audit")}
 	err = startCache(ctx, c, map[client.Object]toolscache.ResourceEventHandler{
 		&v1.ServiceKey{}:       ix.Handler(),
 		&v1.ServiceKeyPolicy{}: gate.PolicyHandler(),

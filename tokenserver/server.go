@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -38,9 +39,33 @@ type Server struct {
 	Synced func() bool
 	// Introspect serves RFC 7662 introspection (nil: not served).
 	Introspect *Introspector
+	// MaxInFlight bounds the token and introspection requests answered at once
+	// (0: no bound); beyond it a request gets 503 temporarily_unavailable at once,
+	// before its body is read, so a flood cannot queue unbounded work.
+	MaxInFlight int
 
-	keys atomic.Pointer[SigningKeys]
-	log  logr.Logger
+	keys     atomic.Pointer[SigningKeys]
+	inFlight atomic.Int64
+	log      logr.Logger
+}
+
+// InFlight is the number of token and introspection requests being answered now.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
+
+// inFlightBound admits at most n requests at once (n <= 0: all) and sheds the rest
+// with 503 temporarily_unavailable and Retry-After: 1.
+func inFlightBound(n int, count *atomic.Int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer count.Add(-1)
+			if c := count.Add(1); n > 0 && c > int64(n) {
+				(&Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+					Description: "the token server is answering as many requests as it allows at once; retry shortly"}).Write(w, false)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // NewServer returns a server; its Exchanger reads the signing keys the server holds.
@@ -78,9 +103,10 @@ func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/oauth2/token", s.Token)
+	bound := inFlightBound(s.MaxInFlight, &s.inFlight)
+	mux.Handle("/oauth2/token", bound(s.Token))
 	if s.Introspect != nil {
-		mux.Handle("/oauth2/introspect", s.Introspect)
+		mux.Handle("/oauth2/introspect", bound(s.Introspect))
 	}
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)

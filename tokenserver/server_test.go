@@ -17,9 +17,13 @@ limitations under the License.
 package tokenserver
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -61,5 +65,55 @@ func TestReadyz(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInFlightBound: beyond MaxInFlight requests being answered, the next one is shed
+// at once with 503 temporarily_unavailable and Retry-After, and served again once a
+// slot frees up.
+func TestInFlightBound(t *testing.T) {
+	s := NewServer("https://t", "https://t/oauth2/token", &TokenHandler{Exchanger: &Exchanger{}, Log: logr.Discard()}, func() bool { return true }, logr.Discard())
+	s.MaxInFlight = 1
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	body, hold := io.Pipe() // the first request's body never ends: it holds its slot
+	done := make(chan int)
+	go func() {
+		resp, err := http.Post(srv.URL+"/oauth2/token", "application/x-www-form-urlencoded", body)
+		if err != nil {
+			done <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	_, _ = hold.Write([]byte("grant_type="))
+	deadline := time.Now().Add(30 * time.Second)
+	for s.InFlight() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never arrived")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := http.PostForm(srv.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(data), CodeTemporarilyUnavailable) {
+		t.Errorf("beyond the bound: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), data)
+	}
+	_ = hold.Close()
+	if status := <-done; status != http.StatusBadRequest {
+		t.Errorf("the held request: %d, want 400 (no grant_type)", status)
+	}
+	resp, err = http.PostForm(srv.URL+"/oauth2/token", url.Values{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("after the slot freed: %d, want 400", resp.StatusCode)
 	}
 }
