@@ -108,7 +108,7 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 		return nil, newError(code, why)
 	}
 	if !josecheck.ValidUTF8(raw) {
-		return nil, newError(code, "the assertion's header or claims are not UTF-8 (RFC 8725 §3.7)")
+		return nil, newError(code, "the assertion's header or claims are not UTF-8 (RFC 8725 section 3.7)")
 	}
 	kid, _ := tok.Header["kid"].(string)
 	rec, keys, e := candidates(claims.Issuer, kid, now, lookup, code)
@@ -216,7 +216,7 @@ var (
 
 func expRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.ExpiresAt == nil {
-		return "the assertion has no exp claim (RFC 7523 §3, item 4)"
+		return "the assertion has no exp claim (RFC 7523 section 3, item 4)"
 	}
 	return ""
 }
@@ -258,7 +258,7 @@ func notBefore(c *AssertionClaims, _ *KeyRecord, now time.Time, p AssertionPolic
 
 func audienceAccepted(c *AssertionClaims, _ *KeyRecord, _ time.Time, p AssertionPolicy) string {
 	if len(c.Audience) == 0 {
-		return "the assertion has no aud claim; it must be the token endpoint URL (RFC 7523 §3, item 3)"
+		return "the assertion has no aud claim; it must be the token endpoint URL (RFC 7523 section 3, item 3)"
 	}
 	for _, a := range c.Audience {
 		if slices.Contains(p.Audiences, a) {
@@ -277,7 +277,7 @@ func subjectMatches(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ Assertion
 
 func subjectIsClientID(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.Subject != rec.ClientID {
-		return "a client assertion's sub must be the client_id " + rec.ClientID + " (RFC 7523 §3)"
+		return "a client assertion's sub must be the client_id " + rec.ClientID + " (RFC 7523 section 3)"
 	}
 	return ""
 }
@@ -286,7 +286,7 @@ func subjectIsClientID(c *AssertionClaims, rec *KeyRecord, _ time.Time, _ Assert
 // REQUIRED"), so every one is single-use.
 func jtiRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if c.ID == "" {
-		return "a client assertion must have a jti claim, a fresh unique ID per assertion (OpenID Connect Core §9)"
+		return "a client assertion must have a jti claim, a fresh unique ID per assertion (OpenID Connect Core section 9)"
 	}
 	return ""
 }

@@ -223,7 +223,7 @@ func TestBadRequests(t *testing.T) {
 			if generic[name] && body.Description != tokenserver.GenericAssertionRefusal {
 				t.Errorf("an unauthenticated caller was told %q", body.Description)
 			}
-			if body.Description == "" || len(body.Description) > 400 || strings.ContainsAny(body.Description, "\"\\") {
+			if body.Description == "" || len(body.Description) > 400 || strings.ContainsFunc(body.Description, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' }) {
 				t.Errorf("description %q is empty, too long or not RFC 6749 §5.2 characters", body.Description)
 			}
 			if !strings.HasPrefix(resp.header.Get("Content-Type"), "application/json") || resp.header.Get("Cache-Control") != "no-store" {

@@ -118,7 +118,7 @@ func (h *TokenHandler) dispatch(form url.Values, r *http.Request, addr netip.Add
 		return nil, Outcome{}, newError(CodeInvalidRequest, "grant_type is missing")
 	case GrantTypeJWTBearer:
 		if form.Get("assertion") == "" {
-			return nil, Outcome{}, newError(CodeInvalidRequest, "assertion is missing (RFC 7523 §2.1)")
+			return nil, Outcome{}, newError(CodeInvalidRequest, "assertion is missing (RFC 7523 section 2.1)")
 		}
 		return h.Exchanger.Exchange(Request{Assertion: form.Get("assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidGrant})
 	case GrantTypeClientCreds:
@@ -137,14 +137,14 @@ func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr 
 	hasAssertion := form.Get("client_assertion") != "" || form.Get("client_assertion_type") != ""
 	hasFormSecret := form.Get("client_secret") != ""
 	if methods := btoi(basic) + btoi(hasAssertion) + btoi(hasFormSecret); methods > 1 {
-		return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 §2.3)")
+		return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 section 2.3)")
 	}
 	switch {
 	case basic:
 		id, err1 := url.QueryUnescape(basicID)
 		secret, err2 := url.QueryUnescape(basicSecret)
 		if err1 != nil || err2 != nil {
-			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 §2.3.1)")
+			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
 		}
 		return h.Exchanger.ExchangeSecret(id, secret, form.Get("scope"), addr)
 	case hasFormSecret:
@@ -152,7 +152,7 @@ func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr 
 	}
 	if form.Get("client_assertion_type") != ClientAssertionJWTURN || form.Get("client_assertion") == "" {
 		return nil, Outcome{}, newError(CodeInvalidClient, "client_credentials needs client_assertion_type="+
-			ClientAssertionJWTURN+" and a client_assertion (RFC 7523 §2.2)")
+			ClientAssertionJWTURN+" and a client_assertion (RFC 7523 section 2.2)")
 	}
 	resp, out, err := h.Exchanger.Exchange(Request{Assertion: form.Get("client_assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidClient})
 	if err == nil && form.Get("client_id") != "" && form.Get("client_id") != out.ClientID {

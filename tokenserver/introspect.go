@@ -105,7 +105,7 @@ func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
 		in.audit(caller.ClientID, IntrospectionResponse{}, CodeInvalidRequest)
-		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 §2.1)").Write(w, false)
+		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 section 2.1)").Write(w, false)
 		return
 	}
 	resp, outcome := in.inspect(r.PostForm.Get("token"), ks, now), "active"

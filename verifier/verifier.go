@@ -27,12 +27,15 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"github.com/servicekey-operator/servicekey-operator/api/josecheck"
 )
 
 // ExpiredDescription is the error_description of an expired token, the text clients
@@ -57,6 +60,18 @@ type Options struct {
 	// UnknownKIDRefresh bounds how often an unknown kid refetches the JWKS; default
 	// once every 10 seconds, so a flood of forged kids cannot hammer the token server.
 	UnknownKIDRefresh time.Duration
+	// RefreshInterval is how often the JWKS is refetched in the background, so a key
+	// the token server stopped publishing stops being trusted; default: the JWKS
+	// response's Cache-Control max-age at start (the token server sends 5 minutes),
+	// else 5 minutes; kept within 1s..1h.
+	RefreshInterval time.Duration
+	// MaxKeyWait is the longest a request waits for keys: for the refetch an unknown
+	// kid triggers, or for that refetch's rate limit. Default 250ms; beyond it the
+	// token is refused as unverifiable rather than the request held.
+	MaxKeyWait time.Duration
+	// MaxTokenLifetime, when set, refuses tokens whose exp - iat exceeds it (and
+	// tokens without iat), whatever the issuer chose.
+	MaxTokenLifetime time.Duration
 	// Now is injected for tests; default time.Now.
 	Now func() time.Time
 }
@@ -95,6 +110,9 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxKeyWait <= 0 {
+		opts.MaxKeyWait = 250 * time.Millisecond
+	}
 	jwksURL := opts.JWKSURL
 	if jwksURL == "" {
 		var err error
@@ -102,14 +120,21 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, err
 		}
 	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = jwksMaxAge(ctx, opts.HTTPClient, jwksURL)
+	}
+	opts.RefreshInterval = min(max(opts.RefreshInterval, time.Second), time.Hour)
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
 		Client:            opts.HTTPClient,
+		RefreshInterval:   opts.RefreshInterval,
+		HTTPTimeout:       10 * time.Second,
+		RateLimitWaitMax:  opts.MaxKeyWait,
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(opts.UnknownKIDRefresh), 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("verifier: JWKS %s: %w", jwksURL, err)
 	}
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256"}), jwt.WithIssuer(opts.Issuer),
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{"ES256", "RS256"}), jwt.WithIssuer(opts.Issuer), jwt.WithStrictDecoding(),
 		jwt.WithAudience(opts.Audience), jwt.WithExpirationRequired(), jwt.WithLeeway(opts.Leeway), jwt.WithTimeFunc(opts.Now))
 	return &Verifier{opts: opts, keys: keys, parser: parser}, nil
 }
@@ -137,24 +162,65 @@ func discover(ctx context.Context, opts Options) (string, error) {
 		return "", fmt.Errorf("verifier: discovery %s: no usable metadata (HTTP %d)", u, resp.StatusCode)
 	}
 	if md.Issuer != opts.Issuer {
-		return "", fmt.Errorf("verifier: discovery %s names issuer %q, want %q (RFC 8414 §3.3)", u, md.Issuer, opts.Issuer)
+		return "", fmt.Errorf("verifier: discovery %s names issuer %q, want %q (RFC 8414 section 3.3)", u, md.Issuer, opts.Issuer)
 	}
 	return md.JWKSURI, nil
 }
 
-// Verify checks a token: signature through the JWKS (refreshed when an unknown kid
-// shows up), `typ` at+jwt (RFC 9068 §4), iss, aud, exp and nbf.
+// jwksMaxAge reads the JWKS's Cache-Control max-age (RFC 9111 §5.2.2.1); 5 minutes
+// when the response has none or cannot be fetched (the background refresh retries).
+func jwksMaxAge(ctx context.Context, c *http.Client, jwksURL string) time.Duration {
+	const fallback = 5 * time.Minute
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
+	if err != nil {
+		return fallback
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fallback
+	}
+	_ = resp.Body.Close()
+	for _, d := range strings.Split(resp.Header.Get("Cache-Control"), ",") {
+		if v, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(d)), "max-age="); ok {
+			if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+				return time.Duration(secs) * time.Second
+			}
+		}
+	}
+	return fallback
+}
+
+// accessTokenHeaderRules: RFC 7515 §4.1 and RFC 8725 §3; typ must be at+jwt (RFC 9068 §4).
+var accessTokenHeaderRules = josecheck.Rules(true, josecheck.TypAccessToken)
+
+// Verify checks a token: its JWS header (typ at+jwt, RFC 9068 §4, and the RFC 7515 /
+// RFC 8725 rules of api/josecheck), signature through the JWKS (refreshed when an
+// unknown kid shows up, waiting at most MaxKeyWait), iss, aud, exp, nbf and, when
+// set, MaxTokenLifetime.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	if !josecheck.ValidUTF8(raw) {
+		return nil, errors.New("invalid access token: token is malformed or not UTF-8 (RFC 8725 section 3.7)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.opts.MaxKeyWait)
+	defer cancel()
+	keys := v.keys.KeyfuncCtx(ctx)
 	claims := &Claims{}
-	tok, err := v.parser.ParseWithClaims(raw, claims, v.keys.KeyfuncCtx(ctx))
+	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if why := josecheck.Check(t.Header, accessTokenHeaderRules); why != "" {
+			return nil, errors.New(why)
+		}
+		return keys(t)
+	})
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, errExpired
 	case err != nil:
 		return nil, fmt.Errorf("invalid access token: %w", err)
 	}
-	if typ, _ := tok.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
-		return nil, errors.New("invalid access token: typ is not at+jwt (RFC 9068 §4)")
+	if max := v.opts.MaxTokenLifetime; max > 0 {
+		if claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > max {
+			return nil, fmt.Errorf("invalid access token: its lifetime (exp - iat) is unknown or exceeds %v", max)
+		}
 	}
 	return claims, nil
 }

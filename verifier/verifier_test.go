@@ -22,6 +22,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -41,6 +42,11 @@ type keyServer struct {
 	mu   sync.Mutex
 	keys []jose.JSONWebKey
 	srv  *httptest.Server
+	// maxAge is the JWKS's Cache-Control max-age ("" sends none); hang, when set,
+	// makes JWKS requests wait until it is closed.
+	maxAge  string
+	hang    chan struct{}
+	fetches int
 }
 
 func (k *keyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +56,16 @@ func (k *keyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/.well-known/oauth-authorization-server":
 		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": k.srv.URL, "jwks_uri": k.srv.URL + "/jwks"})
 	case "/jwks":
+		k.fetches++
+		if k.hang != nil {
+			hang := k.hang
+			k.mu.Unlock()
+			<-hang
+			k.mu.Lock()
+		}
+		if k.maxAge != "" {
+			w.Header().Set("Cache-Control", "public, max-age="+k.maxAge)
+		}
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: k.keys})
 	default:
 		http.NotFound(w, r)
@@ -70,12 +86,22 @@ func mint(t *testing.T, key any, method jwt.SigningMethod, kid, typ string, muta
 	if mutate != nil {
 		mutate(c)
 	}
+	header := map[string]any{}
+	for name, v := range c { // "_h_<name>": a header parameter, not a claim
+		if h, ok := strings.CutPrefix(name, "_h_"); ok {
+			header[h] = v
+			delete(c, name)
+		}
+	}
 	tok := jwt.NewWithClaims(method, c)
 	tok.Header["kid"] = kid
 	if typ == "" {
 		delete(tok.Header, "typ")
 	} else {
 		tok.Header["typ"] = typ
+	}
+	for name, v := range header {
+		tok.Header[name] = v
 	}
 	s, err := tok.SignedString(key)
 	if err != nil {
@@ -117,8 +143,12 @@ func TestRequire(t *testing.T) {
 		"wrong iss":              {"Bearer " + mint(t, a, es, "a", at, nil, "https://evil.test"), 401, "invalid_token", "issuer"},
 		"nbf in the future":      {"Bearer " + mint(t, a, es, "a", at, set("nbf", time.Now().Add(time.Hour).Unix()), iss), 401, "invalid_token", "not valid yet"},
 		"no exp":                 {"Bearer " + mint(t, a, es, "a", at, func(c jwt.MapClaims) { delete(c, "exp") }, iss), 401, "invalid_token", "exp"},
-		"typ JWT":                {"Bearer " + mint(t, a, es, "a", "JWT", nil, iss), 401, "invalid_token", "typ is not at+jwt"},
-		"no typ":                 {"Bearer " + mint(t, a, es, "a", "", nil, iss), 401, "invalid_token", "typ is not at+jwt"},
+		"typ JWT":                {"Bearer " + mint(t, a, es, "a", "JWT", nil, iss), 401, "invalid_token", "typ must be at+jwt"},
+		"no typ":                 {"Bearer " + mint(t, a, es, "a", "", nil, iss), 401, "invalid_token", "has no typ"},
+		"jku header":             {"Bearer " + mint(t, a, es, "a", at, set("_h_jku", iss+"/jwks"), iss), 401, "invalid_token", "has jku"},
+		"embedded jwk":           {"Bearer " + mint(t, a, es, "a", at, set("_h_jwk", map[string]any{"kty": "EC"}), iss), 401, "invalid_token", "has jwk"},
+		"crit header":            {"Bearer " + mint(t, a, es, "a", at, set("_h_crit", []string{"b64"}), iss), 401, "invalid_token", "has crit"},
+		"kid not a string":       {"Bearer " + mint(t, a, es, "a", at, set("_h_kid", 1), iss), 401, "invalid_token", "kid is not a string"},
 		"alg none":               {"Bearer " + none, 401, "invalid_token", "signing method"},
 		"HS256":                  {"Bearer " + mint(t, []byte("secret"), jwt.SigningMethodHS256, "a", at, nil, iss), 401, "invalid_token", "signing method"},
 		"unknown kid":            {"Bearer " + mint(t, b, es, "b", at, nil, iss), 401, "invalid_token", "invalid access token"},
@@ -225,5 +255,105 @@ func TestNewChecksDiscovery(t *testing.T) {
 	if _, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL + "/other", Audience: "x",
 		DiscoveryURL: ks.srv.URL + "/.well-known/oauth-authorization-server"}); err == nil || !strings.Contains(err.Error(), "names issuer") {
 		t.Fatalf("issuer mismatch accepted: %v", err)
+	}
+}
+
+// TestRemovedKeyStopsBeingTrusted: the JWKS is refetched at its Cache-Control max-age,
+// so a signing key the token server no longer publishes is refused within it (with
+// keyfunc's default it stayed trusted for an hour).
+func TestRemovedKeyStopsBeingTrusted(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := &keyServer{maxAge: "1"}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	ks.publish("a", a)
+	ks.publish("b", b)
+	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("before the removal: %v", err)
+	}
+	ks.mu.Lock()
+	ks.keys = ks.keys[1:] // only b is published now
+	ks.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := v.Verify(context.Background(), tok); err == nil; _, err = v.Verify(context.Background(), tok) {
+		if time.Now().After(deadline) {
+			t.Fatal("a removed key is still trusted 30s after the JWKS (max-age 1s) dropped it")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestUnknownKIDNeverHoldsARequest: while the JWKS endpoint hangs, a token with an
+// unknown kid is refused after MaxKeyWait instead of holding the request for the
+// HTTP timeout (keyfunc's default waited up to a minute for its rate limit).
+func TestUnknownKIDNeverHoldsARequest(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	ks.publish("a", a)
+	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", UnknownKIDRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hang := make(chan struct{})
+	defer close(hang)
+	ks.mu.Lock()
+	ks.hang = hang
+	ks.mu.Unlock()
+	for i := range 3 { // the first refetch hangs; the next ones hit the rate limit
+		done := make(chan error, 1)
+		go func() {
+			_, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, fmt.Sprintf("forged-%d", i), "at+jwt", nil, ks.srv.URL))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("a token with an unknown kid was accepted")
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("request %d still waiting for the JWKS after 20s", i)
+		}
+	}
+	if _, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)); err != nil {
+		t.Errorf("a known kid is refused while the JWKS endpoint hangs: %v", err)
+	}
+}
+
+func TestMaxTokenLifetime(t *testing.T) {
+	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := &keyServer{}
+	ks.srv = httptest.NewServer(ks)
+	defer ks.srv.Close()
+	ks.publish("a", a)
+	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", MaxTokenLifetime: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cases := map[string]struct {
+		mutate func(jwt.MapClaims)
+		ok     bool
+	}{
+		"5 minutes":    {nil, true},
+		"exactly 10":   {func(c jwt.MapClaims) { c["exp"] = now.Add(10 * time.Minute).Unix(); c["iat"] = now.Unix() }, true},
+		"a day":        {func(c jwt.MapClaims) { c["exp"] = now.Add(24 * time.Hour).Unix() }, false},
+		"no iat":       {func(c jwt.MapClaims) { delete(c, "iat") }, false},
+		"iat long ago": {func(c jwt.MapClaims) { c["iat"] = now.Add(-time.Hour).Unix() }, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", tc.mutate, ks.srv.URL))
+			if (err == nil) != tc.ok {
+				t.Errorf("err = %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }

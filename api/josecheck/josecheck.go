@@ -63,7 +63,7 @@ func Check(h map[string]any, rules []Rule) string {
 func noKeyByReference(h map[string]any) string {
 	for _, p := range []string{"jku", "x5u"} {
 		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ": keys are never fetched from a URL in the token (RFC 8725 §3.10)"
+			return "the JWS header has " + p + ": keys are never fetched from a URL in the token (RFC 8725 section 3.10)"
 		}
 	}
 	return ""
@@ -74,7 +74,7 @@ func noKeyByReference(h map[string]any) string {
 func noEmbeddedKey(h map[string]any) string {
 	for _, p := range []string{"jwk", "x5c"} {
 		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 8725 §3.10)"
+			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 8725 section 3.10)"
 		}
 	}
 	return ""
@@ -86,7 +86,7 @@ func noEmbeddedKey(h map[string]any) string {
 // RFC 7797 §6 requires it in crit.
 func noCriticalExtensions(h map[string]any) string {
 	if _, ok := h["crit"]; ok {
-		return "the JWS header has crit: no JWS extension is understood here (RFC 7515 §4.1.11)"
+		return "the JWS header has crit: no JWS extension is understood here (RFC 7515 section 4.1.11)"
 	}
 	if _, ok := h["b64"]; ok {
 		return "the JWS header has b64: unencoded payloads are not supported (RFC 7797)"
@@ -99,7 +99,7 @@ func noCriticalExtensions(h map[string]any) string {
 func noJWEParameters(h map[string]any) string {
 	for _, p := range []string{"enc", "zip"} {
 		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ", a JWE parameter; only signed, uncompressed JWTs are accepted (RFC 8725 §3.6)"
+			return "the JWS header has " + p + ", a JWE parameter; only signed, uncompressed JWTs are accepted (RFC 8725 section 3.6)"
 		}
 	}
 	return ""
@@ -109,7 +109,7 @@ func noJWEParameters(h map[string]any) string {
 // only for nested JWTs, which are not accepted: the payload must be the claims.
 func noNesting(h map[string]any) string {
 	if _, ok := h["cty"]; ok {
-		return "the JWS header has cty: nested JWTs are not accepted (RFC 7519 §5.2)"
+		return "the JWS header has cty: nested JWTs are not accepted (RFC 7519 section 5.2)"
 	}
 	return ""
 }
@@ -119,7 +119,7 @@ func noNesting(h map[string]any) string {
 func kidIsString(h map[string]any) string {
 	if v, ok := h["kid"]; ok {
 		if _, isString := v.(string); !isString {
-			return "the JWS header's kid is not a string (RFC 7515 §4.1.4)"
+			return "the JWS header's kid is not a string (RFC 7515 section 4.1.4)"
 		}
 	}
 	return ""
@@ -133,7 +133,7 @@ func typIs(required bool, typs []string) Rule {
 		v, ok := h["typ"]
 		if !ok {
 			if required {
-				return "the JWS header has no typ; it must be " + strings.Join(typs, " or ") + " (RFC 8725 §3.11)"
+				return "the JWS header has no typ; it must be " + strings.Join(typs, " or ") + " (RFC 8725 section 3.11)"
 			}
 			return ""
 		}
@@ -144,7 +144,7 @@ func typIs(required bool, typs []string) Rule {
 				return ""
 			}
 		}
-		return "the JWS header's typ must be " + strings.Join(typs, " or ") + " (RFC 8725 §3.11)"
+		return "the JWS header's typ must be " + strings.Join(typs, " or ") + " (RFC 8725 section 3.11)"
 	}
 }
 
