@@ -59,6 +59,11 @@ type Options struct {
 	RefreshBefore time.Duration
 	// Clock is injected for tests; default real time.
 	Clock clock.PassiveClock
+	// AllowedOrigins and AllowInsecureHTTP configure NewHTTPClient's Transport: where
+	// the access token may be sent (default: the origins of its URL audiences) and
+	// whether plain http to hosts other than loopback is allowed.
+	AllowedOrigins    []string
+	AllowInsecureHTTP bool
 }
 
 // AssertionLifetime is how long the grants this package signs are valid (x/oauth2/jwt

@@ -22,7 +22,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // maxErrorBody bounds how much of a 401 body is read to look for the expiry error.
@@ -32,11 +36,23 @@ const maxErrorBody = 64 << 10
 // answers 401 invalid_token "Access token expired" (in WWW-Authenticate or the JSON
 // body), gets a new token and re-sends the request exactly once, body included. A
 // second 401 is returned to the caller, never looped on.
+//
+// A bearer token is worth what it grants to whoever holds it (RFC 6750 §5.2), so the
+// Transport sends it only where it is meant to go: to AllowedOrigins — by default the
+// origins of the token's own audiences that are URLs (the ServiceKey's
+// spec.audiences) — over https, or plain http to a loopback address. Every request is
+// checked, redirects included (net/http sends each hop through RoundTrip).
 type Transport struct {
 	// Source provides tokens.
 	Source *TokenSource
 	// Base sends the requests; default http.DefaultTransport.
 	Base http.RoundTripper
+	// AllowedOrigins are the origins ("https://billing.internal", "http://127.0.0.1:8080")
+	// the token may be sent to; empty: the origins of the token's URL audiences.
+	AllowedOrigins []string
+	// AllowInsecureHTTP permits plain http to hosts other than loopback, for a network
+	// that encrypts the hop itself (a service mesh with mTLS).
+	AllowInsecureHTTP bool
 }
 
 // NewHTTPClient is an http.Client that authenticates every request with the key file.
@@ -45,16 +61,22 @@ func NewHTTPClient(opts Options) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &http.Client{Transport: &Transport{Source: src}}, nil
+	return &http.Client{Transport: &Transport{Source: src, AllowedOrigins: opts.AllowedOrigins, AllowInsecureHTTP: opts.AllowInsecureHTTP}}, nil
 }
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.secureEnough(req.URL); err != nil {
+		return nil, err
+	}
 	if err := rewindable(req); err != nil {
 		return nil, err
 	}
 	tok, err := t.Source.Token()
 	if err != nil {
+		return nil, err
+	}
+	if err := t.allowed(req.URL, tok.AccessToken); err != nil {
 		return nil, err
 	}
 	resp, err := t.send(req, tok.AccessToken)
@@ -65,6 +87,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	_ = resp.Body.Close()
 	t.Source.Invalidate(tok)
 	if tok, err = t.Source.Token(); err != nil {
+		return nil, err
+	}
+	if err := t.allowed(req.URL, tok.AccessToken); err != nil {
 		return nil, err
 	}
 	return t.send(req, tok.AccessToken)
@@ -85,6 +110,81 @@ func (t *Transport) send(req *http.Request, token string) (*http.Response, error
 		base = http.DefaultTransport
 	}
 	return base.RoundTrip(out)
+}
+
+// secureEnough refuses to send a token over plain http except to loopback.
+func (t *Transport) secureEnough(u *url.URL) error {
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme != "http":
+		return fmt.Errorf("client: refusing to send an access token to %s: only https (and http to loopback) are supported", redact(u))
+	case t.AllowInsecureHTTP || isLoopback(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("client: refusing to send an access token over plain http to %s: use https (http is allowed to loopback only, or with AllowInsecureHTTP)", redact(u))
+}
+
+// allowed checks the request's origin against AllowedOrigins or the token's audiences.
+func (t *Transport) allowed(u *url.URL, token string) error {
+	allowed := t.AllowedOrigins
+	from := "AllowedOrigins"
+	if len(allowed) == 0 {
+		allowed, from = audienceOrigins(token), "the token's audiences"
+	}
+	want := origin(u)
+	for _, a := range allowed {
+		if p, err := url.Parse(a); err == nil && origin(p) == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("client: refusing to send the access token to %s: not among the allowed origins (%s: %s); set Options.AllowedOrigins",
+		want, from, strings.Join(allowed, ", "))
+}
+
+// audienceOrigins reads the token's aud (not verifying it: this only narrows where
+// the client sends its own token) and keeps those that are http(s) URLs.
+func audienceOrigins(token string) []string {
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range claims.Audience {
+		if p, err := url.Parse(a); err == nil && (p.Scheme == "https" || p.Scheme == "http") && p.Host != "" {
+			out = append(out, origin(p))
+		}
+	}
+	return out
+}
+
+// origin is scheme://host[:port] (RFC 6454), lower case, default port omitted.
+func origin(u *url.URL) string {
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return scheme + "://" + host
+}
+
+// isLoopback: localhost or a loopback IP address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// redact is the URL without user info, query or fragment, for error messages.
+func redact(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
 // rewindable makes the body re-readable so the request can be sent twice.

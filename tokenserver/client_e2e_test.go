@@ -296,7 +296,7 @@ func TestRetryOnceOnExpiredToken(t *testing.T) {
 			rs := &resourceServer{always: tc.always, next: apiVerifier(t).Require()(ok)}
 			srv := httptest.NewServer(rs)
 			defer srv.Close()
-			httpc := &http.Client{Transport: &client.Transport{Source: src}}
+			httpc := &http.Client{Transport: &client.Transport{Source: src, AllowedOrigins: []string{srv.URL}}}
 			tok, err := src.Token()
 			if err != nil {
 				t.Fatal(err)
@@ -320,6 +320,66 @@ func TestRetryOnceOnExpiredToken(t *testing.T) {
 			}
 			if rt.sawAuth.Load() {
 				t.Error("an Authorization header was sent to the token endpoint")
+			}
+		})
+	}
+}
+
+// TestTransportSendsTokensOnlyWhereMeant: the client kit sends the access token to
+// the origins of its audiences (or AllowedOrigins), over https or loopback http, and
+// nowhere else: not to another host, not after a redirect, not over plain http.
+func TestTransportSendsTokensOnlyWhereMeant(t *testing.T) {
+	var sawToken atomic.Int64
+	record := func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			sawToken.Add(1)
+		}
+		_, _ = w.Write([]byte("ok"))
+	}
+	other := httptest.NewServer(http.HandlerFunc(record))
+	defer other.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, other.URL+"/stolen", http.StatusFound)
+			return
+		}
+		record(w, r)
+	}))
+	defer api.Close()
+	kf := readyKey(t, "kit-origins", v1.ServiceKeySpec{Audiences: []string{api.URL, "billing"}})
+	path := filepath.Join(t.TempDir(), "key.json")
+	writeKeyFile(t, path, kf)
+	src, err := client.NewTokenSource(client.Options{KeyFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		transport *client.Transport
+		url       string
+		want      string // substring of the error; "" means sent with the token
+	}{
+		"the key's audience":                   {&client.Transport{Source: src}, api.URL + "/x", ""},
+		"another origin":                       {&client.Transport{Source: src}, other.URL + "/x", "not among the allowed origins"},
+		"redirect to another origin":           {&client.Transport{Source: src}, api.URL + "/redirect", "not among the allowed origins"},
+		"plain http, not loopback":             {&client.Transport{Source: src}, "http://billing.invalid/x", "over plain http"},
+		"not http at all":                      {&client.Transport{Source: src}, "ftp://" + strings.TrimPrefix(api.URL, "http://"), "only https"},
+		"AllowedOrigins replace the audiences": {&client.Transport{Source: src, AllowedOrigins: []string{other.URL}}, api.URL + "/x", "not among the allowed origins"},
+		"AllowedOrigins admit":                 {&client.Transport{Source: src, AllowedOrigins: []string{other.URL}}, other.URL + "/x", ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := sawToken.Load()
+			resp, err := (&http.Client{Transport: tc.transport}).Get(tc.url)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			switch {
+			case tc.want == "" && (err != nil || sawToken.Load() != before+1):
+				t.Fatalf("not sent with the token: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			case tc.want != "" && sawToken.Load() != before:
+				t.Fatal("the token reached a server it was not meant for")
 			}
 		})
 	}

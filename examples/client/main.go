@@ -34,8 +34,10 @@ func main() {
 	keyFile := flag.String("key-file", "/var/run/servicekey/key.json", "the mounted key.json")
 	url := flag.String("url", "", "the protected URL to GET")
 	scopes := flag.String("scope", "", "comma-separated scopes")
+	origins := flag.String("allowed-origin", "", "comma-separated origins the token may be sent to; default: the key's URL audiences")
 	flag.Parse()
-	httpClient, err := client.NewHTTPClient(client.Options{KeyFile: *keyFile, Scopes: strings.FieldsFunc(*scopes, func(r rune) bool { return r == ',' })})
+	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) }
+	httpClient, err := client.NewHTTPClient(client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowedOrigins: split(*origins)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -90,8 +90,10 @@ func protectedCall(ctx context.Context, v *verifier.Verifier, dir string) error 
 	for _, withToken := range []bool{false, true} {
 		httpClient := http.DefaultClient
 		if withToken {
+			// The token goes only to origins it is meant for; the demo's API listens on
+			// loopback, not at the key's audience URL, so it is named here.
 			if httpClient, err = client.NewHTTPClient(client.Options{KeyFile: filepath.Join(dir, "key.json"),
-				Scopes: []string{"invoices:read"}}); err != nil {
+				Scopes: []string{"invoices:read"}, AllowedOrigins: []string{"http://" + ln.Addr().String()}}); err != nil {
 				return err
 			}
 		}
