@@ -28,6 +28,8 @@ GOTESTFLAGS ?=
 DEMO_FLAGS ?=
 # ServiceKeys created by `make bench`.
 BENCH_N ?= 200
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 20s
 # Token requests per concurrency level in `make bench`.
 BENCH_TOKENS ?= 10000
 
@@ -91,6 +93,10 @@ test-e2e: envtest build $(HELM) $(KUSTOMIZE) ## Install the chart on a local con
 .PHONY: demo
 demo: envtest build $(HELM) ## The main job: an embedded control plane, the Helm chart, the operator end to end (DEMO_FLAGS=--exit to stop after it).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/demo --binary $(LOCALBIN)/servicekey-operator --helm $(HELM) $(DEMO_FLAGS)
+
+.PHONY: fuzz
+fuzz: ## Run each native Go fuzz target for FUZZTIME (default 20s); results in docs/security.md.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: bench
 bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.

@@ -51,7 +51,7 @@ type keyPair struct {
 	id   string
 }
 
-func newPair(t *testing.T) keyPair {
+func newPair(t testing.TB) keyPair {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -62,7 +62,7 @@ func newPair(t *testing.T) keyPair {
 }
 
 // sign makes an assertion with claims changed by mutate, signed by key.
-func sign(t *testing.T, method jwt.SigningMethod, key any, kid string, mutate func(jwt.MapClaims)) string {
+func sign(t testing.TB, method jwt.SigningMethod, key any, kid string, mutate func(jwt.MapClaims)) string {
 	t.Helper()
 	c := jwt.MapClaims{
 		"iss": "team/app", "sub": "system:servicekey:team:app", "aud": "https://token.test/oauth2/token",
@@ -214,7 +214,7 @@ func TestVerifyAssertion(t *testing.T) {
 }
 
 // signH signs a valid assertion with the active key and extra header parameters.
-func signH(t *testing.T, k keyPair, header map[string]any) string {
+func signH(t testing.TB, k keyPair, header map[string]any) string {
 	t.Helper()
 	c := jwt.MapClaims{"iss": "team/app", "aud": "https://token.test/oauth2/token", "iat": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(), "jti": "h"}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
@@ -296,7 +296,7 @@ func TestSafe(t *testing.T) {
 	}
 }
 
-func ecPEM(t *testing.T) []byte {
+func ecPEM(t testing.TB) []byte {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -82,6 +83,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testenv.Fuzzing() { // fuzz targets are pure: no control plane for them or their workers
+		os.Exit(m.Run())
+	}
 	os.Exit(runSuite(m))
 }
 

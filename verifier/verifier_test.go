@@ -78,7 +78,7 @@ func (k *keyServer) publish(id string, key *ecdsa.PrivateKey) {
 	k.keys = append(k.keys, jose.JSONWebKey{Key: &key.PublicKey, KeyID: id, Algorithm: "ES256", Use: "sig"})
 }
 
-func mint(t *testing.T, key any, method jwt.SigningMethod, kid, typ string, mutate func(jwt.MapClaims), iss string) string {
+func mint(t testing.TB, key any, method jwt.SigningMethod, kid, typ string, mutate func(jwt.MapClaims), iss string) string {
 	t.Helper()
 	now := time.Now()
 	c := jwt.MapClaims{"iss": iss, "aud": "https://api.test", "sub": "system:servicekey:a:b", "client_id": "a/b",

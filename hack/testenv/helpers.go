@@ -19,6 +19,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -101,4 +102,12 @@ func RunSuite(m *testing.M, logs io.Writer, maxV int8, setup func(context.Contex
 		return 1
 	}
 	return m.Run()
+}
+
+// Fuzzing reports whether this test binary runs a fuzz target (go test -fuzz) or is
+// one of its workers; call it after flag.Parse. Suites skip the control plane then:
+// the fuzz targets are pure, and every worker process would otherwise start its own.
+func Fuzzing() bool {
+	fuzz, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
+	return (fuzz != nil && fuzz.Value.String() != "") || (worker != nil && worker.Value.String() == "true")
 }
