@@ -305,3 +305,27 @@ func ecPEM(t testing.TB) []byte {
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
+
+// BenchmarkRefusalCost: what an unauthenticated caller can time. An unknown client_id
+// or kid costs one decoy RSA verification, like a wrong signature, so the answer's
+// time does not tell which clients and keys exist (docs/benchmarks.md).
+func BenchmarkRefusalCost(b *testing.B) {
+	k, stranger := newPair(b), newPair(b)
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
+	cases := map[string]string{
+		"wrong signature":   sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, nil),
+		"unknown client_id": sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, func(c jwt.MapClaims) { c["iss"] = "team/nobody" }),
+		"unknown kid":       sign(b, jwt.SigningMethodRS256, stranger.priv, "nope", nil),
+	}
+	decoyKey() // generated once per process, outside the measurement
+	for name, a := range cases {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, e := VerifyAssertion(a, now, testPolicy, lookup, CodeInvalidGrant); e == nil || e.Cause == "" {
+					b.Fatal("not refused as unauthenticated")
+				}
+			}
+		})
+	}
+}
