@@ -17,11 +17,10 @@ limitations under the License.
 package tokenserver
 
 import (
-	"crypto/rand"
 	"crypto/rsa"
+	"math/big"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -97,6 +96,9 @@ func unauthenticated(code, reason, cause string) *Error {
 // (jti) is checked by the caller, which owns the replay cache.
 func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup, code string) (*Verified, *Error) {
 	var claims AssertionClaims
+	if !josecheck.Compact(raw) {
+		return nil, newError(code, "the assertion is not a well-formed JWT")
+	}
 	tok, parts, err := assertionParser.ParseUnverified(raw, &claims)
 	if err != nil {
 		return nil, newError(code, "the assertion is not a well-formed JWT")
@@ -138,8 +140,8 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 }
 
 // assertionParser decodes; the signature and claims are checked by the code above.
-// Strict base64 makes the encoding canonical, so a grant without jti, remembered by
-// the digest of its bytes, cannot be replayed re-encoded. A jwt.Parser holds only
+// Strict base64 refuses stray bits, and josecheck.Compact refuses anything outside
+// the base64url alphabet (the decoders skip CR and LF). A jwt.Parser holds only
 // options, so one serves every request.
 var assertionParser = jwt.NewParser(jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 
@@ -185,22 +187,30 @@ func verifyKeyByKey(tok *jwt.Token, parts []string, keys []PublicKey) (string, b
 	return "", false
 }
 
-// decoyKey is verified against when the client or key is unknown, so that answer
-// costs one RSA verification like a wrong signature does (RFC 7523 §3 leaves timing
-// to the server; an unknown client_id must not answer measurably faster).
-var decoyKey = sync.OnceValue(func() *rsa.PublicKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil
-	}
-	return &k.PublicKey
-})
-
+// burnVerification verifies the signature against a decoy key of the size the
+// signature claims (2048, 3072 or 4096 bits), so an unknown client or kid costs what a
+// wrong signature costs for a key of that size (RFC 7523 §3 leaves timing to the
+// server; an unknown client_id must not answer measurably faster). A signature of any
+// other length is refused by a real key without the modular exponentiation, as here.
 func burnVerification(tok *jwt.Token, parts []string) {
-	if k := decoyKey(); k != nil {
+	if k := decoyKeys[len(tok.Signature)*8]; k != nil {
 		_ = tok.Method.Verify(parts[0]+"."+parts[1], tok.Signature, k)
 	}
 }
+
+// decoyKeys are RSA public keys of each size a ServiceKey may have. Only the cost of
+// the verification matters, which is that of the modulus size and e = 65537, so the
+// modulus is a fixed odd number near the top of its range rather than a generated key:
+// nothing to wait for at start, nothing that can fail.
+var decoyKeys = func() map[int]*rsa.PublicKey {
+	keys := map[int]*rsa.PublicKey{}
+	for _, bits := range []int{2048, 3072, 4096} {
+		n := new(big.Int).Lsh(big.NewInt(1), uint(bits))
+		n.Sub(n, big.NewInt(0x5e1f))
+		keys[bits] = &rsa.PublicKey{N: n, E: 65537}
+	}
+	return keys
+}()
 
 // claimCheck is one rule of RFC 7523 §3 (or of this server's policy); it returns why
 // the claims fail it, or "".

@@ -307,18 +307,29 @@ func ecPEM(t testing.TB) []byte {
 }
 
 // BenchmarkRefusalCost: what an unauthenticated caller can time. An unknown client_id
-// or kid costs one decoy RSA verification, like a wrong signature, so the answer's
-// time does not tell which clients and keys exist (docs/benchmarks.md).
+// or kid costs one decoy RSA verification of the signature's size, like a wrong
+// signature, so the answer's time does not tell which clients and keys exist
+// (docs/benchmarks.md). 4096-bit keys, the size where a difference would show most.
 func BenchmarkRefusalCost(b *testing.B) {
-	k, stranger := newPair(b), newPair(b)
-	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
-		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
-	cases := map[string]string{
-		"wrong signature":   sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, nil),
-		"unknown client_id": sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, func(c jwt.MapClaims) { c["iss"] = "team/nobody" }),
-		"unknown kid":       sign(b, jwt.SigningMethodRS256, stranger.priv, "nope", nil),
+	priv, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		b.Fatal(err)
 	}
-	decoyKey() // generated once per process, outside the measurement
+	published, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, stranger := newPair(b), newPair(b)
+	stranger4k := keyPair{priv: priv, id: "stranger"}
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}, {ID: "big", Key: &published.PublicKey, Active: false}}}}
+	cases := map[string]string{
+		"wrong signature, 2048":   sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, nil),
+		"unknown client_id, 2048": sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, func(c jwt.MapClaims) { c["iss"] = "team/nobody" }),
+		"unknown kid, 2048":       sign(b, jwt.SigningMethodRS256, stranger.priv, "nope", nil),
+		"wrong signature, 4096":   sign(b, jwt.SigningMethodRS256, stranger4k.priv, "big", nil),
+		"unknown client_id, 4096": sign(b, jwt.SigningMethodRS256, stranger4k.priv, "big", func(c jwt.MapClaims) { c["iss"] = "team/nobody" }),
+	}
 	for name, a := range cases {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {

@@ -179,6 +179,8 @@ func badCases(t *testing.T, k badKeys) map[string]badCase {
 		"cty header (nested JWT)":            {p, form, bearer(sign(k.ok, set("_h_cty", "JWT"))), 400, ig},
 		"zip header":                         {p, form, bearer(sign(k.ok, set("_h_zip", "DEF"))), 400, ig},
 		"kid not a string":                   {p, form, bearer(sign(k.ok, set("_h_kid", 7))), 400, ig},
+		"scope of only spaces":               {p, form, bearer(sign(k.ok, nil), "scope", "   "), 400, tokenserver.CodeInvalidScope},
+		"signature split by a newline":       {p, form, bearer(good[:len(good)-10] + "\n" + good[len(good)-10:]), 400, ig},
 		"form scope wider than the claim":    {p, form, bearer(sign(k.ok, set("scope", "a")), "scope", "a b"), 400, tokenserver.CodeInvalidScope},
 		"client assertion without jti":       {p, form, clientCreds(sign(k.ok, func(c gojwt.MapClaims) { c["sub"] = k.ok.ClientID; delete(c, "jti") })), 401, ic},
 		"client assertion expired":           {p, form, clientCreds(sign(k.ok, func(c gojwt.MapClaims) { c["sub"] = k.ok.ClientID; c["exp"] = now.Add(-5 * time.Minute).Unix() })), 401, ic},

@@ -35,8 +35,9 @@ const (
 	CodeUnauthorizedClient   = "unauthorized_client"
 	CodeUnsupportedGrantType = "unsupported_grant_type"
 	CodeInvalidScope         = "invalid_scope"
-	// CodeTemporarilyUnavailable is RFC 6749 §4.1.2.1's code, used with 503 and Retry-After
-	// when the server cannot judge a request yet.
+	// CodeTemporarilyUnavailable is defined for the authorization endpoint (RFC 6749
+	// §4.1.2.1), not in §5.2's list for the token endpoint; it is used here, with 503 and
+	// Retry-After, when the server cannot judge a request yet, as OAuth servers commonly do.
 	CodeTemporarilyUnavailable = "temporarily_unavailable"
 )
 

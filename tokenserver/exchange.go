@@ -107,11 +107,14 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	if e != nil {
 		return nil, out, e
 	}
+	d := JTIDigest(v.Claims.ID)
+	if v.Claims.ID == "" {
+		d = AssertionDigest(r.Assertion)
+	}
+	if x.Replay.Seen(rec.ClientID, d, now) { // before the rate limit: a replay spends nothing
+		return nil, out, replayError(r.Code)
+	}
 	replay := func() *Error {
-		d := JTIDigest(v.Claims.ID)
-		if v.Claims.ID == "" {
-			d = AssertionDigest(r.Assertion)
-		}
 		return x.Replay.Record(rec.ClientID, d, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now, r.Code)
 	}
 	return x.issue(rec, out, requested, r.ClientAddr, now, []string{v.KeyID}, replay)
@@ -121,6 +124,11 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 // has none. When both are given the form may only narrow the claim: the key holder
 // signed for those scopes and no others.
 func requestedScope(form, claim string) (string, *Error) {
+	for _, s := range []string{form, claim} {
+		if s != "" && len(strings.Fields(s)) == 0 {
+			return "", newError(CodeInvalidScope, "the scope has no scope-token (RFC 6749 section 3.3); omit it to get the key's scopes")
+		}
+	}
 	if form == "" || claim == "" {
 		return form + claim, nil
 	}
@@ -164,7 +172,11 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 	if why := rec.refusal(now); why != "" {
 		return nil, out, newError(CodeInvalidClient, why)
 	}
-	return x.issue(rec, out, scope, addr, now, nil, nil)
+	requested, e := requestedScope(scope, "")
+	if e != nil {
+		return nil, out, e
+	}
+	return x.issue(rec, out, requested, addr, now, nil, nil)
 }
 
 // issue runs the checks that follow client authentication — source address, rate

@@ -61,7 +61,8 @@ func newExchangeFixture(t *testing.T) *exchangeFixture {
 			}
 			return nil
 		},
-		Replay: NewReplayCache(100, 100), Clock: clocktesting.NewFakeClock(now), NewID: func() string { return "id" }, Policies: openGate("team")}
+		Replay: NewReplayCache(100, 100), Clock: clocktesting.NewFakeClock(now), NewID: func() string { return "id" }, Policies: openGate("team"),
+		Limiter: NewLimiter(1, 2)} // the fake clock stands still: two grants per test
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	t.Cleanup(srv.Close)
 	f.url = srv.URL
@@ -129,6 +130,20 @@ func TestExchangeHardening(t *testing.T) {
 			a := sign(t, rs, f.active.priv, f.active.id, noJTI)
 			other := sign(t, rs, f.active.priv, f.active.id, func(c jwt.MapClaims) { delete(c, "jti"); c["iat"] = now.Add(-time.Second).Unix() })
 			return []try{{grantForm(a, ""), 200, "", "a b c"}, {grantForm(a, ""), 400, CodeInvalidGrant, ""}, {grantForm(other, ""), 200, "", "a b c"}}
+		},
+		"a respelled grant is the same grant": func(f *exchangeFixture) []try {
+			a := sign(t, rs, f.active.priv, f.active.id, noJTI)
+			b := sign(t, jwt.SigningMethodPS256, f.active.priv, f.active.id, noJTI) // another signature over the same claims
+			return []try{{grantForm(a, ""), 200, "", "a b c"}, {grantForm(a[:len(a)-5]+"\r\n"+a[len(a)-5:], ""), 400, CodeInvalidGrant, ""},
+				{grantForm(b, ""), 400, CodeInvalidGrant, ""}}
+		},
+		"a replay spends no rate budget": func(f *exchangeFixture) []try {
+			a := sign(t, rs, f.active.priv, f.active.id, nil)
+			return []try{{grantForm(a, ""), 200, "", "a b c"}, {grantForm(a, ""), 400, CodeInvalidGrant, ""}, {grantForm(a, ""), 400, CodeInvalidGrant, ""},
+				{grantForm(sign(t, rs, f.active.priv, f.active.id, func(c jwt.MapClaims) { c["jti"] = "fresh" }), ""), 200, "", "a b c"}}
+		},
+		"scope of only spaces": func(f *exchangeFixture) []try {
+			return []try{{grantForm(sign(t, rs, f.active.priv, f.active.id, withScope("  ")), ""), 400, CodeInvalidScope, ""}}
 		},
 		"jti replay refused": func(f *exchangeFixture) []try {
 			a := sign(t, rs, f.active.priv, f.active.id, nil)

@@ -50,6 +50,9 @@ type TokenHandler struct {
 	Log logr.Logger
 	// Metrics, when set, records each request.
 	Metrics *Metrics
+	// InFlight bounds the requests judged at once (nil: no bound); shared with
+	// introspection.
+	InFlight *InFlight
 }
 
 // ServeHTTP answers a token request: a token, or an RFC 6749 §5.2 error — never a 500
@@ -62,7 +65,12 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var resp *TokenResponse
 	var out Outcome
 	if err == nil {
-		resp, out, err = h.dispatch(form, r, addr)
+		if h.InFlight.Acquire() {
+			resp, out, err = h.dispatch(form, r, addr)
+			h.InFlight.Release()
+		} else {
+			err = errBusy()
+		}
 	}
 	outcome := "issued"
 	if err != nil {

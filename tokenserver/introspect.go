@@ -37,10 +37,13 @@ const DefaultIntrospectionScope = "servicekey:introspect"
 // the key that signed its grant has not been retired — the revocation that offline
 // checks of a JWT cannot give.
 //
-// A caller learns only about tokens meant for it (RFC 7662 §4): tokens whose `aud`
-// shares an audience with the tokens the caller's own ServiceKey gets (its
-// spec.audiences, which a policy permits, or the server default). Every other token
-// is reported inactive. Each caller is rate-limited, and every call is audited.
+// A caller learns only about tokens meant for it (RFC 7662 §4): its token's scope
+// `<Scope>:<audience>` (servicekey:introspect:https://billing.internal) admits tokens
+// whose `aud` contains that audience, and the plain Scope admits tokens addressed to
+// the caller itself (its client_id or subject in `aud`). Both are reserved scopes, so
+// only a ServiceKeyPolicy naming them exactly grants them: the cluster admin decides
+// which introspector sees which audience. Every other token is reported inactive.
+// Each caller is rate-limited, and every call is audited.
 type Introspector struct {
 	Issuer string
 	Scope  string
@@ -57,6 +60,8 @@ type Introspector struct {
 	Limiter *Limiter
 	// Log receives one audit line per call: never a token.
 	Log logr.Logger
+	// InFlight bounds the requests judged at once (nil: no bound).
+	InFlight *InFlight
 }
 
 // IntrospectionResponse is the RFC 7662 §2.2 response.
@@ -86,6 +91,17 @@ func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Status: http.StatusServiceUnavailable, RetryAfter: time.Second}).Write(w, false)
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		in.audit("", IntrospectionResponse{}, CodeInvalidRequest)
+		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 section 2.1)").Write(w, false)
+		return
+	}
+	if !in.InFlight.Acquire() {
+		errBusy().Write(w, false)
+		return
+	}
+	defer in.InFlight.Release()
 	now := in.Clock.Now()
 	caller, e := in.authorize(r, ks, now)
 	if e == nil {
@@ -100,12 +116,6 @@ func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey", error="`+e.Code+`", error_description="`+e.Description+`"`)
 		}
 		e.Write(w, false)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
-		in.audit(caller.ClientID, IntrospectionResponse{}, CodeInvalidRequest)
-		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 section 2.1)").Write(w, false)
 		return
 	}
 	resp, outcome := in.inspect(r.PostForm.Get("token"), ks, now), "active"
@@ -125,17 +135,23 @@ func (in *Introspector) audit(caller string, resp IntrospectionResponse, outcome
 	in.Log.Info("introspection", "caller", caller, "token_client_id", resp.ClientID, "token_jti", resp.Jti, "outcome", outcome)
 }
 
-// meantFor: the token's aud shares an audience with what the caller's own tokens
-// carry now (its live spec, or the server default).
+// audiencesOf are the audiences whose tokens the caller may introspect, from its
+// token's scopes (which inspect has just checked against its live spec and policy).
+func (in *Introspector) audiencesOf(caller IntrospectionResponse) []string {
+	var aud []string
+	for _, s := range strings.Fields(caller.Scope) {
+		if s == in.Scope {
+			aud = append(aud, caller.ClientID, caller.Sub)
+		} else if a, ok := strings.CutPrefix(s, in.Scope+":"); ok && a != "" {
+			aud = append(aud, a)
+		}
+	}
+	return aud
+}
+
+// meantFor: the token's aud names an audience the caller may introspect.
 func (in *Introspector) meantFor(caller, token IntrospectionResponse) bool {
-	rec, ok := in.Lookup.Record(caller.ClientID)
-	if !ok {
-		return false
-	}
-	aud := rec.Audiences
-	if len(aud) == 0 {
-		aud = in.DefaultAudience
-	}
+	aud := in.audiencesOf(caller)
 	return slices.ContainsFunc(token.Aud, func(a string) bool { return slices.Contains(aud, a) })
 }
 
@@ -150,8 +166,8 @@ func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Tim
 	if !resp.Active {
 		return resp, &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
 	}
-	if !slices.Contains(strings.Fields(resp.Scope), in.Scope) {
-		return resp, &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope, Status: http.StatusForbidden}
+	if len(in.audiencesOf(resp)) == 0 {
+		return resp, &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope + " (or " + in.Scope + ":<audience>)", Status: http.StatusForbidden}
 	}
 	return resp, nil
 }

@@ -60,29 +60,35 @@ func introspect(t *testing.T, callerToken, token string) introspection {
 }
 
 func TestIntrospection(t *testing.T) {
-	caller := accessToken(t, readyKey(t, "introspector", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope}}))
+	// An introspector of the server's default audience, which the target's tokens carry.
+	caller := accessToken(t, readyKey(t, "introspector", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope + ":https://api.test"}}))
 	noScope := accessToken(t, readyKey(t, "nosy", v1.ServiceKeySpec{}))
 	targetKF := readyKey(t, "target", v1.ServiceKeySpec{Scopes: []string{"read"},
 		Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Second}}})
 	target := accessToken(t, targetKF)
-	// A resource server's key names the audience it serves; it learns only about
-	// tokens addressed to it (the others carry the server's default audience).
-	billing := accessToken(t, readyKey(t, "billing-rs", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope}, Audiences: []string{"https://billing.test"}}))
+	// A resource server's introspection scope names the audience it serves; it learns
+	// only about tokens addressed to it. The plain scope admits tokens addressed to the
+	// caller itself (its client_id).
+	billing := accessToken(t, readyKey(t, "billing-rs", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope + ":https://billing.test"}}))
 	forBilling := accessToken(t, readyKey(t, "billing-client", v1.ServiceKeySpec{Audiences: []string{"https://billing.test", "https://other.test"}}))
+	self := accessToken(t, readyKey(t, "self-rs", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope}}))
+	forSelf := accessToken(t, readyKey(t, "self-client", v1.ServiceKeySpec{Audiences: []string{"apps/self-rs"}}))
 
 	cases := map[string]struct {
 		caller, token string
 		status        int
 		active        bool
 	}{
-		"active token":            {caller, target, 200, true},
-		"garbage token":           {caller, "not-a-token", 200, false},
-		"no caller token":         {"", target, 401, false},
-		"caller without scope":    {noScope, target, 403, false},
-		"caller token is garbage": {"x.y.z", target, 401, false},
-		"token for the caller":    {billing, forBilling, 200, true},
-		"token for others":        {billing, target, 200, false},
-		"default audience caller": {caller, forBilling, 200, false},
+		"active token":                {caller, target, 200, true},
+		"garbage token":               {caller, "not-a-token", 200, false},
+		"no caller token":             {"", target, 401, false},
+		"caller without scope":        {noScope, target, 403, false},
+		"caller token is garbage":     {"x.y.z", target, 401, false},
+		"token for the caller":        {billing, forBilling, 200, true},
+		"token for others":            {billing, target, 200, false},
+		"another audience's token":    {caller, forBilling, 200, false},
+		"token for the caller itself": {self, forSelf, 200, true},
+		"plain scope, others' token":  {self, target, 200, false},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

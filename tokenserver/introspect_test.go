@@ -47,7 +47,8 @@ func TestIntrospectionRateLimitAndAudit(t *testing.T) {
 		return &KeyRecord{ClientID: "team/" + name, Subject: "system:servicekey:team:" + name, Ready: true, Scopes: scopes,
 			Request: policy.Request{Namespace: "team", Name: name, Scopes: scopes}}
 	}
-	lookup := mapLookup{"team/rs": record("rs", DefaultIntrospectionScope), "team/rs2": record("rs2", DefaultIntrospectionScope), "team/app": record("app")}
+	scope := DefaultIntrospectionScope + ":https://token.test" // the audience of team/app's tokens
+	lookup := mapLookup{"team/rs": record("rs", scope), "team/rs2": record("rs2", scope), "team/app": record("app")}
 	token := func(client, scope string) string {
 		s, err := keys.Sign(AccessTokenClaims{RegisteredClaims: jwt.RegisteredClaims{Issuer: "https://token.test", Subject: lookup[client].Subject,
 			Audience: []string{"https://token.test"}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)), ID: "jti-" + client},
@@ -62,14 +63,14 @@ func TestIntrospectionRateLimitAndAudit(t *testing.T) {
 	log := funcr.New(func(prefix, args string) { mu.Lock(); lines = append(lines, args); mu.Unlock() }, funcr.Options{})
 	gate := openGate("team")
 	grant := testenv.OpenPolicy("introspection", nil)
-	grant.Spec.Allowed.Scopes = []string{DefaultIntrospectionScope}
+	grant.Spec.Allowed.Scopes = []string{scope}
 	gate.PolicyHandler().OnAdd(grant, true)
 	in := &Introspector{Issuer: "https://token.test", Scope: DefaultIntrospectionScope, Keys: func() *SigningKeys { return keys },
 		Lookup: lookup, Policies: gate, DefaultAudience: []string{"https://token.test"}, MaxTTL: time.Hour,
 		Clock: clocktesting.NewFakeClock(now), Limiter: NewLimiter(1, 2), Log: log}
 	srv := httptest.NewServer(in)
 	defer srv.Close()
-	rs, rs2, app := token("team/rs", DefaultIntrospectionScope), token("team/rs2", DefaultIntrospectionScope), token("team/app", "")
+	rs, rs2, app := token("team/rs", scope), token("team/rs2", scope), token("team/app", "")
 	call := func(caller string) *http.Response {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(url.Values{"token": {app}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -21,6 +21,7 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,9 +41,16 @@ type Digest [sha256.Size]byte
 // JTIDigest is the digest of an assertion's `jti` (RFC 7523 §3, item 7).
 func JTIDigest(jti string) Digest { return sha256.Sum256([]byte("jti\x00" + jti)) }
 
-// AssertionDigest is the digest of a whole assertion that carries no `jti`: a
-// byte-identical replay is refused until the assertion expires.
-func AssertionDigest(raw string) Digest { return sha256.Sum256([]byte("jws\x00" + raw)) }
+// AssertionDigest is the digest of an assertion that carries no `jti`, taken over
+// what its signature covers (header and claims, RFC 7515 §5.1): the same grant is
+// refused until it expires, however its signature is spelled.
+func AssertionDigest(raw string) Digest {
+	signed := raw
+	if i := strings.LastIndexByte(raw, '.'); i >= 0 {
+		signed = raw[:i]
+	}
+	return sha256.Sum256([]byte("jws\x00" + signed))
+}
 
 // ReplayCache remembers assertions until they expire, so a captured assertion cannot
 // be exchanged twice (RFC 7523 §3, item 7). It is bounded twice: each client (an
@@ -73,9 +81,29 @@ type replayEntry struct {
 	expires int64 // Unix nanoseconds
 }
 
-// NewReplayCache holds at most maxEntries entries, and at most perClient per client.
+// NewReplayCache holds at most maxEntries entries, and at most perClient per client
+// (both at least 1; Start refuses options below that).
 func NewReplayCache(maxEntries, perClient int) *ReplayCache {
+	maxEntries = max(maxEntries, 1)
 	return &ReplayCache{max: maxEntries, perClient: min(max(perClient, 1), maxEntries), clients: map[string]*replayClient{}}
+}
+
+// Seen says whether d is remembered for clientID at now, without recording it: a
+// replay is refused before it can spend the client's rate budget.
+func (c *ReplayCache) Seen(clientID string, d Digest, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evict(now.UnixNano())
+	if cl := c.clients[clientID]; cl != nil {
+		_, ok := cl.seen[d]
+		return ok
+	}
+	return false
+}
+
+// replayError is the answer to an assertion used before.
+func replayError(code string) *Error {
+	return newError(code, "the assertion was already used (same jti, or the same assertion without jti); sign a new assertion for each request")
 }
 
 // Len is the number of entries held.
@@ -96,7 +124,7 @@ func (c *ReplayCache) Record(clientID string, d Digest, expires, now time.Time, 
 	cl := c.clients[clientID]
 	if cl != nil {
 		if _, ok := cl.seen[d]; ok {
-			return newError(code, "the assertion was already used (same jti, or the same assertion without jti); sign a new assertion for each request")
+			return replayError(code)
 		}
 		if len(cl.seen) >= c.perClient {
 			return &Error{Code: CodeInvalidRequest, Status: http.StatusTooManyRequests, RetryAfter: until(cl.expiry[0].expires, now),

@@ -107,6 +107,9 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if o.TokenURL == "" {
 		o.TokenURL = o.Issuer + "/oauth2/token"
 	}
+	if o.ReplayCacheSize < 1 || o.ReplayPerClient < 1 {
+		return nil, errors.New("the replay cache needs a size and a per-client share of at least 1")
+	}
 	c, err := cache.New(cfg, cacheOptions(scheme, o))
 	if err != nil {
 		return nil, fmt.Errorf("create cache: %w", err)
@@ -136,13 +139,13 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
-	srv.MaxInFlight = o.MaxInFlight
+	th.InFlight = NewInFlight(o.MaxInFlight)
 	if o.IntrospectionScope == "" {
 		o.IntrospectionScope = DefaultIntrospectionScope
 	}
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
 		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock,
-		Limiter: introLimiter, Log: o.Log.WithName("audit")}
+		Limiter: introLimiter, Log: o.Log.WithName("audit"), InFlight: th.InFlight}
 	err = startCache(ctx, c, map[client.Object]toolscache.ResourceEventHandler{
 		&v1.ServiceKey{}:       ix.Handler(),
 		&v1.ServiceKeyPolicy{}: gate.PolicyHandler(),

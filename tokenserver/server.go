@@ -39,33 +39,59 @@ type Server struct {
 	Synced func() bool
 	// Introspect serves RFC 7662 introspection (nil: not served).
 	Introspect *Introspector
-	// MaxInFlight bounds the token and introspection requests answered at once
-	// (0: no bound); beyond it a request gets 503 temporarily_unavailable at once,
-	// before its body is read, so a flood cannot queue unbounded work.
-	MaxInFlight int
 
-	keys     atomic.Pointer[SigningKeys]
-	inFlight atomic.Int64
-	log      logr.Logger
+	keys atomic.Pointer[SigningKeys]
+	log  logr.Logger
 }
 
-// InFlight is the number of token and introspection requests being answered now.
-func (s *Server) InFlight() int64 { return s.inFlight.Load() }
+// InFlight bounds the token and introspection requests being judged at once. A slot
+// is taken after the request body has been read (bounded by the body limit and the
+// server's ReadTimeout), so slow senders cannot hold slots; beyond the bound the
+// answer is 503 temporarily_unavailable with Retry-After: 1, at once.
+type InFlight struct {
+	max int64
+	n   atomic.Int64
+}
 
-// inFlightBound admits at most n requests at once (n <= 0: all) and sheds the rest
-// with 503 temporarily_unavailable and Retry-After: 1.
-func inFlightBound(n int, count *atomic.Int64) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer count.Add(-1)
-			if c := count.Add(1); n > 0 && c > int64(n) {
-				(&Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
-					Description: "the token server is answering as many requests as it allows at once; retry shortly"}).Write(w, false)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
+// NewInFlight admits at most n requests at once; n <= 0 means no bound (nil).
+func NewInFlight(n int) *InFlight {
+	if n <= 0 {
+		return nil
 	}
+	return &InFlight{max: int64(n)}
+}
+
+// Acquire takes a slot, or says there is none; a nil InFlight always has one.
+func (f *InFlight) Acquire() bool {
+	if f == nil {
+		return true
+	}
+	if f.n.Add(1) > f.max {
+		f.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Release gives back a slot taken by Acquire.
+func (f *InFlight) Release() {
+	if f != nil {
+		f.n.Add(-1)
+	}
+}
+
+// Len is the number of requests being judged now.
+func (f *InFlight) Len() int64 {
+	if f == nil {
+		return 0
+	}
+	return f.n.Load()
+}
+
+// errBusy answers a request beyond the InFlight bound.
+func errBusy() *Error {
+	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+		Description: "the token server is answering as many requests as it allows at once; retry shortly"}
 }
 
 // NewServer returns a server; its Exchanger reads the signing keys the server holds.
@@ -103,10 +129,9 @@ func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 // Handler routes the server's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	bound := inFlightBound(s.MaxInFlight, &s.inFlight)
-	mux.Handle("/oauth2/token", bound(s.Token))
+	mux.Handle("/oauth2/token", s.Token)
 	if s.Introspect != nil {
-		mux.Handle("/oauth2/introspect", bound(s.Introspect))
+		mux.Handle("/oauth2/introspect", s.Introspect)
 	}
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)

@@ -107,7 +107,8 @@ func setup(ctx context.Context, env *testenv.Env) error {
 		return err
 	}
 	introspection := testenv.OpenPolicy("introspection", map[string]string{openLabel: "true"})
-	introspection.Spec.Allowed = v1.AllowedPrivileges{Scopes: []string{tokenserver.DefaultIntrospectionScope}, Audiences: []string{"*"}}
+	introspection.Spec.Allowed = v1.AllowedPrivileges{Scopes: []string{tokenserver.DefaultIntrospectionScope,
+		tokenserver.DefaultIntrospectionScope + ":https://api.test", tokenserver.DefaultIntrospectionScope + ":https://billing.test"}, Audiences: []string{"*"}}
 	if err := k8s.Create(ctx, introspection); err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
 		Client:            opts.HTTPClient,
 		RefreshInterval:   opts.RefreshInterval,
-		HTTPTimeout:       10 * time.Second,
+		HTTPTimeout:       keyFetchTimeout,
 		RateLimitWaitMax:  opts.MaxKeyWait,
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(opts.UnknownKIDRefresh), 1),
 	})
@@ -171,6 +171,8 @@ func discover(ctx context.Context, opts Options) (string, error) {
 // when the response has none or cannot be fetched (the background refresh retries).
 func jwksMaxAge(ctx context.Context, c *http.Client, jwksURL string) time.Duration {
 	const fallback = 5 * time.Minute
+	ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
 	if err != nil {
 		return fallback
@@ -180,6 +182,9 @@ func jwksMaxAge(ctx context.Context, c *http.Client, jwksURL string) time.Durati
 		return fallback
 	}
 	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fallback
+	}
 	for _, d := range strings.Split(resp.Header.Get("Cache-Control"), ",") {
 		if v, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(d)), "max-age="); ok {
 			if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
@@ -198,18 +203,15 @@ var accessTokenHeaderRules = josecheck.Rules(true, josecheck.TypAccessToken)
 // unknown kid shows up, waiting at most MaxKeyWait), iss, aud, exp, nbf and, when
 // set, MaxTokenLifetime.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	if !josecheck.ValidUTF8(raw) {
+	if !josecheck.Compact(raw) || !josecheck.ValidUTF8(raw) {
 		return nil, errors.New("invalid access token: token is malformed or not UTF-8 (RFC 8725 section 3.7)")
 	}
-	ctx, cancel := context.WithTimeout(ctx, v.opts.MaxKeyWait)
-	defer cancel()
-	keys := v.keys.KeyfuncCtx(ctx)
 	claims := &Claims{}
 	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		if why := josecheck.Check(t.Header, accessTokenHeaderRules); why != "" {
 			return nil, errors.New(why)
 		}
-		return keys(t)
+		return v.key(ctx, t)
 	})
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
@@ -224,6 +226,37 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	}
 	return claims, nil
 }
+
+// key finds the verification key. An unknown kid makes keyfunc refetch the JWKS; that
+// refetch runs detached from the request (a client that hangs up, or a short deadline,
+// must not cancel the one refresh the rate limit allows) and the request waits for it
+// at most MaxKeyWait.
+func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+	type result struct {
+		key any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		fetch, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyFetchTimeout)
+		defer cancel()
+		k, err := v.keys.KeyfuncCtx(fetch)(t)
+		done <- result{k, err}
+	}()
+	wait := time.NewTimer(v.opts.MaxKeyWait)
+	defer wait.Stop()
+	select {
+	case r := <-done:
+		return r.key, r.err
+	case <-wait.C:
+		return nil, fmt.Errorf("no key for kid %q within %v (the JWKS is being refetched)", t.Header["kid"], v.opts.MaxKeyWait)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// keyFetchTimeout bounds a JWKS fetch, in the background or for an unknown kid.
+const keyFetchTimeout = 10 * time.Second
 
 // errExpired carries the exact text clients match (DESIGN.md), capital letter included.
 var errExpired = errors.New(ExpiredDescription) //nolint:staticcheck // ST1005: the wire text is fixed

@@ -69,12 +69,13 @@ func noKeyByReference(h map[string]any) string {
 	return ""
 }
 
-// noEmbeddedKey: jwk and x5c (RFC 7515 §4.1.3, §4.1.6) carry the key itself; trusting
-// it would let anyone sign. Refused so no sender believes it was used.
+// noEmbeddedKey: jwk and x5c (RFC 7515 §4.1.3, §4.1.6) carry the key itself, which a
+// recipient may use only if it trusts it some other way (RFC 7515 §10.3 on key origin);
+// trusting it would let anyone sign. Refused so no sender believes it was used.
 func noEmbeddedKey(h map[string]any) string {
 	for _, p := range []string{"jwk", "x5c"} {
 		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 8725 section 3.10)"
+			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 7515 section 4.1.3)"
 		}
 	}
 	return ""
@@ -146,6 +147,24 @@ func typIs(required bool, typs []string) Rule {
 		}
 		return "the JWS header's typ must be " + strings.Join(typs, " or ") + " (RFC 8725 section 3.11)"
 	}
+}
+
+// Compact says whether raw has the compact serialization's shape and alphabet: three
+// base64url parts (RFC 7515 §7.1), no padding, nothing else. Go's base64 decoders skip
+// CR and LF even in strict mode, so without this check one token could be sent in
+// many spellings.
+func Compact(raw string) bool {
+	dots := 0
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '.':
+			dots++
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return dots == 2
 }
 
 // ValidUTF8 says whether a compact JWS's header and payload decode to UTF-8 (RFC 8725
