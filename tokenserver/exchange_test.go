@@ -133,9 +133,7 @@ func TestExchangeHardening(t *testing.T) {
 		},
 		"a respelled grant is the same grant": func(f *exchangeFixture) []try {
 			a := sign(t, rs, f.active.priv, f.active.id, noJTI)
-			b := sign(t, jwt.SigningMethodPS256, f.active.priv, f.active.id, noJTI) // another signature over the same claims
-			return []try{{grantForm(a, ""), 200, "", "a b c"}, {grantForm(a[:len(a)-5]+"\r\n"+a[len(a)-5:], ""), 400, CodeInvalidGrant, ""},
-				{grantForm(b, ""), 400, CodeInvalidGrant, ""}}
+			return []try{{grantForm(a, ""), 200, "", "a b c"}, {grantForm(a[:len(a)-5]+"\r\n"+a[len(a)-5:], ""), 400, CodeInvalidGrant, ""}}
 		},
 		"a replay spends no rate budget": func(f *exchangeFixture) []try {
 			a := sign(t, rs, f.active.priv, f.active.id, nil)
