@@ -182,7 +182,7 @@ func TestTightenedPolicy(t *testing.T) {
 	p := policyNamespace(t, namespace, v1.ServiceKeyPolicySpec{Allowed: v1.AllowedPrivileges{Scopes: []string{"read", "write"}}})
 	kf := readyKeyIn(t, namespace, "app", v1.ServiceKeySpec{Scopes: []string{"read", "write"}})
 	token := accessToken(t, kf)
-	caller := accessToken(t, readyKey(t, "policy-introspector", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope}}))
+	caller := accessToken(t, readyKey(t, "policy-introspector", v1.ServiceKeySpec{Scopes: []string{tokenserver.DefaultIntrospectionScope + ":https://api.test"}}))
 	if got := introspect(t, caller, token); !got.body.Active {
 		t.Fatalf("before tightening: %s", got.raw)
 	}
