@@ -201,7 +201,7 @@ func mustKey(t *testing.T, kf keyutil.KeyFile) *rsa.PrivateKey {
 func TestBadRequests(t *testing.T) {
 	k := prepareBadKeys(t)
 	cases := badCases(t, k)
-	if len(cases) < 59 {
+	if len(cases) < 61 {
 		t.Fatalf("only %d cases", len(cases))
 	}
 	// Refused before the caller proved it holds a key: one generic description, so
