@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -90,8 +91,9 @@ func grant(kf keyutil.KeyFile) (int, string, error) {
 		return 0, "", err
 	}
 	now := time.Now()
+	// A fresh jti per assertion: the token server accepts each assertion once.
 	t := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
-		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix()})
+		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(), "jti": rand.Text()})
 	t.Header["kid"] = kf.KeyID
 	a, err := t.SignedString(key)
 	if err != nil {
