@@ -33,6 +33,7 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 // A key that becomes refused keeps its Secret and published keys; permitting it again
@@ -50,9 +51,11 @@ func TestNamespaceRelabelAndPolicyDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, namespace, "app", v1.ReasonPolicyDenied, func(*v1.ServiceKey) bool { return true })
-	if got := testutil.ToFloat64(metrics.PolicyDenied.WithLabelValues(string(policy.KindNoPolicy))); got != before+1 {
-		t.Errorf("servicekey_policy_denied_total{reason=NoPolicy} went from %v to %v, want +1", before, got)
-	}
+	// The counter moves after the status write the wait above saw: poll for it.
+	testenv.Eventually(t, "servicekey_policy_denied_total{reason=NoPolicy} +1", func() (bool, string) {
+		got := testutil.ToFloat64(metrics.PolicyDenied.WithLabelValues(string(policy.KindNoPolicy)))
+		return got >= before+1, fmt.Sprintf("went from %v to %v", before, got)
+	})
 
 	relabel(t, namespace, map[string]string{"team": "payments"})
 	issued := waitReady(t, namespace, "app", v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
