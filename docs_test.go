@@ -34,7 +34,7 @@ var messageSources = map[string]*regexp.Regexp{
 	"api/policy/*.go":           regexp.MustCompile(`WriteString\("([^"]{8,})"`),
 	"verifier/verifier.go":      regexp.MustCompile(`(?:writeError\(w, [\w.]+, "[a-z_]+", |errors\.New\(|return )"([^"]{8,})"`),
 	"api/v1alpha1/*_types.go":   regexp.MustCompile(`message="([^"]+)"`),
-	"api/josecheck/*.go":        regexp.MustCompile(`return "([^"]{8,})"`),
+	"api/josecheck/*.go":        regexp.MustCompile(`(?:return |\}, )"([^"]{8,})"`),
 	"client/*.go":               regexp.MustCompile(`fmt\.Errorf\("(client: [^"%]{8,})`),
 	"api/v1alpha1/constants.go": regexp.MustCompile(`(?:Reason|Event)\w+ = "(\w+)"`),
 }

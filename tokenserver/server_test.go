@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/golang-jwt/jwt/v5"
@@ -107,7 +108,11 @@ func TestInFlightBound(t *testing.T) {
 	grant := strings.NewReader(url.Values{"grant_type": {GrantTypeJWTBearer}, "assertion": {sign(t, jwt.SigningMethodRS256, k.priv, k.id, nil)}}.Encode())
 	done := make(chan int)
 	go func() { done <- post(grant) }()
-	<-lookup.entered // the grant is being judged: it holds the one slot
+	select { // the grant is being judged: it holds the one slot
+	case <-lookup.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the grant never reached the lookup: a slot was held by the slow sender, or none was free")
+	}
 	if th.InFlight.Len() != 1 {
 		t.Fatalf("%d slots taken, want 1 (the slow sender must hold none)", th.InFlight.Len())
 	}

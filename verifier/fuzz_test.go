@@ -17,10 +17,6 @@ limitations under the License.
 package verifier_test
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -35,17 +31,9 @@ import (
 // FuzzVerifier sends arbitrary Authorization headers through the middleware: every
 // answer is one of RFC 6750's, and only the one valid token is admitted.
 func FuzzVerifier(f *testing.F) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{}
-	ks.srv = httptest.NewServer(ks)
-	f.Cleanup(ks.srv.Close)
-	ks.publish("a", a)
-	ctx, cancel := context.WithCancel(context.Background())
-	f.Cleanup(cancel)
-	v, err := verifier.New(ctx, verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", MaxKeyWait: 1})
-	if err != nil {
-		f.Fatal(err)
-	}
+	a := startKeys(f, ks)
+	v := newVerifier(f, ks, verifier.Options{MaxKeyWait: 1})
 	h := v.Require("read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	goodToken := mint(f, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)
 	good := "Bearer " + goodToken

@@ -111,16 +111,10 @@ func mint(t testing.TB, key any, method jwt.SigningMethod, kid, typ string, muta
 }
 
 func TestRequire(t *testing.T) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{}
-	ks.srv = httptest.NewServer(ks)
-	defer ks.srv.Close()
-	ks.publish("a", a)
-	v, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", UnknownKIDRefresh: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startKeys(t, ks)
+	v := newVerifier(t, ks, verifier.Options{UnknownKIDRefresh: time.Millisecond})
 	api := httptest.NewServer(v.Require("read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := verifier.ClaimsFrom(r.Context())
 		_, _ = w.Write([]byte(c.ClientID))
@@ -187,15 +181,9 @@ func TestRequire(t *testing.T) {
 }
 
 func TestAuthorizeByCaller(t *testing.T) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{}
-	ks.srv = httptest.NewServer(ks)
-	defer ks.srv.Close()
-	ks.publish("a", a)
-	v, err := verifier.New(context.Background(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startKeys(t, ks)
+	v := newVerifier(t, ks, verifier.Options{})
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	token := func(sub, clientID, scope string) string {
 		return "Bearer " + mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", func(c jwt.MapClaims) {
@@ -262,17 +250,11 @@ func TestNewChecksDiscovery(t *testing.T) {
 // so a signing key the token server no longer publishes is refused within it (with
 // keyfunc's default it stayed trusted for an hour).
 func TestRemovedKeyStopsBeingTrusted(t *testing.T) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{maxAge: "1"}
-	ks.srv = httptest.NewServer(ks)
-	defer ks.srv.Close()
-	ks.publish("a", a)
+	a := startKeys(t, ks)
 	ks.publish("b", b)
-	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := newVerifier(t, ks, verifier.Options{})
 	tok := mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)
 	if _, err := v.Verify(context.Background(), tok); err != nil {
 		t.Fatalf("before the removal: %v", err)
@@ -293,15 +275,9 @@ func TestRemovedKeyStopsBeingTrusted(t *testing.T) {
 // unknown kid is refused after MaxKeyWait instead of holding the request for the
 // HTTP timeout (keyfunc's default waited up to a minute for its rate limit).
 func TestUnknownKIDNeverHoldsARequest(t *testing.T) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{}
-	ks.srv = httptest.NewServer(ks)
-	defer ks.srv.Close()
-	ks.publish("a", a)
-	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", UnknownKIDRefresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startKeys(t, ks)
+	v := newVerifier(t, ks, verifier.Options{UnknownKIDRefresh: time.Hour})
 	hang := make(chan struct{})
 	defer close(hang)
 	ks.mu.Lock()
@@ -328,15 +304,9 @@ func TestUnknownKIDNeverHoldsARequest(t *testing.T) {
 }
 
 func TestMaxTokenLifetime(t *testing.T) {
-	a, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ks := &keyServer{}
-	ks.srv = httptest.NewServer(ks)
-	defer ks.srv.Close()
-	ks.publish("a", a)
-	v, err := verifier.New(t.Context(), verifier.Options{Issuer: ks.srv.URL, Audience: "https://api.test", MaxTokenLifetime: 10 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startKeys(t, ks)
+	v := newVerifier(t, ks, verifier.Options{MaxTokenLifetime: 10 * time.Minute})
 	now := time.Now()
 	cases := map[string]struct {
 		mutate func(jwt.MapClaims)
@@ -356,4 +326,32 @@ func TestMaxTokenLifetime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startKeys serves ks (metadata and JWKS) until the test ends, with a new key "a"
+// published.
+func startKeys(t testing.TB, ks *keyServer) *ecdsa.PrivateKey {
+	t.Helper()
+	ks.srv = httptest.NewServer(ks)
+	t.Cleanup(ks.srv.Close)
+	a, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks.publish("a", a)
+	return a
+}
+
+// newVerifier is a verifier of ks's issuer for the audience https://api.test, with
+// its background JWKS refresh stopped when the test ends.
+func newVerifier(t testing.TB, ks *keyServer, opts verifier.Options) *verifier.Verifier {
+	t.Helper()
+	opts.Issuer, opts.Audience = ks.srv.URL, "https://api.test"
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	v, err := verifier.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -44,7 +44,7 @@ type Rule func(h map[string]any) string
 // "application/"); typRequired says whether typ may be absent (it may for assertions,
 // RFC 7523 sets no typ; it may not for access tokens, RFC 9068 §4).
 func Rules(typRequired bool, typs ...string) []Rule {
-	return []Rule{noKeyByReference, noEmbeddedKey, noCriticalExtensions, noJWEParameters, noNesting, kidIsString, typIs(typRequired, typs)}
+	return []Rule{noRefusedParameter, kidIsString, typIs(typRequired, typs)}
 }
 
 // Check runs rules in order; the first refusal is the answer.
@@ -57,60 +57,39 @@ func Check(h map[string]any, rules []Rule) string {
 	return ""
 }
 
-// noKeyByReference: jku and x5u (RFC 7515 §4.1.2, §4.1.5) name a URL to fetch the key
-// from. Keys come only from what this server trusts, never from the token (RFC 8725
-// §3.10); a sender that expects them followed is refused rather than ignored.
-func noKeyByReference(h map[string]any) string {
-	for _, p := range []string{"jku", "x5u"} {
-		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ": keys are never fetched from a URL in the token (RFC 8725 section 3.10)"
+// refusedParameters are the header parameters no JWS is accepted with, each with why:
+//   - jku, x5u (RFC 7515 §4.1.2, §4.1.5) name a URL to fetch the key from; keys come only
+//     from what the recipient trusts (RFC 8725 §3.10), and a sender expecting the URL to
+//     be followed is told so rather than ignored;
+//   - jwk, x5c (§4.1.3, §4.1.6) carry the key itself, usable only if trusted some other
+//     way (§10.3); trusting it would let anyone sign;
+//   - crit (§4.1.11) lists extensions the recipient must understand or refuse the JWS;
+//     none is understood here, and an empty crit is invalid too; b64 (RFC 7797) is such
+//     an extension, which RFC 7797 §6 requires in crit;
+//   - enc, zip belong to JWE (RFC 7516 §4.1.2, §4.1.3): in a JWS they signal a confused
+//     or crafted token, and compression is not to be used (RFC 8725 §3.6);
+//   - cty (§4.1.10) is used only for nested JWTs (RFC 7519 §5.2), not accepted: the
+//     payload must be the claims.
+var refusedParameters = []struct {
+	names []string
+	why   string
+}{
+	{[]string{"jku", "x5u"}, ": keys are never fetched from a URL in the token (RFC 8725 section 3.10)"},
+	{[]string{"jwk", "x5c"}, ": a key embedded in the token is never trusted (RFC 7515 section 4.1.3)"},
+	{[]string{"crit"}, ": no JWS extension is understood here (RFC 7515 section 4.1.11)"},
+	{[]string{"b64"}, ": unencoded payloads are not supported (RFC 7797)"},
+	{[]string{"enc", "zip"}, ", a JWE parameter; only signed, uncompressed JWTs are accepted (RFC 8725 section 3.6)"},
+	{[]string{"cty"}, ": nested JWTs are not accepted (RFC 7519 section 5.2)"},
+}
+
+// noRefusedParameter refuses a header carrying any of refusedParameters.
+func noRefusedParameter(h map[string]any) string {
+	for _, r := range refusedParameters {
+		for _, name := range r.names {
+			if _, ok := h[name]; ok {
+				return "the JWS header has " + name + r.why
+			}
 		}
-	}
-	return ""
-}
-
-// noEmbeddedKey: jwk and x5c (RFC 7515 §4.1.3, §4.1.6) carry the key itself, which a
-// recipient may use only if it trusts it some other way (RFC 7515 §10.3 on key origin);
-// trusting it would let anyone sign. Refused so no sender believes it was used.
-func noEmbeddedKey(h map[string]any) string {
-	for _, p := range []string{"jwk", "x5c"} {
-		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ": a key embedded in the token is never trusted (RFC 7515 section 4.1.3)"
-		}
-	}
-	return ""
-}
-
-// noCriticalExtensions: crit (RFC 7515 §4.1.11) lists extensions the recipient MUST
-// understand, or refuse the JWS. This server understands none (b64, RFC 7797, among
-// them), and an empty or malformed crit is invalid as well. b64 alone is refused too:
-// RFC 7797 §6 requires it in crit.
-func noCriticalExtensions(h map[string]any) string {
-	if _, ok := h["crit"]; ok {
-		return "the JWS header has crit: no JWS extension is understood here (RFC 7515 section 4.1.11)"
-	}
-	if _, ok := h["b64"]; ok {
-		return "the JWS header has b64: unencoded payloads are not supported (RFC 7797)"
-	}
-	return ""
-}
-
-// noJWEParameters: enc and zip belong to JWE (RFC 7516 §4.1.2, §4.1.3); in a JWS they
-// signal a confused or crafted token, and compression is not to be used (RFC 8725 §3.6).
-func noJWEParameters(h map[string]any) string {
-	for _, p := range []string{"enc", "zip"} {
-		if _, ok := h[p]; ok {
-			return "the JWS header has " + p + ", a JWE parameter; only signed, uncompressed JWTs are accepted (RFC 8725 section 3.6)"
-		}
-	}
-	return ""
-}
-
-// noNesting: cty (RFC 7515 §4.1.10) says what the payload is; RFC 7519 §5.2 uses it
-// only for nested JWTs, which are not accepted: the payload must be the claims.
-func noNesting(h map[string]any) string {
-	if _, ok := h["cty"]; ok {
-		return "the JWS header has cty: nested JWTs are not accepted (RFC 7519 section 5.2)"
 	}
 	return ""
 }
