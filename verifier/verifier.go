@@ -232,6 +232,12 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 // must not cancel the one refresh the rate limit allows) and the request waits for it
 // at most MaxKeyWait.
 func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+	// A known kid is read from memory; with a done context an unknown one fails at
+	// once without spending the refetch rate limit (x/time/rate checks the context
+	// first), so only unknown kids pay for the goroutine below.
+	if k, err := v.keys.KeyfuncCtx(doneContext)(t); err == nil {
+		return k, nil
+	}
 	type result struct {
 		key any
 		err error
@@ -254,6 +260,13 @@ func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// doneContext is a context that is already done: it reads keys without fetching.
+var doneContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // keyFetchTimeout bounds a JWKS fetch, in the background or for an unknown kid.
 const keyFetchTimeout = 10 * time.Second
