@@ -25,6 +25,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -53,6 +54,10 @@ type Transport struct {
 	// AllowInsecureHTTP permits plain http to hosts other than loopback, for a network
 	// that encrypts the hop itself (a service mesh with mTLS).
 	AllowInsecureHTTP bool
+
+	mu        sync.Mutex
+	originsOf string   // the token origins were read from
+	origins   []string // its URL audiences' origins
 }
 
 // NewHTTPClient is an http.Client that authenticates every request with the key file.
@@ -127,10 +132,9 @@ func (t *Transport) secureEnough(u *url.URL) error {
 
 // allowed checks the request's origin against AllowedOrigins or the token's audiences.
 func (t *Transport) allowed(u *url.URL, token string) error {
-	allowed := t.AllowedOrigins
-	from := "AllowedOrigins"
+	allowed, from := t.AllowedOrigins, "AllowedOrigins"
 	if len(allowed) == 0 {
-		allowed, from = audienceOrigins(token), "the token's audiences"
+		allowed, from = t.audienceOrigins(token), "the token's audiences"
 	}
 	want := origin(u)
 	for _, a := range allowed {
@@ -138,23 +142,33 @@ func (t *Transport) allowed(u *url.URL, token string) error {
 			return nil
 		}
 	}
+	listed := strings.Join(allowed, ", ")
+	if listed == "" {
+		listed = "none is an http(s) URL"
+	}
 	return fmt.Errorf("client: refusing to send the access token to %s: not among the allowed origins (%s: %s); set Options.AllowedOrigins",
-		want, from, strings.Join(allowed, ", "))
+		want, from, listed)
 }
 
 // audienceOrigins reads the token's aud (not verifying it: this only narrows where
-// the client sends its own token) and keeps those that are http(s) URLs.
-func audienceOrigins(token string) []string {
-	var claims jwt.RegisteredClaims
-	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
-		return nil
+// the client sends its own token) and keeps those that are http(s) URLs. The answer
+// is kept for the token, which is reused until it expires.
+func (t *Transport) audienceOrigins(token string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if token == t.originsOf {
+		return t.origins
 	}
+	var claims jwt.RegisteredClaims
 	var out []string
-	for _, a := range claims.Audience {
-		if p, err := url.Parse(a); err == nil && (p.Scheme == "https" || p.Scheme == "http") && p.Host != "" {
-			out = append(out, origin(p))
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err == nil {
+		for _, a := range claims.Audience {
+			if p, err := url.Parse(a); err == nil && (p.Scheme == "https" || p.Scheme == "http") && p.Host != "" {
+				out = append(out, origin(p))
+			}
 		}
 	}
+	t.originsOf, t.origins = token, out
 	return out
 }
 

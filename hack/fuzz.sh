@@ -24,7 +24,8 @@ for t in "${targets[@]}"; do
     echo "fuzz: $name failed; the input is under $pkg/testdata/fuzz/$name" >&2
     exit 1
   fi
-  last=$(grep '^fuzz: elapsed' "$log" | tail -1)
+  last=$(grep '^fuzz: elapsed' "$log" | tail -1 || true)
+  last=${last:-"(no progress line: $(tail -1 "$log"))"}
   echo "$last"
   summary+=("$name: $last")
 done

@@ -20,10 +20,12 @@ import (
 	"crypto/rsa"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/servicekey-operator/servicekey-operator/api/josecheck"
 )
@@ -68,10 +70,10 @@ type Verified struct {
 // Causes of an unauthenticated refusal, for the audit line and the metric: the
 // caller is answered one generic description for all of them.
 const (
-	CauseUnknownClient = "unknown_client"
-	CauseKeyNotUsable  = "key_not_usable"
-	CauseBadSignature  = "bad_signature"
-	CauseBadSecret     = "bad_secret"
+	causeUnknownClient = "unknown_client"
+	causeKeyNotUsable  = "key_not_usable"
+	causeBadSignature  = "bad_signature"
+	causeBadSecret     = "bad_secret"
 )
 
 // GenericAssertionRefusal is all an unauthenticated caller learns: whether a client
@@ -122,7 +124,7 @@ func VerifyAssertion(raw string, now time.Time, p AssertionPolicy, lookup Lookup
 	}
 	keyID, ok := verifyKeyByKey(tok, parts, keys)
 	if !ok {
-		return nil, unauthenticated(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID, CauseBadSignature)
+		return nil, unauthenticated(code, "the assertion's signature does not verify with the key(s) of "+rec.ClientID, causeBadSignature)
 	}
 	if why := rec.refusal(now); why != "" {
 		return nil, newError(code, why)
@@ -156,7 +158,7 @@ func candidates(iss, kid string, now time.Time, lookup Lookup, code string) (*Ke
 	}
 	rec, ok := lookup.Record(iss)
 	if !ok {
-		return nil, nil, unauthenticated(code, "unknown client_id "+safe(iss)+" in iss", CauseUnknownClient)
+		return nil, nil, unauthenticated(code, "unknown client_id "+loggableID(iss)+" in iss", causeUnknownClient)
 	}
 	var keys []PublicKey
 	for _, k := range rec.usableKeys(now) {
@@ -169,9 +171,9 @@ func candidates(iss, kid string, now time.Time, lookup Lookup, code string) (*Ke
 		return rec, keys, nil
 	case kid != "":
 		return nil, nil, unauthenticated(code, "kid "+safe(kid)+" is not a usable key of "+rec.ClientID+
-			" (unknown, or retired after its grace period)", CauseKeyNotUsable)
+			" (unknown, or retired after its grace period)", causeKeyNotUsable)
 	default:
-		return nil, nil, unauthenticated(code, rec.ClientID+" has no usable key", CauseKeyNotUsable)
+		return nil, nil, unauthenticated(code, rec.ClientID+" has no usable key", causeKeyNotUsable)
 	}
 }
 
@@ -180,22 +182,42 @@ func candidates(iss, kid string, now time.Time, lookup Lookup, code string) (*Ke
 func verifyKeyByKey(tok *jwt.Token, parts []string, keys []PublicKey) (string, bool) {
 	signed := parts[0] + "." + parts[1]
 	for _, k := range keys {
-		if tok.Method.Verify(signed, tok.Signature, k.Key) == nil {
+		if verifyOne(tok.Method, signed, tok.Signature, k.Key) {
 			return k.ID, true
 		}
 	}
 	return "", false
 }
 
-// burnVerification verifies the signature against a decoy key of the size the
-// signature claims (2048, 3072 or 4096 bits), so an unknown client or kid costs what a
-// wrong signature costs for a key of that size (RFC 7523 §3 leaves timing to the
-// server; an unknown client_id must not answer measurably faster). A signature of any
-// other length is refused by a real key without the modular exponentiation, as here.
-func burnVerification(tok *jwt.Token, parts []string) {
-	if k := decoyKeys[len(tok.Signature)*8]; k != nil {
-		_ = tok.Method.Verify(parts[0]+"."+parts[1], tok.Signature, k)
+// verifyOne verifies sig with key at the cost of exactly one modular exponentiation of
+// the signature's size, whatever the signature: one of the wrong length for the key,
+// or not below its modulus, which crypto/rsa refuses without the exponentiation, costs
+// a decoy verification instead. An unknown client or kid costs the same (burnVerification),
+// so the answer's time does not tell which ServiceKeys and key IDs exist (RFC 7523 §3
+// leaves timing to the server).
+func verifyOne(m jwt.SigningMethod, signed string, sig []byte, key *rsa.PublicKey) bool {
+	if len(sig) != key.Size() || new(big.Int).SetBytes(sig).Cmp(key.N) >= 0 {
+		burn(m, signed, sig)
+		return false
 	}
+	return m.Verify(signed, sig, key) == nil
+}
+
+// burnVerification is what an unknown client or kid costs: one decoy verification.
+func burnVerification(tok *jwt.Token, parts []string) {
+	burn(tok.Method, parts[0]+"."+parts[1], tok.Signature)
+}
+
+// burn verifies sig, reduced below the modulus, against the decoy key of the
+// signature's size (2048, 3072 or 4096 bits); a signature of any other length has no
+// decoy, as a real key refuses it without the exponentiation too.
+func burn(m jwt.SigningMethod, signed string, sig []byte) {
+	d := decoyKeys[len(sig)*8]
+	if d == nil {
+		return
+	}
+	reduced := new(big.Int).Mod(new(big.Int).SetBytes(sig), d.N).FillBytes(make([]byte, len(sig)))
+	_ = m.Verify(signed, reduced, d)
 }
 
 // decoyKeys are RSA public keys of each size a ServiceKey may have. Only the cost of
@@ -211,6 +233,17 @@ var decoyKeys = func() map[int]*rsa.PublicKey {
 	}
 	return keys
 }()
+
+// loggableID is a client_id for the audit line: as sent when it has the
+// <namespace>/<name> shape, else only its length, so a secret sent in its place (the
+// id and secret swapped) never reaches the log.
+func loggableID(id string) string {
+	ns, name, ok := strings.Cut(id, "/")
+	if ok && len(validation.IsDNS1123Label(ns)) == 0 && len(validation.IsDNS1123Subdomain(name)) == 0 {
+		return id
+	}
+	return "(not <namespace>/<name>, " + strconv.Itoa(len(id)) + " bytes)"
+}
 
 // claimCheck is one rule of RFC 7523 §3 (or of this server's policy); it returns why
 // the claims fail it, or "".
@@ -305,7 +338,7 @@ func jtiRequired(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolic
 // either way, but nothing longer than MaxJTIBytes is hashed or accepted.
 func jtiBounded(c *AssertionClaims, _ *KeyRecord, _ time.Time, _ AssertionPolicy) string {
 	if len(c.ID) > MaxJTIBytes {
-		return "the assertion's jti is longer than 256 bytes"
+		return "the assertion's jti is longer than " + strconv.Itoa(MaxJTIBytes) + " bytes"
 	}
 	return ""
 }

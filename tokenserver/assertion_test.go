@@ -17,6 +17,7 @@ limitations under the License.
 package tokenserver
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -329,6 +330,12 @@ func BenchmarkRefusalCost(b *testing.B) {
 		"unknown kid, 2048":       sign(b, jwt.SigningMethodRS256, stranger.priv, "nope", nil),
 		"wrong signature, 4096":   sign(b, jwt.SigningMethodRS256, stranger4k.priv, "big", nil),
 		"unknown client_id, 4096": sign(b, jwt.SigningMethodRS256, stranger4k.priv, "big", func(c jwt.MapClaims) { c["iss"] = "team/nobody" }),
+	}
+	// A crafted signature above any modulus: crypto/rsa refuses it without the
+	// exponentiation, so verifyOne spends a decoy one for the known key too.
+	ones := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xff}, 512))
+	for name, a := range map[string]string{"all-ones signature, known kid, 4096": cases["wrong signature, 4096"], "all-ones signature, unknown client_id, 4096": cases["unknown client_id, 4096"]} {
+		cases[name] = a[:strings.LastIndexByte(a, '.')+1] + ones
 	}
 	for name, a := range cases {
 		b.Run(name, func(b *testing.B) {

@@ -107,8 +107,10 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	if e != nil {
 		return nil, out, e
 	}
-	d := JTIDigest(v.Claims.ID)
-	if v.Claims.ID == "" {
+	var d Digest
+	if v.Claims.ID != "" {
+		d = JTIDigest(v.Claims.ID)
+	} else {
 		d = AssertionDigest(r.Assertion)
 	}
 	if x.Replay.Seen(rec.ClientID, d, now) { // before the rate limit: a replay spends nothing
@@ -124,11 +126,6 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 // has none. When both are given the form may only narrow the claim: the key holder
 // signed for those scopes and no others.
 func requestedScope(form, claim string) (string, *Error) {
-	for _, s := range []string{form, claim} {
-		if s != "" && len(strings.Fields(s)) == 0 {
-			return "", newError(CodeInvalidScope, "the scope has no scope-token (RFC 6749 section 3.3); omit it to get the key's scopes")
-		}
-	}
 	if form == "" || claim == "" {
 		return form + claim, nil
 	}
@@ -157,7 +154,7 @@ var decoySecretHash = keyutil.HashClientSecret("decoy")
 func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
 	now := x.Clock.Now()
 	rec, ok := x.Lookup.Record(clientID)
-	hash, reason := decoySecretHash, "unknown client_id "+safe(clientID)
+	hash, reason := decoySecretHash, "unknown client_id "+loggableID(clientID)
 	if ok && rec.ClientSecretHash != "" {
 		hash, reason = rec.ClientSecretHash, "wrong client secret for "+rec.ClientID
 	} else if ok {
@@ -165,18 +162,14 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 	}
 	if !keyutil.ClientSecretMatches(secret, hash) || hash == decoySecretHash {
 		e := newError(CodeInvalidClient, "client authentication failed: unknown client_id, client secrets not enabled for it, or wrong secret")
-		e.Reason, e.Cause = reason, CauseBadSecret
+		e.Reason, e.Cause = reason, causeBadSecret
 		return nil, Outcome{}, e
 	}
 	out := Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
 	if why := rec.refusal(now); why != "" {
 		return nil, out, newError(CodeInvalidClient, why)
 	}
-	requested, e := requestedScope(scope, "")
-	if e != nil {
-		return nil, out, e
-	}
-	return x.issue(rec, out, requested, addr, now, nil, nil)
+	return x.issue(rec, out, scope, addr, now, nil, nil)
 }
 
 // issue runs the checks that follow client authentication — source address, rate
@@ -251,6 +244,9 @@ func (x *Exchanger) mint(keys *SigningKeys, rec *KeyRecord, keyID string, scopes
 func grantedScopes(requested string, allowed []string) ([]string, *Error) {
 	if requested == "" {
 		return allowed, nil
+	}
+	if len(strings.Fields(requested)) == 0 {
+		return nil, newError(CodeInvalidScope, "the scope has no scope-token (RFC 6749 section 3.3); omit it to get the key's scopes")
 	}
 	var out, refused []string
 	for _, s := range strings.Fields(requested) {

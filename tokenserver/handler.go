@@ -65,12 +65,7 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var resp *TokenResponse
 	var out Outcome
 	if err == nil {
-		if h.InFlight.Acquire() {
-			resp, out, err = h.dispatch(form, r, addr)
-			h.InFlight.Release()
-		} else {
-			err = errBusy()
-		}
+		resp, out, err = h.judge(form, r, addr)
 	}
 	outcome := "issued"
 	if err != nil {
@@ -88,6 +83,15 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Metrics.ObserveUnauthenticated(err.Cause)
 		}
 	}
+}
+
+// judge dispatches within an InFlight slot, released however dispatch ends.
+func (h *TokenHandler) judge(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	if !h.InFlight.Acquire() {
+		return nil, Outcome{}, errBusy()
+	}
+	defer h.InFlight.Release()
+	return h.dispatch(form, r, addr)
 }
 
 // readForm enforces the transport rules: POST only (§3.2), form encoding, a body

@@ -40,7 +40,7 @@ const DefaultIntrospectionScope = "servicekey:introspect"
 // A caller learns only about tokens meant for it (RFC 7662 §4): its token's scope
 // `<Scope>:<audience>` (servicekey:introspect:https://billing.internal) admits tokens
 // whose `aud` contains that audience, and the plain Scope admits tokens addressed to
-// the caller itself (its client_id or subject in `aud`). Both are reserved scopes, so
+// the caller itself (its client_id in `aud`; not its subject, which a key's owner may choose). Both are reserved scopes, so
 // only a ServiceKeyPolicy naming them exactly grants them: the cluster admin decides
 // which introspector sees which audience. Every other token is reported inactive.
 // Each caller is rate-limited, and every call is audited.
@@ -78,55 +78,63 @@ type IntrospectionResponse struct {
 	Jti       string   `json:"jti,omitempty"`
 }
 
-// ServeHTTP implements the endpoint.
+// ServeHTTP implements the endpoint. Every answer is audited.
 func (in *Introspector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		(&Error{Code: CodeInvalidRequest, Description: "introspection accepts POST only", Status: http.StatusMethodNotAllowed}).Write(w, false)
-		return
-	}
-	ks := in.Keys()
-	if ks == nil {
-		(&Error{Code: CodeTemporarilyUnavailable, Description: "the token server has not loaded its signing keys yet; retry shortly",
-			Status: http.StatusServiceUnavailable, RetryAfter: time.Second}).Write(w, false)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
-		in.audit("", IntrospectionResponse{}, CodeInvalidRequest)
-		newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 section 2.1)").Write(w, false)
-		return
-	}
-	if !in.InFlight.Acquire() {
-		errBusy().Write(w, false)
-		return
-	}
-	defer in.InFlight.Release()
-	now := in.Clock.Now()
-	caller, e := in.authorize(r, ks, now)
-	if e == nil {
-		if ok, wait := in.Limiter.Allow(caller.ClientID, now); !ok {
-			e = &Error{Code: CodeInvalidRequest, Description: "too many introspection requests from " + caller.ClientID +
-				"; cache answers until the token expires", Status: http.StatusTooManyRequests, RetryAfter: wait}
-		}
-	}
+	caller, resp, outcome, e := in.answer(w, r)
 	if e != nil {
-		in.audit(caller.ClientID, IntrospectionResponse{}, e.Code)
+		outcome = e.Code
+		if e.Status == http.StatusTooManyRequests {
+			outcome = "rate_limited"
+		}
+		in.audit(caller, IntrospectionResponse{}, outcome)
 		if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="servicekey", error="`+e.Code+`", error_description="`+e.Description+`"`)
 		}
 		e.Write(w, false)
 		return
 	}
-	resp, outcome := in.inspect(r.PostForm.Get("token"), ks, now), "active"
+	in.audit(caller, resp, outcome)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// answer judges one call: who the caller is, what it may learn about the token, and
+// the outcome for the audit line. A token not meant for the caller is answered like
+// an inactive one (outcome not_permitted).
+func (in *Introspector) answer(w http.ResponseWriter, r *http.Request) (string, IntrospectionResponse, string, *Error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return "", IntrospectionResponse{}, "", &Error{Code: CodeInvalidRequest, Description: "introspection accepts POST only", Status: http.StatusMethodNotAllowed}
+	}
+	ks := in.Keys()
+	if ks == nil {
+		return "", IntrospectionResponse{}, "", &Error{Code: CodeTemporarilyUnavailable, Description: "the token server has not loaded its signing keys yet; retry shortly",
+			Status: http.StatusServiceUnavailable, RetryAfter: time.Second}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+		return "", IntrospectionResponse{}, "", newError(CodeInvalidRequest, "the token parameter is required (RFC 7662 section 2.1)")
+	}
+	if !in.InFlight.Acquire() {
+		return "", IntrospectionResponse{}, "", errBusy()
+	}
+	defer in.InFlight.Release()
+	now := in.Clock.Now()
+	caller, audiences, e := in.authorize(r, ks, now)
+	if e != nil {
+		return caller, IntrospectionResponse{}, "", e
+	}
+	if ok, wait := in.Limiter.Allow(caller, now); !ok {
+		return caller, IntrospectionResponse{}, "", &Error{Code: CodeInvalidRequest, Description: "too many introspection requests from " + caller +
+			"; cache answers until the token expires", Status: http.StatusTooManyRequests, RetryAfter: wait}
+	}
+	resp := in.inspect(r.PostForm.Get("token"), ks, now)
 	switch {
 	case !resp.Active:
-		outcome = "inactive"
-	case !in.meantFor(caller, resp):
-		resp, outcome = IntrospectionResponse{}, "not_permitted"
+		return caller, resp, "inactive", nil
+	case !slices.ContainsFunc(resp.Aud, func(a string) bool { return slices.Contains(audiences, a) }):
+		return caller, IntrospectionResponse{}, "not_permitted", nil
 	}
-	in.audit(caller.ClientID, resp, outcome)
-	writeJSON(w, http.StatusOK, resp)
+	return caller, resp, "active", nil
 }
 
 // audit logs one introspection: who asked, about which token (client and jti, never
@@ -136,12 +144,14 @@ func (in *Introspector) audit(caller string, resp IntrospectionResponse, outcome
 }
 
 // audiencesOf are the audiences whose tokens the caller may introspect, from its
-// token's scopes (which inspect has just checked against its live spec and policy).
+// token's scopes (which inspect has just checked against its live spec and policy):
+// `<Scope>:<audience>`, and for the plain Scope the caller's own client_id — not its
+// subject, which a key's owner may choose within the policy's subject patterns.
 func (in *Introspector) audiencesOf(caller IntrospectionResponse) []string {
 	var aud []string
 	for _, s := range strings.Fields(caller.Scope) {
 		if s == in.Scope {
-			aud = append(aud, caller.ClientID, caller.Sub)
+			aud = append(aud, caller.ClientID)
 		} else if a, ok := strings.CutPrefix(s, in.Scope+":"); ok && a != "" {
 			aud = append(aud, a)
 		}
@@ -149,27 +159,22 @@ func (in *Introspector) audiencesOf(caller IntrospectionResponse) []string {
 	return aud
 }
 
-// meantFor: the token's aud names an audience the caller may introspect.
-func (in *Introspector) meantFor(caller, token IntrospectionResponse) bool {
-	aud := in.audiencesOf(caller)
-	return slices.ContainsFunc(token.Aud, func(a string) bool { return slices.Contains(aud, a) })
-}
-
-// authorize checks the caller's bearer token and its introspection scope, and
-// returns what the caller's token says of it.
-func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Time) (IntrospectionResponse, *Error) {
+// authorize checks the caller's bearer token and its introspection scopes, and
+// returns the caller's client_id and the audiences it may introspect.
+func (in *Introspector) authorize(r *http.Request, ks *SigningKeys, now time.Time) (string, []string, *Error) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" {
-		return IntrospectionResponse{}, &Error{Code: "invalid_token", Description: "introspection needs a bearer access token", Status: http.StatusUnauthorized}
+		return "", nil, &Error{Code: "invalid_token", Description: "introspection needs a bearer access token", Status: http.StatusUnauthorized}
 	}
 	resp := in.inspect(raw, ks, now)
 	if !resp.Active {
-		return resp, &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
+		return "", nil, &Error{Code: "invalid_token", Description: "the caller's access token is not active", Status: http.StatusUnauthorized}
 	}
-	if len(in.audiencesOf(resp)) == 0 {
-		return resp, &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope + " (or " + in.Scope + ":<audience>)", Status: http.StatusForbidden}
+	audiences := in.audiencesOf(resp)
+	if len(audiences) == 0 {
+		return resp.ClientID, nil, &Error{Code: "insufficient_scope", Description: "the caller's token lacks scope " + in.Scope + " (or " + in.Scope + ":<audience>)", Status: http.StatusForbidden}
 	}
-	return resp, nil
+	return resp.ClientID, audiences, nil
 }
 
 // carriesOnlyAllowed says whether everything the token carries is still what its

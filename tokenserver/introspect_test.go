@@ -100,7 +100,7 @@ func TestIntrospectionRateLimitAndAudit(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	want := []string{`"caller"="team/rs" "token_client_id"="team/app" "token_jti"="jti-team/app" "outcome"="active"`,
-		`"caller"="team/rs" "token_client_id"="" "token_jti"="" "outcome"="invalid_request"`,
+		`"caller"="team/rs" "token_client_id"="" "token_jti"="" "outcome"="rate_limited"`,
 		`"caller"="team/rs2" "token_client_id"="team/app" "token_jti"="jti-team/app" "outcome"="active"`}
 	all := strings.Join(lines, "\n")
 	for _, w := range want {

@@ -30,9 +30,9 @@ import (
 // identifier, and a long one would only cost memory and hashing.
 const MaxJTIBytes = 256
 
-// ReplayEntryBytes is the measured heap cost of one remembered assertion (a 32-byte
+// replayEntryBytes is the measured heap cost of one remembered assertion (a 32-byte
 // digest in a map and in a heap of expiries), rounded up; TestReplayCacheMemory checks it.
-const ReplayEntryBytes = 160
+const replayEntryBytes = 160
 
 // Digest is what the replay cache keeps of an assertion: a SHA-256, whatever the size
 // of what it stands for.

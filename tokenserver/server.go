@@ -66,11 +66,15 @@ func (f *InFlight) Acquire() bool {
 	if f == nil {
 		return true
 	}
-	if f.n.Add(1) > f.max {
-		f.n.Add(-1)
-		return false
+	for {
+		n := f.n.Load()
+		if n >= f.max {
+			return false
+		}
+		if f.n.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
-	return true
 }
 
 // Release gives back a slot taken by Acquire.

@@ -74,8 +74,11 @@ func TestReadyz(t *testing.T) {
 type blockingLookup struct{ entered, release chan struct{} }
 
 func (b blockingLookup) Record(string) (*KeyRecord, bool) {
-	b.entered <- struct{}{}
-	<-b.release
+	select {
+	case b.entered <- struct{}{}:
+		<-b.release
+	default: // a lookup nobody waits for (a second grant) is not held
+	}
 	return nil, false
 }
 
@@ -101,9 +104,13 @@ func TestInFlightBound(t *testing.T) {
 	}
 	// A slow sender: its body never ends, and it holds no slot meanwhile.
 	slow, hold := io.Pipe()
-	defer func() { _ = hold.Close() }()
-	go post(slow)
-	_, _ = hold.Write([]byte("grant_type="))
+	slowDone := make(chan int)
+	go func() { slowDone <- post(slow) }()
+	_, _ = hold.Write([]byte("grant_type=")) // returns once the server reads the body
+	defer func() {
+		_ = hold.Close()
+		<-slowDone
+	}()
 	k := newPair(t)
 	grant := strings.NewReader(url.Values{"grant_type": {GrantTypeJWTBearer}, "assertion": {sign(t, jwt.SigningMethodRS256, k.priv, k.id, nil)}}.Encode())
 	done := make(chan int)

@@ -84,7 +84,7 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if testenv.Fuzzing() { // fuzz targets are pure: no control plane for them or their workers
+	if testenv.FuzzingOnly() { // fuzz targets are pure: no control plane for them or their workers
 		os.Exit(m.Run())
 	}
 	os.Exit(runSuite(m))

@@ -125,10 +125,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	}
 	opts.RefreshInterval = min(max(opts.RefreshInterval, time.Second), time.Hour)
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{jwksURL}, keyfunc.Override{
-		Client:            opts.HTTPClient,
-		RefreshInterval:   opts.RefreshInterval,
-		HTTPTimeout:       keyFetchTimeout,
-		RateLimitWaitMax:  opts.MaxKeyWait,
+		Client:          opts.HTTPClient,
+		RefreshInterval: opts.RefreshInterval,
+		HTTPTimeout:     keyFetchTimeout,
+		// jwkset runs the unknown-kid refetch under this deadline too: it must fit a
+		// whole fetch. The request itself waits at most MaxKeyWait (key()).
+		RateLimitWaitMax:  keyFetchTimeout,
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(opts.UnknownKIDRefresh), 1),
 	})
 	if err != nil {
@@ -203,8 +205,11 @@ var accessTokenHeaderRules = josecheck.Rules(true, josecheck.TypAccessToken)
 // unknown kid shows up, waiting at most MaxKeyWait), iss, aud, exp, nbf and, when
 // set, MaxTokenLifetime.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
-	if !josecheck.Compact(raw) || !josecheck.ValidUTF8(raw) {
-		return nil, errors.New("invalid access token: token is malformed or not UTF-8 (RFC 8725 section 3.7)")
+	// Only the issuer can sign a token that passes, and it writes UTF-8 JSON, so the
+	// UTF-8 check (RFC 8725 §3.7) is the token server's, on grants from anyone; here
+	// the alphabet check keeps each token to one spelling.
+	if !josecheck.Compact(raw) {
+		return nil, errors.New("invalid access token: token is malformed: only base64url characters and two dots are allowed")
 	}
 	claims := &Claims{}
 	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {

@@ -46,6 +46,7 @@ type keyServer struct {
 	// makes JWKS requests wait until it is closed.
 	maxAge  string
 	hang    chan struct{}
+	delay   time.Duration // each JWKS answer waits this long
 	fetches int
 }
 
@@ -61,6 +62,11 @@ func (k *keyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hang := k.hang
 			k.mu.Unlock()
 			<-hang
+			k.mu.Lock()
+		}
+		if k.delay > 0 {
+			k.mu.Unlock()
+			time.Sleep(k.delay) // the slow JWKS endpoint under test, not synchronisation
 			k.mu.Lock()
 		}
 		if k.maxAge != "" {
@@ -300,6 +306,31 @@ func TestUnknownKIDNeverHoldsARequest(t *testing.T) {
 	}
 	if _, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)); err != nil {
 		t.Errorf("a known kid is refused while the JWKS endpoint hangs: %v", err)
+	}
+}
+
+// TestSlowJWKSStillRefetched: a JWKS that takes longer than MaxKeyWait to answer
+// refuses the first token of a new kid quickly, but the refetch it started completes
+// in the background, so the next token of that kid verifies.
+func TestSlowJWKSStillRefetched(t *testing.T) {
+	ks := &keyServer{}
+	startKeys(t, ks)
+	v := newVerifier(t, ks, verifier.Options{UnknownKIDRefresh: time.Hour})
+	b, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks.publish("b", b)
+	ks.mu.Lock()
+	ks.delay = 600 * time.Millisecond
+	ks.mu.Unlock()
+	tok := mint(t, b, jwt.SigningMethodES256, "b", "at+jwt", nil, ks.srv.URL)
+	if _, err := v.Verify(context.Background(), tok); err == nil {
+		t.Fatal("a kid not fetched yet verified at once")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, err := v.Verify(context.Background(), tok); err != nil; _, err = v.Verify(context.Background(), tok) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new kid was never fetched: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

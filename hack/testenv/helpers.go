@@ -104,10 +104,14 @@ func RunSuite(m *testing.M, logs io.Writer, maxV int8, setup func(context.Contex
 	return m.Run()
 }
 
-// Fuzzing reports whether this test binary runs a fuzz target (go test -fuzz) or is
-// one of its workers; call it after flag.Parse. Suites skip the control plane then:
-// the fuzz targets are pure, and every worker process would otherwise start its own.
-func Fuzzing() bool {
-	fuzz, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
-	return (fuzz != nil && fuzz.Value.String() != "") || (worker != nil && worker.Value.String() == "true")
+// FuzzingOnly reports whether this test binary runs nothing but a fuzz target: a fuzz
+// worker process, or `go test -fuzz X -run '^$'`. Call it after flag.Parse. Suites
+// skip the control plane then: the fuzz targets are pure, and every worker would
+// otherwise start its own. With other tests selected, the suite runs as usual.
+func FuzzingOnly() bool {
+	if worker := flag.Lookup("test.fuzzworker"); worker != nil && worker.Value.String() == "true" {
+		return true
+	}
+	fuzz, run := flag.Lookup("test.fuzz"), flag.Lookup("test.run")
+	return fuzz != nil && fuzz.Value.String() != "" && run != nil && run.Value.String() == "^$"
 }
