@@ -18,13 +18,18 @@ package controllers
 
 import (
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	"github.com/servicekey-operator/servicekey-operator/api/policy"
@@ -62,13 +67,10 @@ type NewKey struct {
 	ClientSecret string
 }
 
-// Build computes the desired Secret, status and events from what was observed, the
-// decision, and the new key when the decision asked for one. It is pure: time comes
-// from Observed, randomness only through newKey.
-func Build(o Observed, d Decision, p Config, newKey *NewKey) (Desired, error) {
-	k := o.Key
-	now := metav1.NewTime(o.Now.Truncate(time.Second))
-	st := v1.ServiceKeyStatus{
+// baseStatus is the status as observed with the fields derived from the spec brought
+// up to date.
+func baseStatus(k *v1.ServiceKey) v1.ServiceKeyStatus {
+	return v1.ServiceKeyStatus{
 		Conditions:         append([]metav1.Condition(nil), k.Status.Conditions...),
 		ObservedGeneration: k.Generation,
 		ClientID:           v1.ClientID(k.Namespace, k.Name),
@@ -76,31 +78,81 @@ func Build(o Observed, d Decision, p Config, newKey *NewKey) (Desired, error) {
 		SecretName:         secretName(k),
 		Keys:               append([]v1.PublicKey(nil), k.Status.Keys...),
 		LastRotationTime:   k.Status.LastRotationTime,
+		NextRotationTime:   k.Status.NextRotationTime,
 		ClientSecretHash:   k.Status.ClientSecretHash,
 	}
-	var out Desired
-	secretValue, err := clientSecretOf(k, d, newKey)
-	if err != nil {
-		return Desired{}, err
-	}
-	if d.BlockedReason == "" { // a blocked ServiceKey keeps what it published
-		st.ClientSecretHash = ""
-		if secretValue != "" {
-			st.ClientSecretHash = keyutil.HashClientSecret(secretValue)
-		}
+}
+
+// Publish computes the status written before anything new reaches the Secret: a new
+// key pair appears as the Pending key (accepted at the token endpoint, held by
+// nobody yet) and a new client secret as its hash. Only after this status is stored
+// is the Secret written, so no pod can ever load a key the token server refuses. The
+// events are those of a ServiceKey turning from refused by policy to permitted.
+func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, error) {
+	k := o.Key
+	now := metav1.NewTime(o.Now.Truncate(time.Second))
+	st := baseStatus(k)
+	if d.DropPending {
+		st.Keys = slices.DeleteFunc(st.Keys, func(p v1.PublicKey) bool { return p.State == v1.KeyPending })
 	}
 	if d.Rekey != "" {
-		if newKey == nil || newKey.Key == nil {
-			return Desired{}, fmt.Errorf("decision %s needs a new key", d.Rekey)
+		if nk == nil || nk.Key == nil {
+			return st, nil, fmt.Errorf("decision %s needs a new key", d.Rekey)
 		}
-		ev, err := rotate(&st, k, d.Rekey, newKey, now)
+		id, err := keyutil.KeyID(&nk.Key.PublicKey)
 		if err != nil {
-			return Desired{}, err
+			return st, nil, err
 		}
-		out.Events = append(out.Events, ev)
-		out.Rotated = d.Rekey
+		pub, err := keyutil.EncodePublicKey(&nk.Key.PublicKey)
+		if err != nil {
+			return st, nil, err
+		}
+		st.Keys = append([]v1.PublicKey{{KeyID: id, PublicKey: pub, Created: now, State: v1.KeyPending}}, st.Keys...)
+		pruneRetired(&st, k, o.Now)
 	}
-	out.Retired = pruneRetired(&st, o.Now)
+	if d.NewClientSecret {
+		if nk == nil || nk.ClientSecret == "" {
+			return st, nil, errors.New("decision asks for a client secret, none was generated")
+		}
+		st.ClientSecretHash = keyutil.HashClientSecret(nk.ClientSecret)
+	}
+	if activeKey(st.Keys) == nil {
+		setCondition(&st, k, o.Now, v1.ConditionReady, metav1.ConditionFalse, v1.ReasonPending,
+			"key "+pendingKey(st.Keys).KeyID+" is published; its private key is being written to Secret "+st.SecretName)
+	}
+	var out Desired
+	policyTransition(&out, readyReason(k.Status.Conditions), d)
+	return st, out.Events, nil
+}
+
+// Build computes the desired Secret, status and events once nothing new needs
+// publishing first: a Pending key is promoted (its private half written to the
+// Secret if it is not there yet) or dropped, retired keys are pruned, and the
+// conditions say where things stand. It is pure: time comes from Observed.
+func Build(o Observed, d Decision, p Config) (Desired, error) {
+	k := o.Key
+	if d.Generate() {
+		return Desired{}, fmt.Errorf("decision %q needs publishing first", d.Rekey)
+	}
+	now := metav1.NewTime(o.Now.Truncate(time.Second))
+	st := baseStatus(k)
+	var out Desired
+	writes := d.BlockedReason == "" && d.Conflict == ""
+	secretValue := ""
+	if writes {
+		secretValue = clientSecretOf(o, d)
+		if secretValue == "" {
+			st.ClientSecretHash = ""
+		}
+		if d.DropPending {
+			st.Keys = slices.DeleteFunc(st.Keys, func(p v1.PublicKey) bool { return p.State == v1.KeyPending })
+		}
+		if d.Promote {
+			out.Events = append(out.Events, promote(&st, k, d.PromoteCause, now))
+			out.Rotated = d.PromoteCause
+		}
+	}
+	out.Retired = pruneRetired(&st, k, o.Now)
 	for _, id := range out.Retired {
 		out.Events = append(out.Events, Event{corev1.EventTypeNormal, v1.EventKeyRetired, "Retire",
 			"key " + id + " passed its grace period and is no longer accepted"})
@@ -109,13 +161,14 @@ func Build(o Observed, d Decision, p Config, newKey *NewKey) (Desired, error) {
 		a.NotAfter = timePtr(expiry(k))
 	}
 	st.NextRotationTime = timePtr(nextRotationOf(k, st.LastRotationTime))
-	setReady(&st, k, d)
-	if d.BlockedReason == v1.ReasonSecretConflict && readyReason(k.Status.Conditions) != v1.ReasonSecretConflict {
-		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretConflict, "Skip", d.BlockedMessage})
+	setReady(&st, k, d, o.Now)
+	setSynced(&st, k, d, o.Now)
+	if d.Conflict != "" && syncedReason(k.Status.Conditions) != v1.ReasonSecretConflict {
+		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretConflict, "Skip", d.Conflict})
 	}
 	policyTransition(&out, readyReason(k.Status.Conditions), d)
-	if d.BlockedReason == "" {
-		content, err := secretContent(o, d, p, st, newKey, secretValue)
+	if writes && activeKey(st.Keys) != nil {
+		content, err := secretContent(o, d, p, st, secretValue)
 		if err != nil {
 			return Desired{}, err
 		}
@@ -124,6 +177,17 @@ func Build(o Observed, d Decision, p Config, newKey *NewKey) (Desired, error) {
 	out.Status = st
 	out.RequeueAfter = requeueAfter(k, st, o.Now)
 	return out, nil
+}
+
+// SecretRefused is the status after the API server refused the Secret: what was
+// published stays published (a Pending key stays Pending, its private half staged in
+// memory for the retry), Ready still says whether the Active key works, and Synced
+// says what was refused.
+func SecretRefused(o Observed, d Decision, reason, message string) v1.ServiceKeyStatus {
+	st := baseStatus(o.Key)
+	setReady(&st, o.Key, d, o.Now)
+	setCondition(&st, o.Key, o.Now, v1.ConditionSynced, metav1.ConditionFalse, reason, message)
+	return st
 }
 
 // policyTransition records an Event, and the kinds for the metric, when the
@@ -141,46 +205,40 @@ func policyTransition(out *Desired, prevReason string, d Decision) {
 	}
 }
 
-// clientSecretOf is the client secret to keep or write: none when disabled, the new
-// one when the decision asked for it, else the one in the Secret.
-func clientSecretOf(k *v1.ServiceKey, d Decision, nk *NewKey) (string, error) {
-	switch {
-	case !clientSecretEnabled(k) || d.BlockedReason != "":
-		return "", nil
-	case d.NewClientSecret:
-		if nk == nil || nk.ClientSecret == "" {
-			return "", fmt.Errorf("decision asks for a client secret, none was generated")
-		}
-		return nk.ClientSecret, nil
-	default:
-		return d.secret.clientSecret, nil
+// clientSecretOf is the client secret to keep or write: none when disabled, else the
+// one matching the published hash, from the Secret or staged in memory.
+func clientSecretOf(o Observed, d Decision) string {
+	if !clientSecretEnabled(o.Key) {
+		return ""
 	}
+	hash := o.Key.Status.ClientSecretHash
+	if st := o.Staged; st != nil && st.Key.ClientSecret != "" && keyutil.ClientSecretMatches(st.Key.ClientSecret, hash) {
+		return st.Key.ClientSecret
+	}
+	return d.secret.clientSecret
 }
 
-// rotate makes newKey the Active key and turns the previous Active key Retiring for
-// the grace period, whatever the cause: pods that still hold the previous key (a
+// promote makes the Pending key Active and turns the previous Active key Retiring
+// for the grace period, whatever the cause: pods that still hold the previous key (a
 // mounted Secret is refreshed by the kubelet only after a while) keep working.
-func rotate(st *v1.ServiceKeyStatus, k *v1.ServiceKey, cause RekeyCause, nk *NewKey, now metav1.Time) (Event, error) {
-	id, err := keyutil.KeyID(&nk.Key.PublicKey)
-	if err != nil {
-		return Event{}, err
-	}
-	pub, err := keyutil.EncodePublicKey(&nk.Key.PublicKey)
-	if err != nil {
-		return Event{}, err
-	}
+func promote(st *v1.ServiceKeyStatus, k *v1.ServiceKey, cause RekeyCause, now metav1.Time) Event {
 	retiring := ""
 	until := metav1.NewTime(now.Add(gracePeriod(k)))
 	for i := range st.Keys {
 		if st.Keys[i].State == v1.KeyActive {
 			st.Keys[i].State = v1.KeyRetiring
 			st.Keys[i].NotAfter = &until
+			st.Keys[i].Superseded = &now
 			retiring = st.Keys[i].KeyID
 		}
 	}
-	st.Keys = append([]v1.PublicKey{{KeyID: id, PublicKey: pub, Created: now, State: v1.KeyActive}}, st.Keys...)
+	p := pendingKey(st.Keys)
+	p.State = v1.KeyActive
 	st.LastRotationTime = &now
-	return rotationEvent(cause, secretName(k), id, retiring, until), nil
+	if cause == CauseResumed && retiring == "" {
+		cause = CauseInitial
+	}
+	return rotationEvent(cause, secretName(k), p.KeyID, retiring, until)
 }
 
 func rotationEvent(cause RekeyCause, secret, id, retiring string, until metav1.Time) Event {
@@ -203,13 +261,20 @@ func rotationEvent(cause RekeyCause, secret, id, retiring string, until metav1.T
 	}
 }
 
-// pruneRetired removes Retiring keys whose grace period has ended, and the oldest
-// Retiring keys beyond the CRD's limit, returning their IDs.
-func pruneRetired(st *v1.ServiceKeyStatus, now time.Time) []string {
+// pruneRetired shortens the grace of Retiring keys to the spec's gracePeriod (lowering
+// it ends a leaked key's life at once; raising it never extends a key), removes
+// Retiring keys whose grace has ended and the oldest ones beyond the CRD's limit,
+// and returns their IDs.
+func pruneRetired(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now time.Time) []string {
 	sortKeys(st.Keys)
 	var kept []v1.PublicKey
 	var retired []string
 	for _, key := range st.Keys {
+		if key.State == v1.KeyRetiring && key.Superseded != nil {
+			if end := metav1.NewTime(key.Superseded.Add(gracePeriod(k))); key.NotAfter == nil || end.Before(key.NotAfter) {
+				key.NotAfter = &end
+			}
+		}
 		gone := key.State == v1.KeyRetiring &&
 			(key.NotAfter != nil && !now.Before(key.NotAfter.Time) || len(kept) >= maxKeys)
 		if gone {
@@ -222,31 +287,65 @@ func pruneRetired(st *v1.ServiceKeyStatus, now time.Time) []string {
 	return retired
 }
 
-// sortKeys puts the Active key first, then Retiring keys newest first, so the list
-// reads like the key's history.
+// sortKeys puts the Pending key first, then the Active key, then Retiring keys newest
+// first, so the list reads like the key's history.
 func sortKeys(keys []v1.PublicKey) {
+	rank := map[v1.KeyState]int{v1.KeyPending: 0, v1.KeyActive: 1, v1.KeyRetiring: 2}
 	sort.SliceStable(keys, func(i, j int) bool {
-		if (keys[i].State == v1.KeyActive) != (keys[j].State == v1.KeyActive) {
-			return keys[i].State == v1.KeyActive
+		if ri, rj := rank[keys[i].State], rank[keys[j].State]; ri != rj {
+			return ri < rj
 		}
 		return keys[i].Created.After(keys[j].Created.Time)
 	})
 }
 
-func setReady(st *v1.ServiceKeyStatus, k *v1.ServiceKey, d Decision) {
-	c := metav1.Condition{Type: v1.ConditionReady, ObservedGeneration: k.Generation}
+// setReady says whether the Active key works now: Ready is about the key, never
+// about a write that failed while it kept working (that is Synced's business).
+func setReady(st *v1.ServiceKeyStatus, k *v1.ServiceKey, d Decision, now time.Time) {
 	active := activeKey(st.Keys)
+	status, reason, msg := metav1.ConditionTrue, v1.ReasonIssued, ""
 	switch {
 	case d.BlockedReason != "":
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, d.BlockedReason, d.BlockedMessage
+		status, reason, msg = metav1.ConditionFalse, d.BlockedReason, d.BlockedMessage
 	case k.Spec.Suspended:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1.ReasonSuspended,
+		status, reason, msg = metav1.ConditionFalse, v1.ReasonSuspended,
 			"spec.suspended is true: grants are refused until it is unset"
+	case active == nil && d.Conflict != "":
+		status, reason, msg = metav1.ConditionFalse, v1.ReasonSecretConflict, d.Conflict
+	case active == nil:
+		status, reason, msg = metav1.ConditionFalse, v1.ReasonPending,
+			"no key has reached Secret "+st.SecretName+" yet; see condition Synced"
 	default:
-		c.Status, c.Reason = metav1.ConditionTrue, v1.ReasonIssued
-		c.Message = "key " + active.KeyID + " is active; the private key is in Secret " + st.SecretName
+		msg = "key " + active.KeyID + " is active; the private key is in Secret " + st.SecretName
 	}
-	meta.SetStatusCondition(&st.Conditions, c)
+	setCondition(st, k, now, v1.ConditionReady, status, reason, msg)
+}
+
+// setSynced says whether the Secret and the status hold everything the spec asks for.
+// A blocked ServiceKey writes nothing, and its Synced condition is left as it was.
+func setSynced(st *v1.ServiceKeyStatus, k *v1.ServiceKey, d Decision, now time.Time) {
+	switch {
+	case d.BlockedReason != "":
+	case d.Conflict != "":
+		setCondition(st, k, now, v1.ConditionSynced, metav1.ConditionFalse, v1.ReasonSecretConflict, d.Conflict)
+	default:
+		setCondition(st, k, now, v1.ConditionSynced, metav1.ConditionTrue, v1.ReasonSynced,
+			"Secret "+st.SecretName+" and the status match the spec")
+	}
+}
+
+// setCondition sets one condition; its lastTransitionTime comes from the injected
+// clock when the status changes.
+func setCondition(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now time.Time, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: k.Generation, LastTransitionTime: metav1.NewTime(now.Truncate(time.Second))})
+}
+
+func syncedReason(conds []metav1.Condition) string {
+	if c := meta.FindStatusCondition(conds, v1.ConditionSynced); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 func readyReason(conds []metav1.Condition) string {
@@ -274,18 +373,47 @@ func requeueAfter(k *v1.ServiceKey, st v1.ServiceKeyStatus, now time.Time) time.
 	if st.NextRotationTime != nil {
 		consider(&st.NextRotationTime.Time)
 	}
+	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionSynced); c != nil && c.Status == metav1.ConditionFalse {
+		retry := now.Add(syncRetry(now.Sub(c.LastTransitionTime.Time)))
+		consider(&retry)
+	}
 	if next.IsZero() {
 		return 0
 	}
 	return next.Sub(now)
 }
 
+// syncRetry is how soon a Synced=False ServiceKey is looked at again: half the time
+// it has been failing, between one second and one minute. Some causes send no event
+// when they clear (a foreign Secret deleted is not in the controller's cache, an
+// admission policy removed), so the controller must look by itself.
+func syncRetry(failingFor time.Duration) time.Duration {
+	return min(max(failingFor/2, time.Second), time.Minute)
+}
+
+// maxRotationJitter bounds the delay added to scheduled rotations.
+const maxRotationJitter = time.Hour
+
+// nextRotationOf is when automatic rotation is due: last + every, plus a delay of up
+// to 2% of every (at most an hour) derived from the ServiceKey's UID, so keys created
+// together (one kubectl apply of a hundred manifests) do not all rotate in the same
+// second. The delay is stable across reconciles and restarts.
 func nextRotationOf(k *v1.ServiceKey, last *metav1.Time) *time.Time {
 	if k.Spec.Rotation.Every == nil || last == nil {
 		return nil
 	}
-	t := last.Add(k.Spec.Rotation.Every.Duration)
+	every := k.Spec.Rotation.Every.Duration
+	t := last.Add(every + rotationJitter(k.UID, min(every/50, maxRotationJitter)))
 	return &t
+}
+
+// rotationJitter maps uid to a duration in [0, span), evenly.
+func rotationJitter(uid types.UID, span time.Duration) time.Duration {
+	if span <= 0 {
+		return 0
+	}
+	sum := sha256.Sum256([]byte(uid))
+	return time.Duration(binary.BigEndian.Uint64(sum[:8]) % uint64(span)) //nolint:gosec // span > 0, result < span
 }
 
 func timePtr(t *time.Time) *metav1.Time {

@@ -28,13 +28,15 @@ import (
 )
 
 // Observed is everything a reconcile read: the ServiceKey, its Secret (nil when
-// absent), the labels of its namespace (nil when unknown), the ServiceKeyPolicies and
-// the time. Decisions are pure functions of it.
+// absent), the labels of its namespace (nil when unknown), the ServiceKeyPolicies, the
+// key staged in memory for it (nil when none) and the time. Decisions are pure
+// functions of it.
 type Observed struct {
 	Key             *v1.ServiceKey
 	Secret          *corev1.Secret
 	NamespaceLabels map[string]string
 	Policies        []policy.Policy
+	Staged          *Staged
 	Now             time.Time
 }
 
@@ -55,6 +57,9 @@ const (
 	CausePrivateKeyChanged RekeyCause = "PrivateKeyChanged"
 	CauseRequested         RekeyCause = "Requested"
 	CauseScheduled         RekeyCause = "Scheduled"
+	// CauseResumed: a Pending key found already in the Secret after a controller
+	// restart, its original cause lost with the process's memory.
+	CauseResumed RekeyCause = "Resumed"
 )
 
 // AnnotationRotationHandled on the Secret records the last value of the ServiceKey's
@@ -66,7 +71,7 @@ const AnnotationRotationHandled = "auth.servicekey.dev/rotation-handled"
 type blocker func(o Observed, v policy.Verdict) (reason, message string)
 
 // blockers run in order; the first failing one decides the Ready condition.
-var blockers = []blocker{secretOwnedByOthers, policyDenied, expired}
+var blockers = []blocker{policyDenied, expired}
 
 // policyDenied refuses a ServiceKey that no ServiceKeyPolicy selecting its namespace
 // permits: no key is issued, and an issued key keeps its Secret (the token server
@@ -78,19 +83,22 @@ func policyDenied(_ Observed, v policy.Verdict) (string, string) {
 	return v1.ReasonPolicyDenied, v.Message()
 }
 
-// secretOwnedByOthers refuses to touch a Secret that this ServiceKey does not control:
-// it could be someone's database password.
-func secretOwnedByOthers(o Observed, _ policy.Verdict) (string, string) {
+// secretConflict returns a message when the Secret of the wanted name is not
+// controlled by this ServiceKey: it could be someone's database password, so it is
+// never touched. The conflict clears by itself once that Secret is gone (the
+// controller looks again with backoff). secretName cannot be changed on an existing
+// ServiceKey, so the message does not suggest it.
+func secretConflict(o Observed) string {
 	if o.Secret == nil {
-		return "", ""
+		return ""
 	}
 	for _, ref := range o.Secret.OwnerReferences {
 		if ref.Controller != nil && *ref.Controller && ref.UID == o.Key.UID {
-			return "", ""
+			return ""
 		}
 	}
-	return v1.ReasonSecretConflict, "Secret " + o.Secret.Name + " exists and is not owned by this ServiceKey; " +
-		"it is left untouched. Delete it or choose another spec.secretName"
+	return "Secret " + o.Secret.Name + " exists and is not owned by this ServiceKey; it is left untouched. " +
+		"Delete that Secret and the key is written within a minute, or create a ServiceKey with another spec.secretName"
 }
 
 // expired stops issuing and repairing once the ServiceKey's validity has ended; the
@@ -178,25 +186,43 @@ func rotationDue(o Observed, _ secretState) RekeyCause {
 	return ""
 }
 
-// Decision is the outcome of the pure checks: either a blocker's reason, or whether
-// (and why) to re-key.
+// Decision is the outcome of the pure checks: a blocker's reason, a conflict, what to
+// do with a Pending key, whether (and why) to re-key.
 type Decision struct {
 	// Policy is the ServiceKeyPolicy verdict on the ServiceKey.
 	Policy policy.Verdict
 	// BlockedReason and BlockedMessage are set when a blocker failed; nothing is written
 	// to the Secret then.
 	BlockedReason, BlockedMessage string
-	// Rekey is the cause for a new key pair, or "".
+	// Conflict is set when the Secret belongs to someone else; it is not written.
+	Conflict string
+	// Promote: the status has a Pending key whose private half is in the Secret or
+	// staged in memory; the Secret gets it (if it does not hold it yet) and the key
+	// becomes Active. PromoteCause says why it was made.
+	Promote      bool
+	PromoteCause RekeyCause
+	// DropPending: the status has a Pending key whose private half is nowhere (the
+	// controller stopped between publishing it and writing the Secret). Nobody holds
+	// it, so it is removed rather than retired.
+	DropPending bool
+	// Rekey is the cause for a new key pair, or "". A new key is published as Pending
+	// before the Secret is written.
 	Rekey RekeyCause
-	// NewClientSecret asks for a new client secret: enabled, and the Secret has none
-	// or one that does not match the published hash.
+	// NewClientSecret asks for a new client secret: enabled, and neither the Secret
+	// nor the staged key has one matching the published hash. Its hash is published
+	// before the Secret is written.
 	NewClientSecret bool
 	// secret is the parsed current Secret, reused when not re-keying.
 	secret secretState
 }
 
-// Decide judges the ServiceKey against the policies, then runs the blockers and the
-// re-key checks.
+// Generate reports whether the decision needs something new (a key pair, a client
+// secret) published before the Secret is written.
+func (d Decision) Generate() bool { return d.Rekey != "" || d.NewClientSecret }
+
+// Decide judges the ServiceKey against the policies, runs the blockers, and then
+// decides, in this order: finish a Pending key (promote it or drop it), re-key, or
+// only bring the Secret's metadata and the status up to date.
 func Decide(o Observed) Decision {
 	v := policy.Evaluate(policy.RequestOf(o.Key), o.NamespaceLabels, o.Policies)
 	for _, check := range blockers {
@@ -204,9 +230,25 @@ func Decide(o Observed) Decision {
 			return Decision{Policy: v, BlockedReason: reason, BlockedMessage: msg}
 		}
 	}
+	if msg := secretConflict(o); msg != "" {
+		return Decision{Policy: v, Conflict: msg}
+	}
 	s := readSecret(o.Secret)
-	d := Decision{Policy: v, secret: s, NewClientSecret: clientSecretEnabled(o.Key) &&
-		(s.clientSecret == "" || !keyutil.ClientSecretMatches(s.clientSecret, o.Key.Status.ClientSecretHash))}
+	d := Decision{Policy: v, secret: s}
+	d.NewClientSecret = clientSecretEnabled(o.Key) && !clientSecretKnown(o, s)
+	if p := pendingKey(o.Key.Status.Keys); p != nil {
+		switch {
+		case stagedKeyID(o.Staged) == p.KeyID:
+			d.Promote, d.PromoteCause = true, o.Staged.Cause
+		case s.key != nil && s.keyID == p.KeyID:
+			d.Promote, d.PromoteCause = true, CauseResumed
+		default:
+			d.DropPending = true
+		}
+		if d.Promote {
+			return d
+		}
+	}
 	for _, check := range rekeyChecks {
 		if cause := check(o, s); cause != "" {
 			d.Rekey = cause
@@ -216,13 +258,40 @@ func Decide(o Observed) Decision {
 	return d
 }
 
+// clientSecretKnown reports whether a client secret matching the published hash is
+// in the Secret or staged in memory.
+func clientSecretKnown(o Observed, s secretState) bool {
+	hash := o.Key.Status.ClientSecretHash
+	if s.clientSecret != "" && keyutil.ClientSecretMatches(s.clientSecret, hash) {
+		return true
+	}
+	st := o.Staged
+	return st != nil && st.Key.ClientSecret != "" && keyutil.ClientSecretMatches(st.Key.ClientSecret, hash)
+}
+
+// stagedKeyID is the key ID of the staged key pair, "" when there is none.
+func stagedKeyID(st *Staged) string {
+	if st == nil || st.Key.Key == nil {
+		return ""
+	}
+	id, err := keyutil.KeyID(&st.Key.Key.PublicKey)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
 func clientSecretEnabled(k *v1.ServiceKey) bool {
 	return k.Spec.ClientSecret != nil && k.Spec.ClientSecret.Enabled
 }
 
-func activeKey(keys []v1.PublicKey) *v1.PublicKey {
+func activeKey(keys []v1.PublicKey) *v1.PublicKey { return keyIn(keys, v1.KeyActive) }
+
+func pendingKey(keys []v1.PublicKey) *v1.PublicKey { return keyIn(keys, v1.KeyPending) }
+
+func keyIn(keys []v1.PublicKey, state v1.KeyState) *v1.PublicKey {
 	for i := range keys {
-		if keys[i].State == v1.KeyActive {
+		if keys[i].State == state {
 			return &keys[i]
 		}
 	}

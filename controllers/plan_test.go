@@ -68,27 +68,68 @@ func newFixture(t *testing.T) fixture {
 		CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour)),
 	}}
 	sk.Spec.PrivateKey = v1.PrivateKeySpec{Size: 2048, Encoding: v1.PKCS1}
-	o := Observed{Key: sk, Now: t0.Add(-time.Hour)}
-	d, err := Build(o, Decision{Rekey: CauseInitial}, Config{}, nk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := fixture{key: sk, policies: []policy.Policy{openPolicy()}}
+	d := f.issue(t, f.at(t0.Add(-time.Hour)), nk)
 	sk.Status = d.Status
-	secret := &corev1.Secret{
+	f.secret = &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: "ns", Annotations: d.Secret.Annotations,
 			OwnerReferences: []metav1.OwnerReference{{UID: "uid-1", Controller: ptr.To(true)}}},
 		Data: d.Secret.Data,
 	}
-	return fixture{key: sk, secret: secret, policies: []policy.Policy{openPolicy()}}
+	return f
+}
+
+// issue runs the pure part of what Reconcile does when something new is needed:
+// decide, publish the new key as Pending, stage it, decide again and build the
+// Secret and the promoted status.
+func (f fixture) issue(t *testing.T, o Observed, nk *NewKey) Desired {
+	t.Helper()
+	d := Decide(o)
+	if !d.Generate() {
+		t.Fatalf("nothing to generate: %+v", d)
+	}
+	st, _, err := Publish(o, d, nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := pendingKey(st.Keys); p == nil || p.State != v1.KeyPending {
+		t.Fatalf("Publish did not publish a Pending key: %+v", st.Keys)
+	}
+	key := o.Key.DeepCopy()
+	key.Status = st
+	o.Key, o.Staged = key, &Staged{UID: key.UID, Key: *nk, Cause: d.Rekey}
+	d = Decide(o)
+	if !d.Promote {
+		t.Fatalf("after Publish the Pending key is not promoted: %+v", d)
+	}
+	out, err := Build(o, d, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func newKey(t *testing.T) *NewKey {
+	t.Helper()
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := keyutil.EncodePrivateKey(priv, v1.PKCS1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &NewKey{Key: priv, PEM: pem}
 }
 
 func TestDecide(t *testing.T) {
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	otherPEM, _ := keyutil.EncodePrivateKey(other, v1.PKCS1)
 	cases := map[string]struct {
-		change      func(f *fixture)
-		wantBlocked string
-		wantRekey   RekeyCause
+		change       func(f *fixture)
+		wantBlocked  string
+		wantConflict bool
+		wantRekey    RekeyCause
 	}{
 		"steady state":        {change: func(*fixture) {}},
 		"no key yet":          {change: func(f *fixture) { f.key.Status.Keys = nil }, wantRekey: CauseInitial},
@@ -103,17 +144,20 @@ func TestDecide(t *testing.T) {
 			f.secret.Annotations = map[string]string{AnnotationRotationHandled: "x"}
 		}},
 		"rotation due": {
-			change:    func(f *fixture) { f.key.Spec.Rotation.Every = &metav1.Duration{Duration: time.Hour} },
+			change: func(f *fixture) {
+				f.key.Spec.Rotation.Every = &metav1.Duration{Duration: time.Hour}
+				f.key.Status.LastRotationTime = &metav1.Time{Time: t0.Add(-time.Hour - time.Hour/50)} // past its jitter
+			},
 			wantRekey: CauseScheduled,
 		},
 		"rotation not yet due": {change: func(f *fixture) { f.key.Spec.Rotation.Every = &metav1.Duration{Duration: 2 * time.Hour} }},
 		"foreign Secret": {
-			change:      func(f *fixture) { f.secret.OwnerReferences = nil },
-			wantBlocked: v1.ReasonSecretConflict,
+			change:       func(f *fixture) { f.secret.OwnerReferences = nil },
+			wantConflict: true,
 		},
 		"Secret owned by another ServiceKey": {
-			change:      func(f *fixture) { f.secret.OwnerReferences[0].UID = "uid-2" },
-			wantBlocked: v1.ReasonSecretConflict,
+			change:       func(f *fixture) { f.secret.OwnerReferences[0].UID = "uid-2" },
+			wantConflict: true,
 		},
 		"no policy: refused, nothing re-keyed": {
 			change:      func(f *fixture) { f.policies = nil; f.secret = nil },
@@ -148,8 +192,9 @@ func TestDecide(t *testing.T) {
 			f := newFixture(t)
 			tc.change(&f)
 			d := Decide(f.at(t0))
-			if d.BlockedReason != tc.wantBlocked || d.Rekey != tc.wantRekey {
-				t.Errorf("blocked %q rekey %q, want blocked %q rekey %q", d.BlockedReason, d.Rekey, tc.wantBlocked, tc.wantRekey)
+			if d.BlockedReason != tc.wantBlocked || d.Rekey != tc.wantRekey || (d.Conflict != "") != tc.wantConflict {
+				t.Errorf("blocked %q conflict %q rekey %q, want blocked %q conflict %v rekey %q",
+					d.BlockedReason, d.Conflict, d.Rekey, tc.wantBlocked, tc.wantConflict, tc.wantRekey)
 			}
 		})
 	}
@@ -157,22 +202,32 @@ func TestDecide(t *testing.T) {
 
 func TestBuildReadyAndRequeue(t *testing.T) {
 	cases := map[string]struct {
-		change      func(f *fixture)
-		wantStatus  metav1.ConditionStatus
-		wantReason  string
-		wantRequeue time.Duration
-		wantSecret  bool
+		change       func(f *fixture)
+		wantStatus   metav1.ConditionStatus
+		wantReason   string
+		wantSynced   string
+		wantRequeue  time.Duration
+		wantSecret   bool
+		wantNoSynced bool
 	}{
-		"issued":    {change: func(*fixture) {}, wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSecret: true},
-		"suspended": {change: func(f *fixture) { f.key.Spec.Suspended = true }, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonSuspended, wantSecret: true},
-		"conflict":  {change: func(f *fixture) { f.secret.OwnerReferences = nil }, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonSecretConflict},
+		"issued":    {change: func(*fixture) {}, wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSynced: v1.ReasonSynced, wantSecret: true},
+		"suspended": {change: func(f *fixture) { f.key.Spec.Suspended = true }, wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonSuspended, wantSynced: v1.ReasonSynced, wantSecret: true},
+		"conflict with a working key: Ready stays True": {
+			change:     func(f *fixture) { f.secret.OwnerReferences = nil },
+			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSynced: v1.ReasonSecretConflict, wantRequeue: time.Second,
+		},
+		"conflict before any key": {
+			change:     func(f *fixture) { f.secret.OwnerReferences = nil; f.key.Status.Keys = nil },
+			wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonSecretConflict, wantSynced: v1.ReasonSecretConflict, wantRequeue: time.Second,
+		},
 		"requeue at expiry": {
 			change:     func(f *fixture) { f.key.Spec.ExpiresAt = &metav1.Time{Time: t0.Add(90 * time.Minute)} },
-			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantRequeue: 90 * time.Minute, wantSecret: true,
+			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSynced: v1.ReasonSynced, wantRequeue: 90 * time.Minute, wantSecret: true,
 		},
-		"requeue at next rotation": {
+		"requeue at next rotation, jittered": {
 			change:     func(f *fixture) { f.key.Spec.Rotation.Every = &metav1.Duration{Duration: 3 * time.Hour} },
-			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantRequeue: 2 * time.Hour, wantSecret: true,
+			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSynced: v1.ReasonSynced,
+			wantRequeue: 2*time.Hour + rotationJitter("uid-1", 3*time.Hour/50).Truncate(time.Second), wantSecret: true,
 		},
 	}
 	for name, tc := range cases {
@@ -180,13 +235,16 @@ func TestBuildReadyAndRequeue(t *testing.T) {
 			f := newFixture(t)
 			tc.change(&f)
 			o := f.at(t0)
-			d, err := Build(o, Decide(o), Config{}, nil)
+			d, err := Build(o, Decide(o), Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			c := meta.FindStatusCondition(d.Status.Conditions, v1.ConditionReady)
 			if c.Status != tc.wantStatus || c.Reason != tc.wantReason || c.ObservedGeneration != 1 {
 				t.Errorf("Ready %s/%s (gen %d), want %s/%s", c.Status, c.Reason, c.ObservedGeneration, tc.wantStatus, tc.wantReason)
+			}
+			if s := meta.FindStatusCondition(d.Status.Conditions, v1.ConditionSynced); s == nil || s.Reason != tc.wantSynced {
+				t.Errorf("Synced %+v, want reason %s", s, tc.wantSynced)
 			}
 			if d.RequeueAfter != tc.wantRequeue {
 				t.Errorf("requeue after %v, want %v", d.RequeueAfter, tc.wantRequeue)
@@ -203,15 +261,8 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 	now := t0
 	for i := 0; i < maxKeys+4; i++ {
 		now = now.Add(time.Minute)
-		priv, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pem, _ := keyutil.EncodePrivateKey(priv, v1.PKCS1)
-		d, err := Build(Observed{Key: f.key, Secret: f.secret, Now: now}, Decision{Rekey: CauseRequested}, Config{}, &NewKey{Key: priv, PEM: pem})
-		if err != nil {
-			t.Fatal(err)
-		}
+		f.key.Annotations = map[string]string{v1.AnnotationRotate: now.String()}
+		d := f.issue(t, f.at(now), newKey(t))
 		f.key.Status = d.Status
 		f.secret.Data, f.secret.Annotations = d.Secret.Data, d.Secret.Annotations
 	}
@@ -226,7 +277,7 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 	}
 	// After the grace period all Retiring keys are retired at once.
 	later := f.at(now.Add(25 * time.Hour))
-	d, err := Build(later, Decide(later), Config{}, nil)
+	d, err := Build(later, Decide(later), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,9 +291,12 @@ func TestRotationKeepsHistoryWithinLimits(t *testing.T) {
 	}
 }
 
-func TestBuildNeedsKeyWhenRekeying(t *testing.T) {
+func TestBuildNeedsPublishingFirst(t *testing.T) {
 	f := newFixture(t)
-	if _, err := Build(Observed{Key: f.key, Secret: f.secret, Now: t0}, Decision{Rekey: CauseScheduled}, Config{}, nil); err == nil {
-		t.Fatal("Build re-keyed without a key")
+	if _, err := Build(f.at(t0), Decision{Rekey: CauseScheduled}, Config{}); err == nil {
+		t.Fatal("Build re-keyed without publishing first")
+	}
+	if _, _, err := Publish(f.at(t0), Decision{Rekey: CauseScheduled}, nil); err == nil {
+		t.Fatal("Publish re-keyed without a key")
 	}
 }

@@ -39,17 +39,22 @@ type SecretContent struct {
 	Data        map[string][]byte
 }
 
-// secretContent builds the Secret for the Active key: the new key when re-keying, else
-// the private key already in the Secret (kept byte for byte).
-func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, nk *NewKey, clientSecret string) (*SecretContent, error) {
+// secretContent builds the Secret for the Active key: the staged key when it has just
+// been promoted, else the private key already in the Secret (kept byte for byte).
+func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, clientSecret string) (*SecretContent, error) {
 	k := o.Key
-	pem := d.secret.pem
-	if nk != nil && nk.PEM != nil {
-		pem = nk.PEM
-	}
 	active := activeKey(st.Keys)
-	if active == nil || len(pem) == 0 {
+	if active == nil {
 		return nil, errors.New("no active key to write into the Secret")
+	}
+	var pem []byte
+	switch {
+	case d.secret.key != nil && d.secret.keyID == active.KeyID:
+		pem = d.secret.pem
+	case o.Staged != nil && stagedKeyID(o.Staged) == active.KeyID:
+		pem = o.Staged.Key.PEM
+	default:
+		return nil, errors.New("the private key of active key " + active.KeyID + " is neither in the Secret nor staged")
 	}
 	kf := keyutil.KeyFile{
 		KeyID:      active.KeyID,
@@ -67,7 +72,7 @@ func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, nk 
 	annotations := map[string]string{}
 	if t := k.Spec.SecretTemplate; t != nil {
 		for name, value := range t.Labels {
-			labels[name] = value
+			labels[name] = string(value)
 		}
 		for name, value := range t.Annotations {
 			annotations[name] = value

@@ -29,8 +29,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,6 +44,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
@@ -78,11 +77,15 @@ type ServiceKeyReconciler struct {
 	Config Config
 	// Metrics counts rotations and policy refusals; may be nil.
 	Metrics *Metrics
+
+	// staged holds key pairs published as Pending whose private half is not in the
+	// Secret yet; memory only.
+	staged stash
 }
 
 // RBAC of the controller: ServiceKeys read, status written; Secrets read and written
 // (RBAC cannot narrow this to key Secrets, which is why the controller never writes a
-// Secret it does not control, see secretOwnedByOthers); finalizers for
+// Secret it does not control, see secretConflict); finalizers for
 // blockOwnerDeletion on the Secrets' owner references; events.
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys,verbs=get;list;watch
 // +kubebuilder:rbac:groups=auth.servicekey.dev,resources=servicekeys/status,verbs=get;patch
@@ -96,10 +99,16 @@ type ServiceKeyReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=servicekey-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=servicekey-system,resources=events,verbs=create;patch
 
-// Reconcile brings one ServiceKey's Secret and status to the desired state.
+// Reconcile brings one ServiceKey's Secret and status to the desired state, in an
+// order that never hands out an unpublished key: anything new (a key pair, a client
+// secret) is first published in status, then written to the Secret, then promoted
+// (docs/controller.md, "Write order").
 func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	o, err := r.observe(ctx, r.Client, req.NamespacedName)
 	if o.Key == nil || err != nil {
+		if err == nil {
+			r.staged.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, err
 	}
 	if o.NamespaceLabels == nil {
@@ -107,56 +116,105 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
 	}
 	d := Decide(o)
-	var nk *NewKey
-	// A blocked ServiceKey (refused by policy, expired) writes no Secret: no live read.
-	live := d.BlockedReason == "" && (d.Rekey != "" || d.NewClientSecret || o.Secret == nil)
-	if live {
-		// Read live before acting on a missing Secret or a re-key: the cache holds only
+	if d.BlockedReason == "" && (d.Generate() || d.DropPending || o.Secret == nil) {
+		// Read live before generating or dropping anything: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
-		// overwritten), and it may lag behind this controller's own last write (a key
-		// pair must never be generated, and a rotation never done, on stale objects).
+		// overwritten), and it may lag behind this controller's own last write.
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
 			return ctrl.Result{}, err
 		}
 		d = Decide(o)
-		if nk, err = r.generate(o, d); err != nil {
+	}
+	if d.Generate() {
+		if o, err = r.publish(ctx, o, d); apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		} else if err != nil {
 			return ctrl.Result{}, err
 		}
+		d = Decide(o)
 	}
-	desired, err := Build(o, d, r.Config, nk)
+	desired, err := Build(o, d, r.Config)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", req.NamespacedName, err)
 	}
-	if err := r.write(ctx, o, &desired, live); apierrors.IsConflict(err) {
+	if err := r.write(ctx, o, d, &desired); apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	} else if err != nil {
 		return ctrl.Result{}, err
+	}
+	if pendingKey(desired.Status.Keys) == nil {
+		r.staged.forget(req.NamespacedName)
 	}
 	r.emit(o.Key, desired)
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
 }
 
-// generate makes what the decision asks for: a key pair, a client secret, or both.
-func (r *ServiceKeyReconciler) generate(o Observed, d Decision) (*NewKey, error) {
-	if d.Rekey == "" && !d.NewClientSecret {
-		return nil, nil
+// publish generates what the decision asks for (or reuses what is staged from an
+// attempt whose status write failed), stages it in memory and publishes it in status.
+// It returns the observation updated with the stored ServiceKey and the staged key.
+func (r *ServiceKeyReconciler) publish(ctx context.Context, o Observed, d Decision) (Observed, error) {
+	st, err := r.generate(o, d)
+	if err != nil {
+		return o, err
 	}
-	nk := &NewKey{}
+	name := types.NamespacedName{Namespace: o.Key.Namespace, Name: o.Key.Name}
+	r.staged.put(name, st)
+	status, events, err := Publish(o, d, &st.Key)
+	if err != nil {
+		return o, fmt.Errorf("publish new key of %s: %w", name, err)
+	}
+	key, err := r.applyStatus(ctx, o.Key, status)
+	if err != nil {
+		if !apierrors.IsConflict(err) {
+			r.event(o.Key, Event{corev1.EventTypeWarning, v1.EventStatusWriteFailed, "Publish",
+				"the API server refused the status, so no new key was handed out; retrying: " + statusMessage(err)})
+		}
+		return o, err
+	}
+	for _, e := range events {
+		r.event(key, e)
+	}
+	o.Key, o.Staged = key, st
+	return o, nil
+}
+
+// generate makes what the decision asks for: a key pair, a client secret, or both,
+// reusing what is already staged for this ServiceKey and not yet published (a failed
+// status write must not cost a new key per retry).
+func (r *ServiceKeyReconciler) generate(o Observed, d Decision) (*Staged, error) {
+	st := &Staged{UID: o.Key.UID}
+	if o.Staged != nil {
+		*st = *o.Staged
+	}
 	if d.Rekey != "" {
-		k, err := r.Keys.New(keySize(o.Key.Spec.PrivateKey), keyEncoding(o.Key.Spec.PrivateKey))
+		st.Cause = d.Rekey
+		size, enc := keySize(o.Key.Spec.PrivateKey), keyEncoding(o.Key.Spec.PrivateKey)
+		if !stagedFits(st, size, enc) {
+			k, err := r.Keys.New(size, enc)
+			if err != nil {
+				return nil, err
+			}
+			st.Key.Key, st.Key.PEM = k.Key, k.PEM
+		}
+	}
+	if d.NewClientSecret && st.Key.ClientSecret == "" {
+		secret, err := RandomSecret()
 		if err != nil {
 			return nil, err
 		}
-		nk = k
+		st.Key.ClientSecret = secret
 	}
-	if d.NewClientSecret {
-		s, err := RandomSecret()
-		if err != nil {
-			return nil, err
-		}
-		nk.ClientSecret = s
+	return st, nil
+}
+
+// stagedFits reports whether a staged key pair can serve a new rotation: it has the
+// size and encoding the spec asks for now.
+func stagedFits(st *Staged, size int32, enc v1.PrivateKeyEncoding) bool {
+	if st.Key.Key == nil || int32(st.Key.Key.N.BitLen()) != size { //nolint:gosec // bit lengths fit
+		return false
 	}
-	return nk, nil
+	_, got, err := keyutil.ParsePrivateKey(st.Key.PEM)
+	return err == nil && got == enc
 }
 
 // observe reads the ServiceKey and its Secret (nil when absent) through rd, and the
@@ -181,35 +239,43 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 		return o, fmt.Errorf("get Secret %s: %w", secretKey, err)
 	}
 	o.Key, o.Secret = key, secret
+	o.Staged = r.staged.get(name, key.UID)
 	return o, nil
 }
 
-// write applies the Secret, then the status. When o came from the cache, both carry
-// the resourceVersion that was read, so a reconcile working from a stale cache fails
-// with a conflict instead of undoing a newer write. When o was read live (re-key,
-// new client secret, missing Secret), the status is applied without that
-// precondition: the Secret may already hold a new key, and a concurrent write of a
-// field the controller does not own (the token server's lastUsedTime) must not leave
-// that key unpublished. A Secret the API server refuses (say, a template label that
-// is not a valid label) leaves the keys as they were and reports InvalidSpec.
-func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, desired *Desired, live bool) error {
+// write applies the Secret, then the status. Both carry the resourceVersion that was
+// read, so a reconcile working from a stale cache fails with a conflict instead of
+// undoing a newer write. A Secret the API server refuses leaves the keys as they were
+// (a Pending key stays Pending and staged) and is reported on condition Synced; Ready
+// keeps saying whether the Active key works.
+func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, d Decision, desired *Desired) error {
 	if desired.Secret != nil && !desired.Secret.matches(o.Secret, o.Key.UID) {
 		ac := desired.Secret.applyConfiguration(o.Key)
 		if o.Secret != nil {
 			ac.WithResourceVersion(o.Secret.ResourceVersion)
 		}
 		err := r.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership)
-		if apierrors.IsInvalid(err) {
-			// Nothing was written: no new key, no retirement, nothing to announce.
-			desired.Status, desired.Events, desired.Rotated = invalidSpecStatus(o.Key, err), nil, ""
-		} else if err != nil {
-			return fmt.Errorf("apply Secret %s/%s: %w", o.Key.Namespace, desired.Secret.Name, err)
+		switch {
+		case apierrors.IsConflict(err):
+			return err
+		case err != nil:
+			reason := v1.ReasonReconcileError
+			if apierrors.IsInvalid(err) {
+				reason = v1.ReasonInvalidSpec
+			}
+			msg := "the API server refused Secret " + desired.Secret.Name + ": " + statusMessage(err)
+			st := SecretRefused(o, d, reason, msg)
+			*desired = Desired{Status: st, RequeueAfter: requeueAfter(o.Key, st, o.Now)}
+			if syncedReason(o.Key.Status.Conditions) != reason {
+				desired.Events = []Event{{corev1.EventTypeWarning, v1.EventSecretWriteFailed, "Write", msg}}
+			}
 		}
 	}
 	if statusUnchanged(o.Key.Status, desired.Status) {
 		return nil
 	}
-	return r.applyStatus(ctx, o.Key, desired.Status, !live)
+	_, err := r.applyStatus(ctx, o.Key, desired.Status)
+	return err
 }
 
 // statusUnchanged compares the fields the controller owns; lastUsedTime belongs to
@@ -219,38 +285,28 @@ func statusUnchanged(observed, desired v1.ServiceKeyStatus) bool {
 	return equality.Semantic.DeepEqual(observed, desired)
 }
 
-func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus, precondition bool) error {
+// applyStatus applies st as the status of key, on the condition that key is still at
+// the resourceVersion that was read, and returns the ServiceKey as stored.
+func (r *ServiceKeyReconciler) applyStatus(ctx context.Context, key *v1.ServiceKey, st v1.ServiceKeyStatus) (*v1.ServiceKey, error) {
 	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
-		return fmt.Errorf("convert status: %w", err)
+		return nil, fmt.Errorf("convert status: %w", err)
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"status": status}}
 	u.SetGroupVersionKind(v1.GroupVersion.WithKind("ServiceKey"))
 	u.SetNamespace(key.Namespace)
 	u.SetName(key.Name)
-	if precondition {
-		u.SetResourceVersion(key.ResourceVersion)
-	}
+	u.SetResourceVersion(key.ResourceVersion)
 	err = r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(FieldOwner), client.ForceOwnership)
 	if err != nil {
-		return fmt.Errorf("apply status of ServiceKey %s/%s: %w", key.Namespace, key.Name, err)
+		return nil, fmt.Errorf("apply status of ServiceKey %s/%s: %w", key.Namespace, key.Name, err)
 	}
-	return nil
-}
-
-// invalidSpecStatus keeps the published keys and says why the Secret was refused.
-// The API server's message names the offending field; it never contains key material
-// because the only caller-controlled parts of the Secret are labels and annotations.
-func invalidSpecStatus(key *v1.ServiceKey, err error) v1.ServiceKeyStatus {
-	st := *key.Status.DeepCopy()
-	st.ObservedGeneration = key.Generation
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-		Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1.ReasonInvalidSpec,
-		ObservedGeneration: key.Generation,
-		Message:            "the API server refused the Secret: " + statusMessage(err),
-	})
-	return st
+	stored := &v1.ServiceKey{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, stored); err != nil {
+		return nil, fmt.Errorf("read back ServiceKey %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	return stored, nil
 }
 
 func statusMessage(err error) string {
@@ -272,10 +328,13 @@ func (r *ServiceKeyReconciler) emit(key *v1.ServiceKey, desired Desired) {
 			r.Metrics.PolicyDenied.WithLabelValues(string(k)).Inc()
 		}
 	}
-	if r.Recorder == nil {
-		return
-	}
 	for _, e := range desired.Events {
+		r.event(key, e)
+	}
+}
+
+func (r *ServiceKeyReconciler) event(key *v1.ServiceKey, e Event) {
+	if r.Recorder != nil {
 		r.Recorder.Eventf(key, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
 	}
 }

@@ -153,7 +153,7 @@ func TestSecretDeletedIsRestoredWithNewKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk = waitReady(t, ns, "restore", v1.ReasonIssued, func(sk *v1.ServiceKey) bool {
-		return len(sk.Status.Keys) == 2 && sk.Status.Keys[0].KeyID != old.KeyID
+		return len(sk.Status.Keys) == 2 && sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != old.KeyID
 	})
 	secretKey(t, sk)
 	assertRetiring(t, sk, old.KeyID, 24*time.Hour)
@@ -172,7 +172,7 @@ func TestSecretKeyReplacedIsRekeyed(t *testing.T) {
 		t.Fatal(err)
 	}
 	sk = waitReady(t, ns, "replaced", v1.ReasonIssued, func(sk *v1.ServiceKey) bool {
-		return sk.Status.Keys[0].KeyID != old.KeyID
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != old.KeyID
 	})
 	key := secretKey(t, sk)
 	if key.Equal(foreign) {
@@ -225,6 +225,44 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	if after.ResourceVersion != before.ResourceVersion || string(after.Data["password"]) != "hunter2" {
 		t.Error("the foreign Secret was modified")
 	}
+	if c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); strings.Contains(c.Message, "choose another spec.secretName") {
+		t.Errorf("the message suggests changing the immutable secretName: %q", c.Message)
+	}
+	// The conflict clears by itself once the foreign Secret is gone: no spec edit, no
+	// restart, although the deleted Secret is not in the controller's cache.
+	if err := k8s.Delete(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	sk = waitReady(t, ns, "conflict", v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
+	waitCondition(t, ns, "conflict", v1.ConditionSynced, v1.ReasonSynced)
+	secretKey(t, sk)
+}
+
+// TestConflictAfterIssueKeepsReady: the key's own Secret is deleted and a foreign
+// one takes its name. The Active key still works, so Ready stays True and Synced
+// reports the conflict; deleting the foreign Secret restores the key's Secret.
+func TestConflictAfterIssueKeepsReady(t *testing.T) {
+	sk := create(t, newKey("conflict-later"))
+	id := activeKey(t, sk).KeyID
+	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name, Namespace: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name, Namespace: ns}, StringData: map[string]string{"x": "y"}}
+	eventually(t, "a foreign Secret takes the name", func() (bool, string) {
+		err := k8s.Create(context.Background(), foreign)
+		return err == nil, fmt.Sprint(err)
+	})
+	waitCondition(t, ns, sk.Name, v1.ConditionSynced, v1.ReasonSecretConflict)
+	sk = get(t, ns, sk.Name)
+	if c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready %s/%s while the Active key still works", c.Status, c.Reason)
+	}
+	if err := k8s.Delete(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ns, sk.Name, v1.ConditionSynced, v1.ReasonSynced)
+	sk = waitReady(t, ns, sk.Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return activeKey(t, sk).KeyID != id })
+	secretKey(t, sk)
 }
 
 func TestRotationByAnnotation(t *testing.T) {
@@ -255,17 +293,13 @@ func TestRotationByScheduleAndGraceExpiry(t *testing.T) {
 	sk.Spec.Rotation = v1.RotationSpec{Every: dur(2 * time.Hour), GracePeriod: dur(time.Hour)}
 	sk = create(t, sk)
 	first := activeKey(t, sk)
-	if want := sk.Status.LastRotationTime.Add(2 * time.Hour); !sk.Status.NextRotationTime.Time.Equal(want) {
-		t.Fatalf("nextRotationTime %v, want %v", sk.Status.NextRotationTime, want)
-	}
-	fakeClock.Step(2*time.Hour + time.Second)
+	assertNextRotation(t, sk, 2*time.Hour)
+	fakeClock.Step(2*time.Hour + 2*time.Hour/50 + time.Second) // past the period and its jitter
 	poke(t, ns, sk.Name)
 	sk = waitReady(t, ns, sk.Name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return len(sk.Status.Keys) == 2 })
 	secretKey(t, sk)
 	assertRetiring(t, sk, first.KeyID, time.Hour)
-	if want := sk.Status.LastRotationTime.Add(2 * time.Hour); !sk.Status.NextRotationTime.Time.Equal(want) {
-		t.Errorf("nextRotationTime %v, want %v", sk.Status.NextRotationTime, want)
-	}
+	assertNextRotation(t, sk, 2*time.Hour)
 
 	// The grace period ends: the Retiring key leaves the status.
 	fakeClock.Step(time.Hour + time.Second)
@@ -276,6 +310,16 @@ func TestRotationByScheduleAndGraceExpiry(t *testing.T) {
 	}
 	if note := findEvent(t, sk, v1.EventKeyRetired); !strings.Contains(note, first.KeyID) {
 		t.Errorf("KeyRetired note %q does not name %s", note, first.KeyID)
+	}
+}
+
+// assertNextRotation checks nextRotationTime is lastRotationTime + every, plus a
+// jitter below 2% of every.
+func assertNextRotation(t *testing.T, sk *v1.ServiceKey, every time.Duration) {
+	t.Helper()
+	next, last := sk.Status.NextRotationTime, sk.Status.LastRotationTime
+	if next == nil || last == nil || next.Before(&metav1.Time{Time: last.Add(every)}) || !next.Before(&metav1.Time{Time: last.Add(every + every/50)}) {
+		t.Errorf("nextRotationTime %v, want within 2%% after %v + %v", next, last, every)
 	}
 }
 
@@ -324,7 +368,7 @@ func TestSecretTemplateWithoutRekey(t *testing.T) {
 	id := activeKey(t, sk).KeyID
 	update(t, ns, sk.Name, func(sk *v1.ServiceKey) {
 		sk.Spec.SecretTemplate = &v1.SecretTemplate{
-			Labels:      map[string]string{"team": "payments", "tier": "gold"},
+			Labels:      map[string]v1.LabelValue{"team": "payments", "tier": "gold"},
 			Annotations: map[string]string{"backup.example.com/exclude": "true"},
 		}
 	})
@@ -346,17 +390,21 @@ func TestSecretTemplateWithoutRekey(t *testing.T) {
 	secretKey(t, sk)
 }
 
+// TestInvalidTemplateLabelIsReported: a label key CEL lets through but the API server
+// refuses on the Secret leaves the working key working (Ready True) and is reported
+// on Synced, then clears when the template is fixed.
 func TestInvalidTemplateLabelIsReported(t *testing.T) {
 	sk := create(t, newKey("bad-label"))
 	id := activeKey(t, sk).KeyID
 	update(t, ns, sk.Name, func(sk *v1.ServiceKey) {
-		sk.Spec.SecretTemplate = &v1.SecretTemplate{Labels: map[string]string{"team": "not a valid label value!"}}
+		sk.Spec.SecretTemplate = &v1.SecretTemplate{Labels: map[string]v1.LabelValue{"not a valid key!": "x"}}
 	})
-	sk = waitReady(t, ns, sk.Name, v1.ReasonInvalidSpec, func(*v1.ServiceKey) bool { return true })
-	c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
+	c := waitCondition(t, ns, sk.Name, v1.ConditionSynced, v1.ReasonInvalidSpec)
+	sk = waitReady(t, ns, sk.Name, v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
 	if !strings.Contains(c.Message, "metadata.labels") || activeKey(t, sk).KeyID != id {
 		t.Errorf("InvalidSpec message %q, keys %v", c.Message, keyStates(sk))
 	}
+	findEvent(t, sk, v1.EventSecretWriteFailed)
 	update(t, ns, sk.Name, func(sk *v1.ServiceKey) { sk.Spec.SecretTemplate = nil })
 	sk = waitReady(t, ns, sk.Name, v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
 	if activeKey(t, sk).KeyID != id {
@@ -447,7 +495,8 @@ servicekey_keys{state="Retiring"} %d
 	for _, f := range families {
 		names[f.GetName()] = true
 	}
-	for _, n := range []string{"servicekey_next_rotation_timestamp_seconds", "servicekey_next_expiry_timestamp_seconds"} {
+	for _, n := range []string{"servicekey_next_rotation_timestamp_seconds", "servicekey_next_expiry_timestamp_seconds",
+		"servicekey_expiration_timestamp_seconds", "servicekey_ready_status"} {
 		if !names[n] {
 			t.Errorf("metric %s missing; have %v", n, names)
 		}

@@ -113,6 +113,7 @@ func startManager(ctx context.Context, env *testenv.Env) (*controllers.ServiceKe
 		return nil, nil, err
 	}
 	m := controllers.NewMetrics(mgr.GetCache())
+	m.Clock = fakeClock
 	r := &controllers.ServiceKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -196,11 +197,29 @@ func create(t *testing.T, sk *v1.ServiceKey) *v1.ServiceKey {
 	if err := k8s.Create(context.Background(), sk); err != nil {
 		t.Fatalf("create ServiceKey: %v", err)
 	}
-	return waitReady(t, sk.Namespace, sk.Name, "", func(*v1.ServiceKey) bool { return true })
+	return waitReady(t, sk.Namespace, sk.Name, "", func(sk *v1.ServiceKey) bool {
+		c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady)
+		return c.Reason != v1.ReasonPending // issuance finished (or blocked)
+	})
 }
 
 // waitReady waits until the Ready condition has the given reason (any when "") for
 // the current generation and extra holds.
+// waitCondition polls until the condition typ has reason at the current generation.
+func waitCondition(t *testing.T, namespace, name, typ, reason string) metav1.Condition {
+	t.Helper()
+	var c *metav1.Condition
+	eventually(t, fmt.Sprintf("%s/%s %s reason %q", namespace, name, typ, reason), func() (bool, string) {
+		sk := get(t, namespace, name)
+		c = meta.FindStatusCondition(sk.Status.Conditions, typ)
+		if c == nil || c.ObservedGeneration != sk.Generation {
+			return false, fmt.Sprintf("condition %+v at generation %d", c, sk.Generation)
+		}
+		return c.Reason == reason, c.Reason + ": " + c.Message
+	})
+	return *c
+}
+
 func waitReady(t *testing.T, namespace, name, reason string, extra func(*v1.ServiceKey) bool) *v1.ServiceKey {
 	t.Helper()
 	var sk *v1.ServiceKey

@@ -87,7 +87,7 @@ func TestVerifyAssertion(t *testing.T) {
 	active, retiring, retired, stranger := newPair(t), newPair(t), newPair(t), newPair(t)
 	graceEnd, graceOver := now.Add(time.Hour), now.Add(-time.Second)
 	rec := &KeyRecord{
-		ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+		ClientID: "team/app", Subject: "system:servicekey:team:app",
 		Keys: []PublicKey{
 			{ID: active.id, Key: &active.priv.PublicKey, Active: true},
 			{ID: retiring.id, Key: &retiring.priv.PublicKey, NotAfter: &graceEnd},
@@ -97,9 +97,8 @@ func TestVerifyAssertion(t *testing.T) {
 	expired := now.Add(-time.Minute)
 	lookup := mapLookup{
 		"team/app":       rec,
-		"team/suspended": {ClientID: "team/suspended", Suspended: true, Ready: true, Keys: rec.Keys},
-		"team/expired":   {ClientID: "team/expired", Expiry: &expired, Ready: true, Keys: rec.Keys},
-		"team/notready":  {ClientID: "team/notready", Keys: rec.Keys},
+		"team/suspended": {ClientID: "team/suspended", Suspended: true, Keys: rec.Keys},
+		"team/expired":   {ClientID: "team/expired", Expiry: &expired, Keys: rec.Keys},
 	}
 	pubDER, _ := x509.MarshalPKIXPublicKey(&active.priv.PublicKey)
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -129,7 +128,6 @@ func TestVerifyAssertion(t *testing.T) {
 		"unknown iss":               {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/other" }), "unknown client_id team/other"},
 		"suspended":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/suspended" }), "is suspended"},
 		"expired ServiceKey":        {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/expired" }), "has expired"},
-		"not Ready":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["iss"] = "team/notready" }), "is not Ready"},
 		"sub mismatch":              {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["sub"] = "system:admin" }), "sub does not match"},
 		"no aud":                    {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { delete(c, "aud") }), "no aud claim"},
 		"wrong aud":                 {sign(t, rs, active.priv, active.id, func(c jwt.MapClaims) { c["aud"] = "https://evil.test" }), "aud does not name this server"},
@@ -245,7 +243,7 @@ func signRaw(t *testing.T, k keyPair, header, payload string) string {
 
 func TestVerifyClientAssertion(t *testing.T) {
 	k := newPair(t)
-	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app",
 		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
 	cases := map[string]struct {
 		sub   any
@@ -322,7 +320,7 @@ func BenchmarkRefusalCost(b *testing.B) {
 	}
 	k, stranger := newPair(b), newPair(b)
 	stranger4k := keyPair{priv: priv, id: "stranger"}
-	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app",
 		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}, {ID: "big", Key: &published.PublicKey, Active: false}}}}
 	cases := map[string]string{
 		"wrong signature, 2048":   sign(b, jwt.SigningMethodRS256, stranger.priv, k.id, nil),

@@ -145,7 +145,9 @@ func TestTokenSourcePicksUpRotatedKeyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	patchKey(t, "kit-rotate", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
-	current := waitKeyFile(t, "kit-rotate", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != old.KeyID })
+	current := waitKeyFile(t, "kit-rotate", func(sk *v1.ServiceKey) bool {
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != old.KeyID
+	})
 	refusedWithin(t, old, tokenserver.GenericAssertionRefusal) // only the new key works from here on
 	writeKeyFile(t, path, current)                             // the kubelet delivers the rotated Secret
 	src.Invalidate(tok)

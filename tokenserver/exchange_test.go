@@ -46,7 +46,7 @@ func newExchangeFixture(t *testing.T) *exchangeFixture {
 	t.Helper()
 	f := &exchangeFixture{active: newPair(t), second: newPair(t)}
 	graceEnd := now.Add(time.Hour)
-	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true,
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app",
 		Scopes: []string{"a", "b", "c"}, Request: policy.Request{Namespace: "team", Name: "app", Scopes: []string{"a", "b", "c"}},
 		Keys: []PublicKey{{ID: f.active.id, Key: &f.active.priv.PublicKey, Active: true}, {ID: f.second.id, Key: &f.second.priv.PublicKey, NotAfter: &graceEnd}}}}
 	var err error

@@ -48,7 +48,7 @@ func fuzzHandler(t testing.TB) (http.Handler, keyPair) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true, Scopes: []string{"a", "b"},
+	lookup := mapLookup{"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Scopes: []string{"a", "b"},
 		ClientSecretHash: "sha256:x", Request: policy.Request{Namespace: "team", Name: "app", Scopes: []string{"a", "b"}},
 		Keys: []PublicKey{{ID: k.id, Key: &k.priv.PublicKey, Active: true}}}}
 	gate := openGate("team")
@@ -143,7 +143,7 @@ func FuzzIntrospection(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	lookup := mapLookup{"team/rs": {ClientID: "team/rs", Subject: "system:servicekey:team:rs", Ready: true, Scopes: []string{DefaultIntrospectionScope},
+	lookup := mapLookup{"team/rs": {ClientID: "team/rs", Subject: "system:servicekey:team:rs", Scopes: []string{DefaultIntrospectionScope},
 		Request: policy.Request{Namespace: "team", Name: "rs", Scopes: []string{DefaultIntrospectionScope}}}}
 	in := &Introspector{Issuer: "https://token.test", Scope: DefaultIntrospectionScope, Keys: func() *SigningKeys { return keys },
 		Lookup: lookup, Policies: openGate("team"), DefaultAudience: []string{"https://token.test"}, MaxTTL: time.Hour,

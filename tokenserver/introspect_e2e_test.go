@@ -112,7 +112,9 @@ func TestIntrospection(t *testing.T) {
 		return got.status == 200 && !got.body.Active, got.raw
 	})
 	// A token of the new key is active; deleting the ServiceKey makes it inactive.
-	fresh := accessToken(t, waitKeyFile(t, "target", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != targetKF.KeyID }))
+	fresh := accessToken(t, waitKeyFile(t, "target", func(sk *v1.ServiceKey) bool {
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != targetKF.KeyID
+	}))
 	if got := introspect(t, caller, fresh); !got.body.Active {
 		t.Fatalf("fresh token inactive: %s", got.raw)
 	}

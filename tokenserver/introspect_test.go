@@ -43,7 +43,7 @@ func TestIntrospectionRateLimitAndAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	record := func(name string, scopes ...string) *KeyRecord {
-		return &KeyRecord{ClientID: "team/" + name, Subject: "system:servicekey:team:" + name, Ready: true, Scopes: scopes,
+		return &KeyRecord{ClientID: "team/" + name, Subject: "system:servicekey:team:" + name, Scopes: scopes,
 			Request: policy.Request{Namespace: "team", Name: name, Scopes: scopes}}
 	}
 	scope := DefaultIntrospectionScope + ":https://token.test" // the audience of team/app's tokens

@@ -19,11 +19,14 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
@@ -84,7 +87,9 @@ func TestServiceKeyRotationGrace(t *testing.T) {
 	// and the first check that the old key still works.
 	old := readyKey(t, "rotating", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 8 * time.Second}}})
 	patchKey(t, "rotating", func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "now"} })
-	current := waitKeyFile(t, "rotating", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != old.KeyID })
+	current := waitKeyFile(t, "rotating", func(sk *v1.ServiceKey) bool {
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != old.KeyID
+	})
 	if r := grant(t, old); r.status != 200 {
 		t.Fatalf("the Retiring key was refused within its grace period: %s", r.body)
 	}
@@ -118,6 +123,68 @@ func TestSigningKeyRotationKeepsTokensVerifiable(t *testing.T) {
 	if n := len(jwks(t).Keys); n != 2 {
 		t.Errorf("JWKS has %d keys, want current and previous", n)
 	}
+}
+
+// TestSigningSecretDeletedStopsSigning: deleting the signing-key Secret (the runbook
+// for a compromised signing key) makes the server stop signing with its keys at once:
+// grants are answered 503 with Retry-After, /readyz says why, the JWKS no longer
+// serves the deleted keys, and the next Secret's key signs.
+func TestSigningSecretDeletedStopsSigning(t *testing.T) {
+	ctx := context.Background()
+	kf := readyKey(t, "signing-deleted", v1.ServiceKeySpec{})
+	_, oldHeader := verifyAccessToken(t, accessToken(t, kf))
+	old, err := getSigningSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // the other tests need a signing key, whatever happened here
+		if _, err := getSigningSecret(ctx); apierrors.IsNotFound(err) {
+			_ = writeSigningSecret(ctx, newSigningPEM())
+		}
+	})
+	if err := k8s.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "grants answered 503 after the delete", func() (bool, string) {
+		r := grant(t, kf)
+		if r.status == 200 {
+			return false, "issued" // the body holds an access token: never in test output
+		}
+		return r.status == 503 && strings.Contains(r.body, tokenserver.CodeTemporarilyUnavailable) && r.header.Get("Retry-After") != "", r.body
+	})
+	if code, body := httpGet(t, baseURL+"/readyz"); code != 503 || !strings.Contains(body, "deleted") {
+		t.Errorf("/readyz after the delete: %d %q", code, body)
+	}
+	if code, _ := httpGet(t, baseURL+"/.well-known/jwks.json"); code != 503 {
+		t.Errorf("JWKS after the delete: %d, want 503 (no deleted key served)", code)
+	}
+
+	if err := writeSigningSecret(ctx, newSigningPEM()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "grants issued with the new key", func() (bool, string) {
+		r := grant(t, kf)
+		return r.status == 200, r.body
+	})
+	if _, h := verifyAccessToken(t, accessToken(t, kf)); h["kid"] == oldHeader["kid"] {
+		t.Error("a token was signed with the deleted key")
+	}
+	set := jwks(t)
+	if kid, _ := oldHeader["kid"].(string); len(set.Key(kid)) != 0 {
+		t.Error("the JWKS still publishes the deleted key")
+	}
+}
+
+// httpGet returns the status and body of a GET.
+func httpGet(t *testing.T, target string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func accessToken(t *testing.T, kf keyutil.KeyFile) string {

@@ -215,7 +215,9 @@ func TestTightenedPolicy(t *testing.T) {
 	// The tenant asks for 4096 bits: the new key works at once, and the old 2048-bit
 	// key, Retiring for its grace period, is refused: it is below the policy's minimum.
 	patchIn(t, namespace, "app", `{"spec":{"privateKey":{"size":4096}}}`)
-	bigger := waitKeyFileIn(t, namespace, "app", func(sk *v1.ServiceKey) bool { return sk.Status.Keys[0].KeyID != kf.KeyID })
+	bigger := waitKeyFileIn(t, namespace, "app", func(sk *v1.ServiceKey) bool {
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != kf.KeyID
+	})
 	if r := grant(t, bigger); r.status != 200 {
 		t.Fatalf("the 4096-bit key was refused: %s", r.body)
 	}

@@ -57,9 +57,9 @@ func namespace(name string, labels map[string]string) *metav1.PartialObjectMetad
 func TestRateLimitOverHTTP(t *testing.T) {
 	a, b := newPair(t), newPair(t)
 	lookup := mapLookup{
-		"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Ready: true, Request: policy.Request{Namespace: "team", Name: "app"},
+		"team/app": {ClientID: "team/app", Subject: "system:servicekey:team:app", Request: policy.Request{Namespace: "team", Name: "app"},
 			Keys: []PublicKey{{ID: a.id, Key: &a.priv.PublicKey, Active: true}}},
-		"team/other": {ClientID: "team/other", Subject: "system:servicekey:team:other", Ready: true, Request: policy.Request{Namespace: "team", Name: "other"},
+		"team/other": {ClientID: "team/other", Subject: "system:servicekey:team:other", Request: policy.Request{Namespace: "team", Name: "other"},
 			Keys: []PublicKey{{ID: b.id, Key: &b.priv.PublicKey, Active: true}}},
 	}
 	keys, err := LoadSigningKeys(map[string][]byte{SigningCurrent: ecPEM(t)})

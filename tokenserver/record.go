@@ -23,7 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -51,11 +50,6 @@ type KeyRecord struct {
 	Suspended      bool
 	// Expiry is when the ServiceKey stops working; nil means never.
 	Expiry *time.Time
-	// Ready mirrors the Ready condition: False (conflict, expired, ...) refuses. A
-	// PolicyDenied condition does not count: the token server judges policy itself
-	// (PolicyGate), so its answer names the policy gap and follows a policy change
-	// without waiting for the controller.
-	Ready bool
 	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
 	ClientSecretHash string
 	Keys             []PublicKey
@@ -102,7 +96,6 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 		Scopes:    sk.Spec.Scopes,
 		Audiences: sk.Spec.Audiences,
 		Suspended: sk.Spec.Suspended,
-		Ready:     readyOrPolicyDenied(sk.Status.Conditions),
 		Request:   policy.RequestOf(sk),
 	}
 	if r.Subject == "" {
@@ -144,11 +137,6 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 	return r, firstErr
 }
 
-func readyOrPolicyDenied(conds []metav1.Condition) bool {
-	c := meta.FindStatusCondition(conds, v1.ConditionReady)
-	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == v1.ReasonPolicyDenied)
-}
-
 func timeOf(t *metav1.Time) *time.Time {
 	if t == nil {
 		return nil
@@ -156,8 +144,9 @@ func timeOf(t *metav1.Time) *time.Time {
 	return &t.Time
 }
 
-// usableKeys are the keys that verify grants at now: the Active key and Retiring keys
-// within their grace period.
+// usableKeys are the keys that verify grants at now: the Active key, a Pending key
+// (published before its private half is written to the Secret, so a pod that loaded
+// it is never refused) and Retiring keys within their grace period.
 func (r *KeyRecord) usableKeys(now time.Time) []PublicKey {
 	var out []PublicKey
 	for _, k := range r.Keys {
@@ -175,8 +164,6 @@ func (r *KeyRecord) refusal(now time.Time) string {
 		return "the ServiceKey " + r.ClientID + " is suspended"
 	case r.Expiry != nil && !now.Before(*r.Expiry):
 		return "the ServiceKey " + r.ClientID + " has expired"
-	case !r.Ready:
-		return "the ServiceKey " + r.ClientID + " is not Ready (see its Ready condition)"
 	}
 	return ""
 }

@@ -17,31 +17,46 @@ limitations under the License.
 package v1alpha1
 
 // Condition types. Ready is the summary condition every tool (kubectl wait, Argo CD,
-// Flux) looks at.
+// Flux) looks at; Synced carries the problems that leave a working key working, so a
+// cosmetic error (a refused label, a failed write) never turns Ready off.
 const (
-	// ConditionReady is True when grants signed with the Active key are accepted.
+	// ConditionReady is True when grants signed with the Active key are accepted now.
 	ConditionReady = "Ready"
+	// ConditionSynced is True when the Secret and the status hold everything the spec
+	// asks for; False says what is being retried (with backoff) and why.
+	ConditionSynced = "Synced"
 )
 
 // Reasons of the Ready condition: CamelCase, stable, safe to alert on.
 const (
-	// ReasonIssued: the key pair exists, the Secret matches it, the key is usable.
+	// ReasonIssued: the Active key's private half is in the Secret and grants signed
+	// with it are accepted.
 	ReasonIssued = "Issued"
-	// ReasonPending: the controller has not finished issuing the key yet.
+	// ReasonPending: no key has reached the Secret yet; the first key is published and
+	// its private half is on its way (condition Synced says what holds it up).
 	ReasonPending = "Pending"
 	// ReasonExpired: validity or expiresAt has passed; grants are refused.
 	ReasonExpired = "Expired"
 	// ReasonSuspended: spec.suspended is true; grants are refused until it is unset.
 	ReasonSuspended = "Suspended"
 	// ReasonSecretConflict: a Secret of the wanted name exists and this ServiceKey does
-	// not own it; the controller leaves it untouched.
+	// not own it; the controller leaves it untouched. On Ready only while no key was
+	// ever issued; once a key works, the conflict is reported on Synced.
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonPolicyDenied: no ServiceKeyPolicy selecting the namespace permits all of the
 	// spec; no key is issued, and an issued key is refused at the token endpoint.
 	ReasonPolicyDenied = "PolicyDenied"
-	// ReasonInvalidSpec: the spec passed API validation but cannot be honoured.
+)
+
+// Reasons of the Synced condition. SecretConflict is also one of them.
+const (
+	// ReasonSynced: the Secret and the status match the spec.
+	ReasonSynced = "Synced"
+	// ReasonInvalidSpec: the API server refused the Secret as invalid (say, a label a
+	// webhook refuses); the keys stay as they were and the write is retried.
 	ReasonInvalidSpec = "InvalidSpec"
-	// ReasonReconcileError: a transient error (API server, conflicts); retried with backoff.
+	// ReasonReconcileError: writing the Secret failed for another reason (refused by
+	// an admission policy, API server unavailable); retried with backoff.
 	ReasonReconcileError = "ReconcileError"
 )
 
@@ -61,6 +76,11 @@ const (
 	EventPolicyDenied = "PolicyDenied"
 	// EventPolicyAllowed: a ServiceKey refused by policy is permitted again.
 	EventPolicyAllowed = "PolicyAllowed"
+	// EventSecretWriteFailed: the API server refused the Secret; see condition Synced.
+	EventSecretWriteFailed = "SecretWriteFailed"
+	// EventStatusWriteFailed: the API server refused the status, so nothing new was
+	// handed out; retried with backoff. (The condition cannot say so: it is in status.)
+	EventStatusWriteFailed = "StatusWriteFailed"
 )
 
 // Reasons of a ServiceKeyPolicy's Ready condition, and Events on policies.
@@ -86,7 +106,7 @@ const (
 	SubjectPrefix = "system:servicekey:"
 )
 
-// Data keys of a key Secret (DESIGN.md, "The Secret").
+// Data keys of a key Secret, listed for users in docs/api.md ("The key Secret").
 const (
 	// SecretKeyJSON is the key file in ftw.tokenauth's layout.
 	SecretKeyJSON = "key.json"

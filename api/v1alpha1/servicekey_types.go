@@ -142,7 +142,7 @@ type SecretTemplate struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('auth.servicekey.dev/'))",message="labels under auth.servicekey.dev/ are reserved for the operator"
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 
 	// Annotations are added to the Secret. Keys under `auth.servicekey.dev/` are reserved.
 	// +optional
@@ -150,6 +150,13 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('auth.servicekey.dev/'))",message="annotations under auth.servicekey.dev/ are reserved for the operator"
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
+
+// LabelValue is the value of a label on the Secret, checked by the API server at apply
+// time as it would check it on the Secret itself, so a bad value is refused with the
+// ServiceKey instead of surfacing later as a Secret the API server will not store.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$')",message="a label value must be empty or up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+type LabelValue string
 
 // PrivateKeyEncoding is the PEM encoding of the private key in the Secret.
 // +kubebuilder:validation:Enum=PKCS1;PKCS8
@@ -202,10 +209,16 @@ type RotationSpec struct {
 }
 
 // KeyState is the lifecycle state of one public key in the status.
-// +kubebuilder:validation:Enum=Active;Retiring
+// +kubebuilder:validation:Enum=Pending;Active;Retiring
 type KeyState string
 
 const (
+	// KeyPending is a new key published before its private half is written to the
+	// Secret, so that no key ever reaches a pod unpublished. It is accepted like the
+	// Active key; once the Secret holds it, it becomes Active. A Pending key whose
+	// private half never arrived (the controller was stopped in between) is dropped:
+	// nobody holds it.
+	KeyPending KeyState = "Pending"
 	// KeyActive is the key whose private half is in the Secret; new grants use it.
 	KeyActive KeyState = "Active"
 	// KeyRetiring is a rotated-out key, still accepted until its notAfter so that
@@ -232,7 +245,12 @@ type PublicKey struct {
 	// +optional
 	NotAfter *metav1.Time `json:"notAfter,omitempty"`
 
-	// State is Active or Retiring.
+	// Superseded is when a Retiring key stopped being the Active one. Its notAfter is
+	// superseded + gracePeriod, and lowering spec.rotation.gracePeriod shortens it.
+	// +optional
+	Superseded *metav1.Time `json:"superseded,omitempty"`
+
+	// State is Pending, Active or Retiring.
 	State KeyState `json:"state"`
 }
 
@@ -264,14 +282,15 @@ type ServiceKeyStatus struct {
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
-	// Keys are the published public keys: one Active key and any Retiring ones.
+	// Keys are the published public keys: the Active key, at most one Pending key
+	// (during issuance) and any Retiring ones.
 	// +optional
 	// +listType=map
 	// +listMapKey=keyID
 	// +kubebuilder:validation:MaxItems=16
 	Keys []PublicKey `json:"keys,omitempty"`
 
-	// LastRotationTime is when the Active key was issued.
+	// LastRotationTime is when the Active key became Active.
 	// +optional
 	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
 
@@ -297,6 +316,7 @@ type ServiceKeyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=sk,categories=servicekey
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="the name of a ServiceKey must be at most 63 characters: it becomes the value of the auth.servicekey.dev/service-key label on its Secret"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.status.subject`
 // +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.keys[?(@.state=="Active")].keyID`

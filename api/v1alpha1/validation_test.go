@@ -162,9 +162,27 @@ func TestValidationRejects(t *testing.T) {
 		},
 		"secretTemplate label in the reserved prefix": {
 			spec: func(s *v1.ServiceKeySpec) {
-				s.SecretTemplate = &v1.SecretTemplate{Labels: map[string]string{v1.LabelServiceKey: "other"}}
+				s.SecretTemplate = &v1.SecretTemplate{Labels: map[string]v1.LabelValue{v1.LabelServiceKey: "other"}}
 			},
 			field: "spec.secretTemplate.labels", message: "labels under auth.servicekey.dev/ are reserved",
+		},
+		"secretTemplate label value with spaces": {
+			spec: func(s *v1.ServiceKeySpec) {
+				s.SecretTemplate = &v1.SecretTemplate{Labels: map[string]v1.LabelValue{"team": "not a valid label value!"}}
+			},
+			field: "spec.secretTemplate.labels[team]", message: "a label value must be empty or up to 63 letters",
+		},
+		"secretTemplate label value ending in a dash": {
+			spec: func(s *v1.ServiceKeySpec) {
+				s.SecretTemplate = &v1.SecretTemplate{Labels: map[string]v1.LabelValue{"team": "payments-"}}
+			},
+			field: "spec.secretTemplate.labels[team]", message: "a label value must be empty or up to 63 letters",
+		},
+		"secretTemplate label value of 64 characters": {
+			spec: func(s *v1.ServiceKeySpec) {
+				s.SecretTemplate = &v1.SecretTemplate{Labels: map[string]v1.LabelValue{"team": v1.LabelValue(strings.Repeat("a", 64))}}
+			},
+			field: "spec.secretTemplate.labels.team", message: "may not be more than 63 bytes",
 		},
 		"audience with a space": {
 			spec:  func(s *v1.ServiceKeySpec) { s.Audiences = []string{"https://api.example.com x"} },
@@ -241,7 +259,7 @@ func TestValidationAccepts(t *testing.T) {
 				s.Audiences = []string{"https://api.example.com"}
 				s.SecretName = "full-key"
 				s.SecretTemplate = &v1.SecretTemplate{
-					Labels:      map[string]string{"team": "payments"},
+					Labels:      map[string]v1.LabelValue{"team": "payments", "empty": "", "dotted": "a.b_c-d"},
 					Annotations: map[string]string{"backup.example.com/exclude": "true"},
 				}
 				s.PrivateKey = v1.PrivateKeySpec{Size: 4096, Encoding: v1.PKCS8}

@@ -1,0 +1,222 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// published stores st as the ServiceKey's status, as the API server would.
+func (f *fixture) published(st v1.ServiceKeyStatus) { f.key = f.key.DeepCopy(); f.key.Status = st }
+
+func keyIDOf(t *testing.T, nk *NewKey) string {
+	t.Helper()
+	id, err := keyutil.KeyID(&nk.Key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestWriteOrderAtEveryStop stops the protocol after each of its writes, loses the
+// controller's memory, and checks what the next reconcile decides: never a key in
+// the Secret that the status does not publish, never a second Active key, never a
+// retired key that somebody holds.
+func TestWriteOrderAtEveryStop(t *testing.T) {
+	f := newFixture(t)
+	oldID := activeKey(f.key.Status.Keys).KeyID
+	f.key.Annotations = map[string]string{v1.AnnotationRotate: "1"}
+	nk := newKey(t)
+	d := Decide(f.at(t0))
+	st, _, err := Publish(f.at(t0), d, nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.published(st)
+
+	t.Run("stopped after publishing: the Pending key is replaced, not retired", func(t *testing.T) {
+		o := f.at(t0.Add(time.Second)) // no Staged: memory lost
+		d := Decide(o)
+		if !d.DropPending || d.Rekey != CauseRequested {
+			t.Fatalf("decision %+v, want DropPending and Requested", d)
+		}
+		again := newKey(t)
+		st, _, err := Publish(o, d, again)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := pendingKey(st.Keys); p == nil || p.KeyID != keyIDOf(t, again) || len(st.Keys) != 2 {
+			t.Errorf("keys after republishing: %+v", st.Keys)
+		}
+		if a := activeKey(st.Keys); a == nil || a.KeyID != oldID {
+			t.Errorf("the Active key changed before the Secret did: %+v", a)
+		}
+	})
+
+	t.Run("stopped after the Secret write: the Pending key is promoted", func(t *testing.T) {
+		g := f
+		g.secret = f.secret.DeepCopy()
+		g.secret.Data[v1.SecretKeyPrivateKey] = nk.PEM
+		o := g.at(t0.Add(time.Second))
+		d := Decide(o)
+		if !d.Promote || d.PromoteCause != CauseResumed || d.Generate() {
+			t.Fatalf("decision %+v, want Promote (Resumed) and nothing new", d)
+		}
+		out, err := Build(o, d, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := activeKey(out.Status.Keys); a == nil || a.KeyID != keyIDOf(t, nk) {
+			t.Errorf("Active after promotion: %+v", a)
+		}
+		if old := keyIn(out.Status.Keys, v1.KeyRetiring); old == nil || old.KeyID != oldID || old.Superseded == nil {
+			t.Errorf("previous key not Retiring: %+v", out.Status.Keys)
+		}
+	})
+
+	t.Run("Secret refused: the Active key keeps working, Synced says why", func(t *testing.T) {
+		o := f.at(t0)
+		o.Staged = &Staged{UID: f.key.UID, Key: *nk, Cause: CauseRequested}
+		st := SecretRefused(o, Decide(o), v1.ReasonReconcileError, "refused")
+		if c := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); c.Status != metav1.ConditionTrue {
+			t.Errorf("Ready %s/%s, want True", c.Status, c.Reason)
+		}
+		if c := meta.FindStatusCondition(st.Conditions, v1.ConditionSynced); c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonReconcileError {
+			t.Errorf("Synced %+v", c)
+		}
+		if pendingKey(st.Keys) == nil {
+			t.Error("the Pending key was dropped while its private half is staged")
+		}
+	})
+}
+
+func TestFirstKeyRefusedSecretIsPending(t *testing.T) {
+	f := newFixture(t)
+	f.key.Status = v1.ServiceKeyStatus{}
+	f.secret = nil
+	nk := newKey(t)
+	o := f.at(t0)
+	st, _, err := Publish(o, Decide(o), nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); c == nil || c.Reason != v1.ReasonPending {
+		t.Errorf("Ready after publishing the first key: %+v", c)
+	}
+	f.published(st)
+	o = f.at(t0)
+	o.Staged = &Staged{UID: f.key.UID, Key: *nk, Cause: CauseInitial}
+	refused := SecretRefused(o, Decide(o), v1.ReasonInvalidSpec, "bad label")
+	if c := meta.FindStatusCondition(refused.Conditions, v1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonPending {
+		t.Errorf("Ready %+v, want False/Pending", c)
+	}
+}
+
+// TestLoweredGraceEndsRetiringKeys is the leaked-key runbook in pure form: rotate,
+// then lower gracePeriod; the Retiring key is gone at the next reconcile.
+func TestLoweredGraceEndsRetiringKeys(t *testing.T) {
+	cases := map[string]struct {
+		grace       time.Duration
+		wantRetired bool
+		wantEnd     time.Time
+	}{
+		"default grace kept":                             {grace: 24 * time.Hour, wantEnd: t0.Add(24 * time.Hour)},
+		"lowered to 1s: retired at once":                 {grace: time.Second, wantRetired: true},
+		"lowered to 1h: ends an hour after the rotation": {grace: time.Hour, wantEnd: t0.Add(time.Hour)},
+		"raised: never extended":                         {grace: 48 * time.Hour, wantEnd: t0.Add(24 * time.Hour)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			f.key.Annotations = map[string]string{v1.AnnotationRotate: "leak"}
+			d := f.issue(t, f.at(t0), newKey(t))
+			f.published(d.Status)
+			f.secret.Data, f.secret.Annotations = d.Secret.Data, d.Secret.Annotations
+			f.key.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: tc.grace}
+			o := f.at(t0.Add(2 * time.Second))
+			out, err := Build(o, Decide(o), Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := keyIn(out.Status.Keys, v1.KeyRetiring)
+			switch {
+			case tc.wantRetired && (r != nil || len(out.Retired) != 1):
+				t.Errorf("Retiring key still published: %+v", out.Status.Keys)
+			case !tc.wantRetired && (r == nil || !r.NotAfter.Time.Equal(tc.wantEnd)):
+				t.Errorf("Retiring key %+v, want notAfter %s", r, tc.wantEnd)
+			}
+		})
+	}
+}
+
+func TestClientSecretPublishedBeforeWritten(t *testing.T) {
+	f := newFixture(t)
+	f.key.Spec.ClientSecret = &v1.ClientSecretSpec{Enabled: true}
+	o := f.at(t0)
+	d := Decide(o)
+	if !d.NewClientSecret || d.Rekey != "" {
+		t.Fatalf("decision %+v", d)
+	}
+	st, _, err := Publish(o, d, &NewKey{ClientSecret: "s3cret-value"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.published(st)
+	o = f.at(t0)
+	o.Staged = &Staged{UID: f.key.UID, Key: NewKey{ClientSecret: "s3cret-value"}}
+	d = Decide(o)
+	if d.Generate() {
+		t.Fatalf("staged client secret not reused: %+v", d)
+	}
+	out, err := Build(o, d, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(out.Secret.Data[v1.SecretKeyClientSecret]); got != "s3cret-value" {
+		t.Errorf("Secret holds client secret %q, want the staged one", got)
+	}
+}
+
+// TestRotationJitterSpreads: a hundred keys created in the same second with
+// rotation.every 720h rotate over more than a hundred distinct seconds... at least
+// ninety, within 2% of the period.
+func TestRotationJitterSpreads(t *testing.T) {
+	seen := map[int64]bool{}
+	span := 720 * time.Hour / 50
+	for i := range 100 {
+		j := rotationJitter(types.UID(fmt.Sprintf("uid-%d", i)), span)
+		if j < 0 || j >= span {
+			t.Fatalf("jitter %v outside [0, %v)", j, span)
+		}
+		seen[int64(j/time.Second)] = true
+	}
+	if len(seen) < 90 {
+		t.Errorf("100 keys rotate in only %d distinct seconds", len(seen))
+	}
+	if rotationJitter("uid-1", span) != rotationJitter("uid-1", span) {
+		t.Error("jitter is not stable for one UID")
+	}
+}

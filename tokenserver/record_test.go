@@ -1,0 +1,71 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// TestRecordAcceptsPublishedKeysWhateverReady: the controller publishes a key as
+// Pending before it writes the Secret, and Ready is False (Pending) until the first
+// key has reached the Secret. A pod may hold that key already (the controller
+// stopped between the Secret write and the status update): it must be accepted.
+// Ready is never a reason to refuse: what refuses (suspended, expired, policy) the
+// token server judges itself.
+func TestRecordAcceptsPublishedKeysWhateverReady(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := keyutil.KeyID(&priv.PublicKey)
+	pem, _ := keyutil.EncodePublicKey(&priv.PublicKey)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	cases := map[string]struct {
+		state  v1.KeyState
+		reason string
+	}{
+		"first key Pending, Ready Pending":        {state: v1.KeyPending, reason: v1.ReasonPending},
+		"Active key, Ready SecretConflict":        {state: v1.KeyActive, reason: v1.ReasonSecretConflict},
+		"Active key, Ready Issued":                {state: v1.KeyActive, reason: v1.ReasonIssued},
+		"Retiring key within grace, Ready Issued": {state: v1.KeyRetiring, reason: v1.ReasonIssued},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app"}}
+			sk.Status.Keys = []v1.PublicKey{{KeyID: id, PublicKey: pem, State: tc.state, NotAfter: &metav1.Time{Time: now.Add(time.Hour)}}}
+			sk.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: tc.reason}}
+			r, err := NewKeyRecord(sk, ParsePublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if why := r.refusal(now); why != "" {
+				t.Errorf("refused: %s", why)
+			}
+			if keys := r.usableKeys(now); len(keys) != 1 || keys[0].ID != id {
+				t.Errorf("usable keys %+v", keys)
+			}
+		})
+	}
+}
