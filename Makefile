@@ -38,7 +38,7 @@ BENCH_TOKENS ?= 10000
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
-		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
 		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
@@ -71,6 +71,10 @@ vet: ## Run go vet.
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
+
+.PHONY: check-large-files
+check-large-files: ## Fail when a tracked file is over 1 MiB (a committed binary); MAX_BYTES overrides.
+	hack/check-large-files.sh
 
 .PHONY: verify-generated
 verify-generated: manifests generate chart-docs ## Fail when generated files differ from what is committed.

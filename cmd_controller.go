@@ -143,11 +143,12 @@ func runController(f *controllerFlags, log logr.Logger) error {
 		return err
 	}
 	if f.signingRef.Name != "" {
-		if err := mgr.Add(&controllers.SigningKeyManager{
+		sm := &controllers.SigningKeyManager{
 			Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: f.signingRef,
 			Policy: f.signing, Clock: clock.RealClock{}, Log: ctrl.Log.WithName("signing-keys"),
-		}); err != nil {
-			return fmt.Errorf("add signing-key manager: %w", err)
+		}
+		if err := sm.SetupWithManager(mgr); err != nil {
+			return err
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

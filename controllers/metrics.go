@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -34,11 +37,21 @@ type Metrics struct {
 	// PolicyDenied counts ServiceKeys turning refused by policy, by the kind of
 	// privilege no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, ...).
 	PolicyDenied *prometheus.CounterVec
-	keys         *prometheus.Desc
-	expiry       *prometheus.Desc
-	rotation     *prometheus.Desc
-	reader       client.Reader
+	// Clock decides which expiries are still ahead; injected so tests fix "now".
+	Clock clock.PassiveClock
+
+	keys       *prometheus.Desc
+	expiry     *prometheus.Desc
+	rotation   *prometheus.Desc
+	expiration *prometheus.Desc
+	ready      *prometheus.Desc
+	reader     client.Reader
 }
+
+// readyStatuses are the values of servicekey_ready_status's condition label; exactly
+// one is 1 per ServiceKey, as cert-manager's certmanager_certificate_ready_status does,
+// so an alert can match on condition="False" alone.
+var readyStatuses = []metav1.ConditionStatus{metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown}
 
 // NewMetrics creates the metrics; reader lists ServiceKeys (the manager's cache).
 func NewMetrics(reader client.Reader) *Metrics {
@@ -51,12 +64,20 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Name: "servicekey_policy_denied_total",
 			Help: "ServiceKeys that became refused by ServiceKeyPolicy, by what no policy allows (NoPolicy, Scope, Audience, Subject, KeySize, Validity, AccessTokenTTL, ClientSecret).",
 		}, []string{"reason"}),
+		Clock: clock.RealClock{},
 		keys: prometheus.NewDesc("servicekey_keys",
 			"Published public keys by state (Active, Retiring).", []string{"state"}, nil),
 		expiry: prometheus.NewDesc("servicekey_next_expiry_timestamp_seconds",
-			"Earliest upcoming expiry of an Active key (Unix time); absent when no key expires.", nil, nil),
+			"Earliest ServiceKey expiry still in the future (Unix time); ServiceKeys that already expired are left out "+
+				"(servicekey_expiration_timestamp_seconds has each one); absent when no ServiceKey expires later.", nil, nil),
 		rotation: prometheus.NewDesc("servicekey_next_rotation_timestamp_seconds",
 			"Earliest upcoming automatic rotation (Unix time); absent when none is scheduled.", nil, nil),
+		expiration: prometheus.NewDesc("servicekey_expiration_timestamp_seconds",
+			"When the ServiceKey stops working (spec.expiresAt, or creation + spec.validity; Unix time), past or future; "+
+				"absent for ServiceKeys that never expire.", []string{"namespace", "name"}, nil),
+		ready: prometheus.NewDesc("servicekey_ready_status",
+			"The ServiceKey's Ready condition: 1 for its status (True, False or Unknown; Unknown when not reported yet), 0 for the others.",
+			[]string{"namespace", "name", "condition"}, nil),
 		reader: reader,
 	}
 }
@@ -74,47 +95,96 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	ch <- m.keys
-	ch <- m.expiry
-	ch <- m.rotation
+	for _, d := range []*prometheus.Desc{m.keys, m.expiry, m.rotation, m.expiration, m.ready} {
+		ch <- d
+	}
 }
 
-// Collect implements prometheus.Collector from the ServiceKeys in the cache.
+// Collect implements prometheus.Collector from the ServiceKeys in the cache. It lists
+// without deep copies (the objects are the cache's own and only read here), so a
+// scrape does not copy every ServiceKey's status.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var list v1.ServiceKeyList
-	if err := m.reader.List(ctx, &list); err != nil {
+	if err := m.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return // the cache is not started yet; report nothing rather than zeros
 	}
-	counts := map[v1.KeyState]float64{v1.KeyActive: 0, v1.KeyRetiring: 0}
-	var nextExpiry, nextRotation time.Time
+	now := time.Now()
+	if m.Clock != nil {
+		now = m.Clock.Now()
+	}
+	g := computeGauges(list.Items, now)
+	for state, n := range g.keys {
+		send(ch, m.keys, n, string(state))
+	}
+	if !g.nextExpiry.IsZero() {
+		send(ch, m.expiry, float64(g.nextExpiry.Unix()))
+	}
+	if !g.nextRotation.IsZero() {
+		send(ch, m.rotation, float64(g.nextRotation.Unix()))
+	}
+	for _, o := range g.objects {
+		if !o.expiry.IsZero() {
+			send(ch, m.expiration, float64(o.expiry.Unix()), o.namespace, o.name)
+		}
+		for _, st := range readyStatuses {
+			v := 0.0
+			if st == o.ready {
+				v = 1
+			}
+			send(ch, m.ready, v, o.namespace, o.name, string(st))
+		}
+	}
+}
+
+// gauges are the values of one scrape.
+type gauges struct {
+	keys         map[v1.KeyState]float64
+	nextExpiry   time.Time // zero: no ServiceKey expires after now
+	nextRotation time.Time // zero: none scheduled
+	objects      []objectGauges
+}
+
+// objectGauges are one ServiceKey's series.
+type objectGauges struct {
+	namespace, name string
+	expiry          time.Time // zero: never expires
+	ready           metav1.ConditionStatus
+}
+
+// computeGauges derives the gauges from the ServiceKeys at now. An expiry at or before
+// now does not count for nextExpiry: an expired ServiceKey would otherwise hold that
+// gauge in the past forever, keep an "expiring soon" alert firing and hide every
+// other ServiceKey's coming expiry.
+func computeGauges(items []v1.ServiceKey, now time.Time) gauges {
+	g := gauges{keys: map[v1.KeyState]float64{v1.KeyPending: 0, v1.KeyActive: 0, v1.KeyRetiring: 0}, objects: make([]objectGauges, 0, len(items))}
 	earliest := func(cur *time.Time, t time.Time) {
 		if cur.IsZero() || t.Before(*cur) {
 			*cur = t
 		}
 	}
-	for i := range list.Items {
-		st := list.Items[i].Status
-		for _, k := range st.Keys {
-			counts[k.State]++
-			if k.State == v1.KeyActive && k.NotAfter != nil {
-				earliest(&nextExpiry, k.NotAfter.Time)
+	for i := range items {
+		sk := &items[i]
+		for _, k := range sk.Status.Keys {
+			g.keys[k.State]++
+		}
+		if sk.Status.NextRotationTime != nil {
+			earliest(&g.nextRotation, sk.Status.NextRotationTime.Time)
+		}
+		o := objectGauges{namespace: sk.Namespace, name: sk.Name, ready: metav1.ConditionUnknown}
+		if exp := expiry(sk); exp != nil {
+			o.expiry = *exp
+			if exp.After(now) {
+				earliest(&g.nextExpiry, *exp)
 			}
 		}
-		if st.NextRotationTime != nil {
-			earliest(&nextRotation, st.NextRotationTime.Time)
+		if c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); c != nil && c.Status != "" {
+			o.ready = c.Status
 		}
+		g.objects = append(g.objects, o)
 	}
-	for state, n := range counts {
-		send(ch, m.keys, n, string(state))
-	}
-	if !nextExpiry.IsZero() {
-		send(ch, m.expiry, float64(nextExpiry.Unix()))
-	}
-	if !nextRotation.IsZero() {
-		send(ch, m.rotation, float64(nextRotation.Unix()))
-	}
+	return g
 }
 
 // send emits a gauge; a mismatch between desc and labels is a programming error that

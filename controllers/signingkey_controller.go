@@ -19,27 +19,41 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // SigningKeyType is the type of the token server's signing-key Secret.
 const SigningKeyType = "auth.servicekey.dev/signing-key"
 
-// signingRecheck bounds how long a deleted or edited signing-key Secret goes unnoticed.
+// signingRecheck is the default SigningKeyManager.Recheck: how long a deleted or
+// edited signing-key Secret goes unnoticed should its watch event be missed.
 const signingRecheck = time.Minute
+
+// signingRetry is how soon a failed reconcile of the signing-key Secret runs again.
+const signingRetry = 10 * time.Second
 
 // SigningKeyManager keeps the token server's signing-key Secret: it creates the keys,
 // rotates them on schedule and drops previous keys once their tokens expired. It is a
-// single object reconciled on a timer (leader-elected runnable) and read live, so the
-// controller's Secret cache stays limited to key Secrets.
+// single object (a leader-elected runnable) read live, so the controller's Secret
+// cache stays limited to key Secrets. A watch on that one Secret (SetupWithManager)
+// wakes it at once when the Secret is deleted or edited, which is the runbook for a
+// compromised signing key; a periodic recheck backs the watch up.
+//
+// RBAC: get, list and watch on that Secret, create and patch to write it; the
+// controller's Secret rules (servicekey_controller.go) already grant these.
 type SigningKeyManager struct {
 	Client client.Client
 	Reader client.Reader
@@ -49,22 +63,100 @@ type SigningKeyManager struct {
 	Log    logr.Logger
 	// Generate makes one signing key PEM; defaults to NewSigningKeyPEM(Policy.Algorithm).
 	Generate func() ([]byte, error)
+	// Recheck is the longest the Secret goes unread when no watch event arrives: a
+	// backstop for a missed event, not the way changes are noticed. Default a minute;
+	// tests set it long to prove the watch alone is enough.
+	Recheck time.Duration
+
+	wakeOnce sync.Once
+	wake     chan struct{}
 }
 
-// Start reconciles until ctx is done (manager.Runnable).
+// SetupWithManager adds the manager and its watch to mgr. The watch is a cache of its
+// own holding the one Secret (namespace and metadata.name field selector): the
+// manager's cache holds only key Secrets (CacheOptions), and widening it would cache
+// every Secret of the cluster. The watch runs on every replica (it is cheap); only
+// the leader reconciles.
+func (m *SigningKeyManager) SetupWithManager(mgr ctrl.Manager) error {
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme:     mgr.GetScheme(),
+		HTTPClient: mgr.GetHTTPClient(),
+		Mapper:     mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {
+			Namespaces: map[string]cache.Config{m.Secret.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", m.Secret.Name),
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("create the cache of signing-key Secret %s: %w", m.Secret, err)
+	}
+	// Before the cache starts, GetInformer only registers the informer.
+	inf, err := c.GetInformer(context.Background(), &corev1.Secret{})
+	if err != nil {
+		return fmt.Errorf("informer for signing-key Secret %s: %w", m.Secret, err)
+	}
+	if _, err := inf.AddEventHandler(m.eventHandler()); err != nil {
+		return fmt.Errorf("watch signing-key Secret %s: %w", m.Secret, err)
+	}
+	if err := mgr.Add(c); err != nil {
+		return fmt.Errorf("add the cache of signing-key Secret %s: %w", m.Secret, err)
+	}
+	if err := mgr.Add(m); err != nil {
+		return fmt.Errorf("add signing-key manager: %w", err)
+	}
+	return nil
+}
+
+// eventHandler wakes the loop on every event of the watched Secret; a deletion is
+// logged, as it is how an operator answers a compromised signing key.
+func (m *SigningKeyManager) eventHandler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { m.Wake() },
+		UpdateFunc: func(_, _ any) { m.Wake() },
+		DeleteFunc: func(any) {
+			m.Log.Info("signing-key Secret deleted; writing new signing keys", "secret", m.Secret.String())
+			m.Wake()
+		},
+	}
+}
+
+// Wake makes the loop reconcile now instead of at its next timer. Wakes that arrive
+// while one is pending coalesce; it never blocks, so informer handlers may call it.
+func (m *SigningKeyManager) Wake() {
+	select {
+	case m.wakeChan() <- struct{}{}:
+	default:
+	}
+}
+
+func (m *SigningKeyManager) wakeChan() chan struct{} {
+	m.wakeOnce.Do(func() { m.wake = make(chan struct{}, 1) })
+	return m.wake
+}
+
+// Start reconciles until ctx is done (manager.Runnable): when woken by the watch, when
+// the plan asks (rotation, dropping the previous key), and at least every Recheck.
 func (m *SigningKeyManager) Start(ctx context.Context) error {
+	recheck := m.Recheck
+	if recheck <= 0 {
+		recheck = signingRecheck
+	}
+	wake := m.wakeChan()
 	for {
 		wait, err := m.Reconcile(ctx)
 		if err != nil {
 			m.Log.Error(err, "signing-key Secret not reconciled; retrying", "secret", m.Secret.String())
-			wait = 10 * time.Second
+			wait = signingRetry
 		}
-		wait = min(wait, signingRecheck)
+		timer := time.NewTimer(min(wait, recheck))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-wake:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 

@@ -17,6 +17,7 @@ limitations under the License.
 package controllers_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -27,10 +28,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	"github.com/servicekey-operator/servicekey-operator/controllers"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 func TestSigningKeyLifecycle(t *testing.T) {
@@ -106,4 +113,83 @@ func TestSigningKeyRefusesForeignSecret(t *testing.T) {
 	if s, _ := getSecret(ns, "not-ours"); len(s.Data) != 1 {
 		t.Error("the foreign Secret was changed")
 	}
+}
+
+// TestSigningKeyWatchReplacesAtOnce: deleting the signing-key Secret (the runbook for a
+// compromised key), or emptying it, brings fresh keys through the watch alone. The
+// recheck is an hour and the rotation a day, so no timer can be what acts; the poll
+// deadline only bounds a hung test.
+func TestSigningKeyWatchReplacesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	name := types.NamespacedName{Namespace: ns, Name: "token-signing-watched"}
+	startSigningKeyManager(t, name)
+	cases := []struct {
+		name   string
+		change func(s *corev1.Secret) error
+	}{
+		{"deleted", func(s *corev1.Secret) error { return k8s.Delete(ctx, s) }},
+		{"emptied", func(s *corev1.Secret) error { s.Data = nil; return k8s.Update(ctx, s) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old := waitSigningSecret(t, name, nil)
+			if err := tc.change(old); err != nil {
+				t.Fatal(err)
+			}
+			waitSigningSecret(t, name, old.Data[keyutil.SigningCurrent])
+		})
+	}
+}
+
+// startSigningKeyManager runs a SigningKeyManager for name in a manager of its own,
+// as the controller user (so the generated RBAC is proven enough for the watch),
+// until the test ends.
+func startSigningKeyManager(t *testing.T, name types.NamespacedName) {
+	t.Helper()
+	cfg := rest.CopyConfig(adminConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: controllerUser}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: testScheme, Cache: controllers.CacheOptions(),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &controllers.SigningKeyManager{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Secret: name,
+		Policy:  controllers.SigningPolicy{Algorithm: "ES256", Every: 24 * time.Hour, MaxTokenTTL: time.Hour},
+		Clock:   clocktesting.NewFakeClock(time.Now()),
+		Recheck: time.Hour,
+		Log:     ctrl.Log.WithName("signing-keys"),
+	}
+	if err := m.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mgr.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitSigningSecret polls until the Secret has a current key other than notCurrent
+// (any current key when nil) and returns it.
+func waitSigningSecret(t *testing.T, name types.NamespacedName, notCurrent []byte) *corev1.Secret {
+	t.Helper()
+	var s *corev1.Secret
+	err := testenv.Poll("signing-key Secret with new keys", 15*time.Second, func() (bool, string) {
+		var err error
+		if s, err = getSecret(name.Namespace, name.Name); err != nil {
+			return false, err.Error()
+		}
+		cur := s.Data[keyutil.SigningCurrent]
+		if len(cur) == 0 || bytes.Equal(cur, notCurrent) {
+			return false, "no new current key"
+		}
+		return len(s.Data[keyutil.SigningNext]) > 0, "no next key"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -216,7 +216,7 @@ func TestRotationJitterSpreads(t *testing.T) {
 	if len(seen) < 90 {
 		t.Errorf("100 keys rotate in only %d distinct seconds", len(seen))
 	}
-	if rotationJitter("uid-1", span) != rotationJitter("uid-1", span) {
+	if a, b := rotationJitter("uid-1", span), rotationJitter(types.UID("uid-"+"1"), span); a != b {
 		t.Error("jitter is not stable for one UID")
 	}
 }

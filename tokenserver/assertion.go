@@ -40,9 +40,10 @@ type AssertionPolicy struct {
 	// Audiences are the accepted `aud` values: the token endpoint URL(s) and the
 	// issuer (RFC 7523 §3, item 3).
 	Audiences []string
-	// MaxLifetime bounds exp - iat (DESIGN.md: 1h).
+	// MaxLifetime bounds exp - iat (1h: the assertion rules of docs/tokenserver.md).
 	MaxLifetime time.Duration
-	// Leeway is the clock skew allowed for iat, nbf and exp (DESIGN.md: 60s).
+	// Leeway is the clock skew allowed for iat, nbf and exp (60s: the assertion rules
+	// of docs/tokenserver.md).
 	Leeway time.Duration
 }
 

@@ -41,7 +41,10 @@ type Server struct {
 	Introspect *Introspector
 
 	keys atomic.Pointer[SigningKeys]
-	log  logr.Logger
+	// keysDeleted says the keys were dropped because their Secret was deleted, for
+	// /readyz to say why nothing is signed.
+	keysDeleted atomic.Bool
+	log         logr.Logger
 }
 
 // InFlight bounds the token and introspection requests being judged at once. A slot
@@ -112,7 +115,11 @@ func (s *Server) SigningKeys() *SigningKeys { return s.keys.Load() }
 func (s *Server) SetSigningKeys(ks *SigningKeys) { s.keys.Store(ks) }
 
 // SigningSecretHandler loads the signing keys from every version of the signing-key
-// Secret the informer delivers. A broken update keeps the previous keys.
+// Secret the informer delivers; a broken update keeps the previous keys. Deleting the
+// Secret is the runbook for a compromised signing key, so a delete (a tombstone
+// included: the informer watches that Secret only) drops the keys at once: token and
+// introspection requests are answered 503 temporarily_unavailable with Retry-After, as
+// before the first load, until a new Secret arrives.
 func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 	load := func(obj any) {
 		secret, ok := obj.(*corev1.Secret)
@@ -125,9 +132,28 @@ func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 			return
 		}
 		s.SetSigningKeys(ks)
+		s.keysDeleted.Store(false)
 		s.log.Info("signing keys loaded", "current", ks.Current.ID, "alg", ks.Current.Alg, "published", len(ks.Others)+1)
 	}
-	return toolscache.ResourceEventHandlerFuncs{AddFunc: load, UpdateFunc: func(_, obj any) { load(obj) }}
+	return toolscache.ResourceEventHandlerFuncs{AddFunc: load, UpdateFunc: func(_, obj any) { load(obj) }, DeleteFunc: s.dropSigningKeys}
+}
+
+// dropSigningKeys forgets the keys of a deleted signing-key Secret.
+func (s *Server) dropSigningKeys(obj any) {
+	name := ""
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		name = o.Namespace + "/" + o.Name
+	case toolscache.DeletedFinalStateUnknown:
+		name = o.Key
+	}
+	dropped := ""
+	if ks := s.keys.Swap(nil); ks != nil {
+		dropped = ks.Current.ID
+	}
+	s.keysDeleted.Store(true)
+	s.log.Info("signing-key Secret deleted: its keys are dropped and nothing is signed until a new Secret arrives; "+
+		"token and introspection requests are answered 503", "secret", name, "droppedCurrent", dropped)
 }
 
 // Handler routes the server's endpoints.
@@ -150,7 +176,11 @@ func (s *Server) Ready() bool { return s.Synced() && s.keys.Load() != nil }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.Ready() {
-		http.Error(w, "not ready: waiting for the ServiceKey cache and the signing key", http.StatusServiceUnavailable)
+		why := "not ready: waiting for the ServiceKey cache and the signing key"
+		if s.keysDeleted.Load() && s.keys.Load() == nil {
+			why = "not ready: the signing-key Secret was deleted; its keys are dropped until a new Secret arrives"
+		}
+		http.Error(w, why, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok"))

@@ -27,6 +27,9 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/golang-jwt/jwt/v5"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -68,6 +71,61 @@ func TestReadyz(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSigningSecretDeleted: a delete of the signing-key Secret, delivered as the object
+// or as a tombstone, drops the keys at once (nothing signs, the JWKS and /readyz say
+// 503, /readyz says why), and the next Secret brings keys back.
+func TestSigningSecretDeleted(t *testing.T) {
+	secret := func() *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "sys", Name: "signing"}, Data: map[string][]byte{SigningCurrent: ecPEM(t)}}
+	}
+	cases := map[string]func(*corev1.Secret) any{
+		"object":                  func(s *corev1.Secret) any { return s },
+		"tombstone":               func(s *corev1.Secret) any { return toolscache.DeletedFinalStateUnknown{Key: "sys/signing", Obj: s} },
+		"tombstone without state": func(*corev1.Secret) any { return toolscache.DeletedFinalStateUnknown{Key: "sys/signing"} },
+	}
+	for name, deleted := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := NewServer("https://t", "https://t/oauth2/token", &TokenHandler{Exchanger: &Exchanger{}}, func() bool { return true }, logr.Discard())
+			h := s.SigningSecretHandler()
+			first := secret()
+			h.OnAdd(first, true)
+			if s.SigningKeys() == nil {
+				t.Fatal("keys not loaded")
+			}
+			h.OnDelete(deleted(first))
+			if s.SigningKeys() != nil {
+				t.Fatal("the keys of the deleted Secret are still in use")
+			}
+			srv := httptest.NewServer(s.Handler())
+			defer srv.Close()
+			if code, body := get(t, srv.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "deleted") {
+				t.Errorf("/readyz after the delete: %d %q", code, body)
+			}
+			if code, _ := get(t, srv.URL+"/.well-known/jwks.json"); code != http.StatusServiceUnavailable {
+				t.Errorf("JWKS after the delete: %d, want 503", code)
+			}
+			h.OnAdd(secret(), false)
+			if ks := s.SigningKeys(); ks == nil || !s.Ready() {
+				t.Fatal("a new Secret did not bring keys back")
+			}
+			if code, _ := get(t, srv.URL+"/readyz"); code != http.StatusOK {
+				t.Errorf("/readyz with the new keys: %d", code)
+			}
+		})
+	}
+}
+
+func get(t *testing.T, target string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // blockingLookup holds every request that looks a client up until released.

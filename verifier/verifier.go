@@ -39,7 +39,7 @@ import (
 )
 
 // ExpiredDescription is the error_description of an expired token, the text clients
-// look for (DESIGN.md).
+// look for before getting a new token and retrying (docs/clients.md).
 const ExpiredDescription = "Access token expired"
 
 // Options configure a Verifier.
@@ -276,7 +276,7 @@ var doneContext = func() context.Context {
 // keyFetchTimeout bounds a JWKS fetch, in the background or for an unknown kid.
 const keyFetchTimeout = 10 * time.Second
 
-// errExpired carries the exact text clients match (DESIGN.md), capital letter included.
+// errExpired carries the exact text clients match (docs/clients.md), capital letter included.
 var errExpired = errors.New(ExpiredDescription) //nolint:staticcheck // ST1005: the wire text is fixed
 
 type claimsKey struct{}

@@ -106,7 +106,7 @@ const (
 	SubjectPrefix = "system:servicekey:"
 )
 
-// Data keys of a key Secret, listed for users in docs/api.md ("The key Secret").
+// Data keys of a key Secret, listed for users in docs/controller.md ("What it writes").
 const (
 	// SecretKeyJSON is the key file in ftw.tokenauth's layout.
 	SecretKeyJSON = "key.json"

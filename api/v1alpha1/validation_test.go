@@ -209,6 +209,21 @@ func TestValidationRejects(t *testing.T) {
 	}
 }
 
+// TestNameBecomesLabelValue: the name is the value of the label on the Secret, so
+// a name the label cannot hold is refused at apply time; 63 characters are fine.
+func TestNameBecomesLabelValue(t *testing.T) {
+	ctx := context.Background()
+	err := k8s.Create(ctx, newKey(strings.Repeat("n", 64)))
+	if err == nil || !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "the name of a ServiceKey must be at most 63 characters") {
+		t.Errorf("64-character name: %v, want the CEL message", err)
+	}
+	ok := newKey(strings.Repeat("n", 63))
+	if err := k8s.Create(ctx, ok); err != nil {
+		t.Errorf("63-character name refused: %v", err)
+	}
+	_ = k8s.Delete(ctx, ok)
+}
+
 // assertInvalid checks that err is a 422 Invalid naming field with a message that
 // contains message.
 func assertInvalid(t *testing.T, err error, field, message string) {

@@ -78,7 +78,7 @@ func run(n int) error {
 	if err != nil {
 		return err
 	}
-	rec := &tokenserver.KeyRecord{ClientID: "bench/app", Subject: "system:servicekey:bench:app", Ready: true, Scopes: []string{"read"},
+	rec := &tokenserver.KeyRecord{ClientID: "bench/app", Subject: "system:servicekey:bench:app", Scopes: []string{"read"},
 		Request: policy.Request{Namespace: "bench", Name: "app", Scopes: []string{"read"}, KeySize: 2048, AccessTokenTTL: time.Hour},
 		Keys:    []tokenserver.PublicKey{{ID: kid, Key: &grantKey.PublicKey, Active: true}}}
 	gate := tokenserver.NewPolicyGate()

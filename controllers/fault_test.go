@@ -1,0 +1,265 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// refuse installs a ValidatingAdmissionPolicy (and its binding) that refuses create
+// and update requests on resource of group when expression holds, polls probe until
+// the API server enforces it, and returns the function that lifts it.
+func refuse(t *testing.T, name, group, resource, expression string, probe func() bool) (lift func()) {
+	t.Helper()
+	ctx := context.Background()
+	policy := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{Expression: "!(" + expression + ")", Message: "refused by fault injection " + name,
+				Reason: ptr.To(metav1.StatusReasonForbidden)}},
+		},
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name, ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatalf("create %T %s: %v", obj, name, err)
+		}
+	}
+	eventually(t, "the admission policy "+name+" is enforced", func() (bool, string) { return probe(), "probe accepted" })
+	lifted := false
+	lift = func() {
+		if lifted {
+			return
+		}
+		lifted = true
+		for _, obj := range []client.Object{binding, policy} {
+			if err := k8s.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("delete %T %s: %v", obj, name, err)
+			}
+		}
+	}
+	t.Cleanup(lift)
+	return lift
+}
+
+// reconcileErrors is controller-runtime's count of failed reconciles of ServiceKeys.
+func reconcileErrors(t *testing.T) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_errors_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "servicekey" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// waitRefusals waits until the controller has failed n more reconciles than before.
+func waitRefusals(t *testing.T, before float64, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d refused reconciles", n), func() (bool, string) {
+		got := reconcileErrors(t)
+		return got >= before+float64(n), fmt.Sprintf("%v so far", got-before)
+	})
+}
+
+func watchKeys(t *testing.T, name string) *testenv.KeyHistory {
+	t.Helper()
+	c, err := client.NewWithWatch(adminConfig, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := testenv.WatchKeys(c, ns, name, name)
+	t.Cleanup(h.Stop)
+	return h
+}
+
+func secretKeyID(t *testing.T, name string) string {
+	t.Helper()
+	s, err := getSecret(ns, name)
+	if err != nil {
+		t.Fatalf("get Secret %s: %v", name, err)
+	}
+	return keyIDOfPEM(t, s.Data[v1.SecretKeyPrivateKey])
+}
+
+// TestStatusWritesRefused: while the API server refuses the ServiceKey's status, no
+// key reaches a Secret, neither at issue nor at rotation; once allowed, each yields
+// exactly one key, and every key the Secret ever held was published first.
+func TestStatusWritesRefused(t *testing.T) {
+	const name = "faulty-status"
+	ctx := context.Background()
+	probe := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: ns}}
+	if err := k8s.Create(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	lift := refuse(t, "refuse-status", v1.GroupVersion.Group, "servicekeys/status",
+		"object.metadata.name.startsWith('"+name+"')", func() bool {
+			p := &v1.ServiceKey{}
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(probe), p); err != nil {
+				return false
+			}
+			p.Status.Subject = fmt.Sprint(pokes.Add(1))
+			return apierrors.IsForbidden(k8s.Status().Update(ctx, p))
+		})
+	h := watchKeys(t, name)
+	before := reconcileErrors(t)
+	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	if err := k8s.Create(ctx, sk); err != nil {
+		t.Fatal(err)
+	}
+	waitRefusals(t, before, 3)
+	if _, err := getSecret(ns, name); !apierrors.IsNotFound(err) {
+		t.Errorf("a Secret exists while no key could be published: %v", err)
+	}
+	findEvent(t, sk, v1.EventStatusWriteFailed)
+	lift()
+	sk = waitReady(t, ns, name, v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
+	first := activeKey(t, sk).KeyID
+
+	lift = refuse(t, "refuse-status-again", v1.GroupVersion.Group, "servicekeys/status",
+		"object.metadata.name.startsWith('"+name+"')", func() bool {
+			p := &v1.ServiceKey{}
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(probe), p); err != nil {
+				return false
+			}
+			p.Status.Subject = fmt.Sprint(pokes.Add(1))
+			return apierrors.IsForbidden(k8s.Status().Update(ctx, p))
+		})
+	before = reconcileErrors(t)
+	update(t, ns, name, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
+	waitRefusals(t, before, 3)
+	if got := secretKeyID(t, name); got != first {
+		t.Errorf("the Secret changed to %s while the status was refused", got)
+	}
+	lift()
+	sk = waitReady(t, ns, name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return activeKey(t, sk).KeyID != first })
+	if got := secretKeyID(t, name); got != activeKey(t, sk).KeyID {
+		t.Errorf("the Secret holds %s, the Active key is %s", got, activeKey(t, sk).KeyID)
+	}
+	eventually(t, "the watch saw the rotated Secret", func() (bool, string) {
+		return len(h.HandedOut()) == 2, fmt.Sprint(h.HandedOut())
+	})
+	if err := h.Check(); err != nil {
+		t.Error(err)
+	}
+	if n := len(h.HandedOut()); n != 2 {
+		t.Errorf("the Secret held %d keys for one issue and one rotation: %v", n, h.HandedOut())
+	}
+	_ = k8s.Delete(ctx, probe)
+}
+
+// TestSecretWritesRefused: while the API server refuses the key's Secret, a rotation
+// publishes its new key as Pending and stops there: the Active key keeps working
+// (Ready True, still in the Secret) and Synced says why. Once allowed, the same
+// staged key is written and promoted: one rotation, one key.
+func TestSecretWritesRefused(t *testing.T) {
+	const name = "faulty-secret"
+	ctx := context.Background()
+	sk := create(t, newKey(name))
+	first := activeKey(t, sk).KeyID
+	h := watchKeys(t, name)
+	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + name + "'"
+	lift := refuse(t, "refuse-secret", "", "secrets", label, func() bool {
+		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: ns, Labels: map[string]string{v1.LabelServiceKey: name}}}
+		err := k8s.Create(ctx, p)
+		if err == nil {
+			_ = k8s.Delete(ctx, p)
+		}
+		return apierrors.IsForbidden(err)
+	})
+	update(t, ns, name, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
+	c := waitCondition(t, ns, name, v1.ConditionSynced, v1.ReasonReconcileError)
+	if !strings.Contains(c.Message, "refused by fault injection refuse-secret") {
+		t.Errorf("Synced message %q does not say why", c.Message)
+	}
+	sk = get(t, ns, name)
+	if r := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); r.Status != metav1.ConditionTrue || activeKey(t, sk).KeyID != first {
+		t.Errorf("Ready %s/%s, Active %s; want True and %s", r.Status, r.Reason, activeKey(t, sk).KeyID, first)
+	}
+	if got := secretKeyID(t, name); got != first {
+		t.Errorf("the Secret holds %s, want the Active key %s", got, first)
+	}
+	var pending string
+	for _, k := range sk.Status.Keys {
+		if k.State == v1.KeyPending {
+			pending = k.KeyID
+		}
+	}
+	if pending == "" {
+		t.Fatalf("no Pending key published: %v", keyStates(sk))
+	}
+	findEvent(t, sk, v1.EventSecretWriteFailed)
+	lift()
+	sk = waitReady(t, ns, name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return activeKey(t, sk).KeyID != first })
+	if got := activeKey(t, sk).KeyID; got != pending {
+		t.Errorf("Active key %s after the fault, want the staged Pending key %s", got, pending)
+	}
+	waitCondition(t, ns, name, v1.ConditionSynced, v1.ReasonSynced)
+	if err := h.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+func keyIDOfPEM(t *testing.T, pem []byte) string {
+	t.Helper()
+	key, _, err := keyutil.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatalf("parse private key: %v", err)
+	}
+	id, err := keyutil.KeyID(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

@@ -1,0 +1,171 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// KeyHistory watches one ServiceKey and its Secret and records, for every key ID, the
+// etcd revision (resourceVersion) at which it first appeared in the status and in the
+// Secret. The fault tests check the crash-safety invariant with it: every key a pod
+// could load from the Secret was published before it got there.
+type KeyHistory struct {
+	mu        sync.Mutex
+	published map[string]int64
+	handedOut map[string]int64
+	order     []string // key IDs in the order they reached the Secret
+	errs      []error
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+}
+
+// WatchKeys starts recording the keys of ServiceKey namespace/name and of its Secret
+// secretName. Call Stop when done.
+func WatchKeys(c client.WithWatch, namespace, name, secretName string) *KeyHistory {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &KeyHistory{published: map[string]int64{}, handedOut: map[string]int64{}, cancel: cancel}
+	h.done.Add(2)
+	go h.follow(ctx, c, &v1.ServiceKeyList{}, namespace, name)
+	go h.follow(ctx, c, &corev1.SecretList{}, namespace, secretName)
+	return h
+}
+
+// follow watches one object by name, re-establishing the watch from the last
+// resourceVersion seen whenever the server closes it.
+func (h *KeyHistory) follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace, name string) {
+	defer h.done.Done()
+	rv := ""
+	for ctx.Err() == nil {
+		w, err := c.Watch(ctx, list, client.InNamespace(namespace), &client.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
+			Raw:           &metav1.ListOptions{ResourceVersion: rv},
+		})
+		if err != nil {
+			select { // the API server may be down in a fault test: ask again
+			case <-ctx.Done():
+			case <-time.After(PollInterval):
+			}
+			continue
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			if obj, ok := ev.Object.(client.Object); ok {
+				// The first watch starts with the object as it is: keys already in its
+				// status were published before the watch, at revision 0 for Check.
+				existing := rv == "" && ev.Type == watch.Added
+				rv = obj.GetResourceVersion()
+				h.record(obj, existing)
+			}
+		}
+		w.Stop()
+	}
+}
+
+func (h *KeyHistory) record(obj client.Object, existing bool) {
+	rev, err := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.errs = append(h.errs, fmt.Errorf("resourceVersion %q: %w", obj.GetResourceVersion(), err))
+		return
+	}
+	switch o := obj.(type) {
+	case *v1.ServiceKey:
+		if existing {
+			rev = 0
+		}
+		for _, k := range o.Status.Keys {
+			if _, seen := h.published[k.KeyID]; !seen {
+				h.published[k.KeyID] = rev
+			}
+		}
+	case *corev1.Secret:
+		key, _, err := keyutil.ParsePrivateKey(o.Data[v1.SecretKeyPrivateKey])
+		if err != nil {
+			return
+		}
+		id, err := keyutil.KeyID(&key.PublicKey)
+		if err != nil {
+			return
+		}
+		if _, seen := h.handedOut[id]; !seen {
+			h.handedOut[id] = rev
+			h.order = append(h.order, id)
+		}
+	}
+}
+
+// HandedOut are the IDs of the keys seen in the Secret, in order.
+func (h *KeyHistory) HandedOut() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.order...)
+}
+
+// Published are the IDs of every key seen in the status, sorted.
+func (h *KeyHistory) Published() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []string
+	for id := range h.published {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Check returns an error for every key that reached the Secret without having been
+// published in status at an earlier revision.
+func (h *KeyHistory) Check() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	errs := append([]error(nil), h.errs...)
+	for _, id := range h.order {
+		pub, ok := h.published[id]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("key %s reached the Secret (revision %d) and was never published", id, h.handedOut[id]))
+		case pub >= h.handedOut[id]:
+			errs = append(errs, fmt.Errorf("key %s reached the Secret at revision %d, before it was published (revision %d)", id, h.handedOut[id], pub))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop ends the watches.
+func (h *KeyHistory) Stop() {
+	h.cancel()
+	h.done.Wait()
+}
