@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -32,9 +33,11 @@ import (
 )
 
 type process struct {
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed when the process has exited
+	component *Component
+	args      []string
+	cmd       *exec.Cmd
+	log       *os.File
+	done      chan struct{} // closed when the process has exited
 }
 
 // Start runs the controller and the token server as local processes, each with the
@@ -70,6 +73,31 @@ func (s *Stack) Stop() {
 	s.procs = nil
 }
 
+// Restart stops the component's process with sig (SIGKILL: a crash; SIGTERM: a
+// rollout), starts it again with the same arguments plus extra (flags given later
+// win), appending to its log, and waits until it reports ready at readyURL.
+func (s *Stack) Restart(ctx context.Context, c *Component, sig syscall.Signal, readyURL string, extra ...string) error {
+	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.component == c })
+	if i < 0 {
+		return fmt.Errorf("%s is not running", c.Name)
+	}
+	p := s.procs[i]
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", c.Name, err)
+	}
+	<-p.done
+	_ = p.log.Close()
+	s.procs = slices.Delete(s.procs, i, i+1)
+	if err := s.run(c, append(slices.Clip(p.args), extra...)); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, readyURL, c.Log)
+}
+
+// ControllerReadyURL and TokenServerReadyURL are the components' readiness endpoints.
+func (s *Stack) ControllerReadyURL() string  { return "http://" + s.opts.ControllerProbes + "/readyz" }
+func (s *Stack) TokenServerReadyURL() string { return "http://" + s.opts.TokenAddress + "/readyz" }
+
 // kubeconfigAs writes a kubeconfig that acts as the given user, e.g. a component's
 // ServiceAccount, through impersonation by the admin, and returns its path.
 func (s *Stack) kubeconfigAs(user string) (string, error) {
@@ -93,7 +121,7 @@ func (s *Stack) run(c *Component, args []string) error {
 		return err
 	}
 	c.Log = filepath.Join(s.opts.Dir, c.Name+".log")
-	log, err := os.Create(c.Log)
+	log, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("create log: %w", err)
 	}
@@ -104,7 +132,7 @@ func (s *Stack) run(c *Component, args []string) error {
 		_ = log.Close()
 		return fmt.Errorf("start %s (run 'make build' first): %w", s.opts.Binary, err)
 	}
-	p := &process{cmd: cmd, log: log, done: make(chan struct{})}
+	p := &process{component: c, args: args, cmd: cmd, log: log, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)
