@@ -22,7 +22,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -36,7 +35,8 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
-// maxKeys is the CRD's limit on status.keys: one Active and up to 15 Retiring keys.
+// maxKeys bounds the Active and Retiring keys in status.keys: one Active and up to 15
+// Retiring; a Pending key comes on top (the CRD allows 17 entries).
 const maxKeys = 16
 
 // Event is an event to emit about the ServiceKey after the writes succeeded.
@@ -93,7 +93,7 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 	now := metav1.NewTime(o.Now.Truncate(time.Second))
 	st := baseStatus(k)
 	if d.DropPending {
-		st.Keys = slices.DeleteFunc(st.Keys, func(p v1.PublicKey) bool { return p.State == v1.KeyPending })
+		retirePending(&st, k, now)
 	}
 	if d.Rekey != "" {
 		if nk == nil || nk.Key == nil {
@@ -119,6 +119,8 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 	if activeKey(st.Keys) == nil {
 		setCondition(&st, k, o.Now, v1.ConditionReady, metav1.ConditionFalse, v1.ReasonPending,
 			"key "+pendingKey(st.Keys).KeyID+" is published; its private key is being written to Secret "+st.SecretName)
+	} else {
+		setReady(&st, k, d, o.Now) // a key permitted again reads Ready now, so Build sees no second transition
 	}
 	var out Desired
 	policyTransition(&out, readyReason(k.Status.Conditions), d)
@@ -145,7 +147,7 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 			st.ClientSecretHash = ""
 		}
 		if d.DropPending {
-			st.Keys = slices.DeleteFunc(st.Keys, func(p v1.PublicKey) bool { return p.State == v1.KeyPending })
+			retirePending(&st, k, now)
 		}
 		if d.Promote {
 			out.Events = append(out.Events, promote(&st, k, d.PromoteCause, now))
@@ -183,11 +185,31 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 // published stays published (a Pending key stays Pending, its private half staged in
 // memory for the retry), Ready still says whether the Active key works, and Synced
 // says what was refused.
-func SecretRefused(o Observed, d Decision, reason, message string) v1.ServiceKeyStatus {
-	st := baseStatus(o.Key)
-	setReady(&st, o.Key, d, o.Now)
-	setCondition(&st, o.Key, o.Now, v1.ConditionSynced, metav1.ConditionFalse, reason, message)
-	return st
+func SecretRefused(o Observed, d Decision, p Config, reason, message string) (Desired, error) {
+	d.Promote = false
+	out, err := Build(o, d, p)
+	if err != nil {
+		return Desired{}, err
+	}
+	out.Secret = nil
+	setCondition(&out.Status, o.Key, o.Now, v1.ConditionSynced, metav1.ConditionFalse, reason, message)
+	out.RequeueAfter = requeueAfter(o.Key, out.Status, o.Now)
+	if syncedReason(o.Key.Status.Conditions) != reason {
+		out.Events = append(out.Events, Event{corev1.EventTypeWarning, v1.EventSecretWriteFailed, "Write", message})
+	}
+	return out, nil
+}
+
+// retirePending turns a Pending key whose private half is nowhere to be found into a
+// Retiring key for the grace period rather than deleting it: normally nobody holds
+// it, but a Secret write by a deposed leader may still land, or the Secret may have
+// been reverted after holding it, and a key that reached a Secret must keep working
+// until it retires.
+func retirePending(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now metav1.Time) {
+	if p := pendingKey(st.Keys); p != nil {
+		until := metav1.NewTime(now.Add(gracePeriod(k)))
+		p.State, p.Superseded, p.NotAfter = v1.KeyRetiring, &now, &until
+	}
 }
 
 // policyTransition records an Event, and the kinds for the metric, when the
@@ -269,19 +291,29 @@ func pruneRetired(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now time.Time) []st
 	sortKeys(st.Keys)
 	var kept []v1.PublicKey
 	var retired []string
-	for _, key := range st.Keys {
-		if key.State == v1.KeyRetiring && key.Superseded != nil {
-			if end := metav1.NewTime(key.Superseded.Add(gracePeriod(k))); key.NotAfter == nil || end.Before(key.NotAfter) {
-				key.NotAfter = &end
+	counted := 0 // Active and Retiring keys kept; a Pending key has a slot of its own
+	for i, key := range st.Keys {
+		if key.State == v1.KeyRetiring {
+			since := key.Superseded
+			if since == nil && i > 0 { // published before superseded existed: replaced when its successor was created
+				since = &st.Keys[i-1].Created
+			}
+			if since != nil {
+				if end := metav1.NewTime(since.Add(gracePeriod(k))); key.NotAfter == nil || end.Before(key.NotAfter) {
+					key.NotAfter = &end
+				}
 			}
 		}
 		gone := key.State == v1.KeyRetiring &&
-			(key.NotAfter != nil && !now.Before(key.NotAfter.Time) || len(kept) >= maxKeys)
+			(key.NotAfter != nil && !now.Before(key.NotAfter.Time) || counted >= maxKeys)
 		if gone {
 			retired = append(retired, key.KeyID)
 			continue
 		}
 		kept = append(kept, key)
+		if key.State != v1.KeyPending {
+			counted++
+		}
 	}
 	st.Keys = kept
 	return retired

@@ -66,7 +66,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 		}, []string{"reason"}),
 		Clock: clock.RealClock{},
 		keys: prometheus.NewDesc("servicekey_keys",
-			"Published public keys by state (Active, Retiring).", []string{"state"}, nil),
+			"Published public keys by state (Pending, Active, Retiring).", []string{"state"}, nil),
 		expiry: prometheus.NewDesc("servicekey_next_expiry_timestamp_seconds",
 			"Earliest ServiceKey expiry still in the future (Unix time); ServiceKeys that already expired are left out "+
 				"(servicekey_expiration_timestamp_seconds has each one); absent when no ServiceKey expires later.", nil, nil),

@@ -202,8 +202,9 @@ type Decision struct {
 	Promote      bool
 	PromoteCause RekeyCause
 	// DropPending: the status has a Pending key whose private half is nowhere (the
-	// controller stopped between publishing it and writing the Secret). Nobody holds
-	// it, so it is removed rather than retired.
+	// controller stopped between publishing it and writing the Secret). It turns
+	// Retiring for the grace period: normally nobody holds it, but a write by a deposed
+	// leader may still land.
 	DropPending bool
 	// Rekey is the cause for a new key pair, or "". A new key is published as Pending
 	// before the Secret is written.
@@ -288,6 +289,15 @@ func clientSecretEnabled(k *v1.ServiceKey) bool {
 func activeKey(keys []v1.PublicKey) *v1.PublicKey { return keyIn(keys, v1.KeyActive) }
 
 func pendingKey(keys []v1.PublicKey) *v1.PublicKey { return keyIn(keys, v1.KeyPending) }
+
+func keyWithID(keys []v1.PublicKey, id string) *v1.PublicKey {
+	for i := range keys {
+		if keys[i].KeyID == id {
+			return &keys[i]
+		}
+	}
+	return nil
+}
 
 func keyIn(keys []v1.PublicKey, state v1.KeyState) *v1.PublicKey {
 	for i := range keys {

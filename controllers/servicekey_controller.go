@@ -29,6 +29,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -142,7 +143,7 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
-	if pendingKey(desired.Status.Keys) == nil {
+	if pendingKey(desired.Status.Keys) == nil && meta.IsStatusConditionTrue(desired.Status.Conditions, v1.ConditionSynced) {
 		r.staged.forget(req.NamespacedName)
 	}
 	r.emit(o.Key, desired)
@@ -240,6 +241,13 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 	}
 	o.Key, o.Secret = key, secret
 	o.Staged = r.staged.get(name, key.UID)
+	if id := stagedKeyID(o.Staged); id != "" {
+		if k := keyWithID(key.Status.Keys, id); k != nil && k.State != v1.KeyPending {
+			// Promoted already (the reply to that status write was lost): never reuse it.
+			r.staged.forget(name)
+			o.Staged = nil
+		}
+	}
 	return o, nil
 }
 
@@ -264,11 +272,11 @@ func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, d Decision
 				reason = v1.ReasonInvalidSpec
 			}
 			msg := "the API server refused Secret " + desired.Secret.Name + ": " + statusMessage(err)
-			st := SecretRefused(o, d, reason, msg)
-			*desired = Desired{Status: st, RequeueAfter: requeueAfter(o.Key, st, o.Now)}
-			if syncedReason(o.Key.Status.Conditions) != reason {
-				desired.Events = []Event{{corev1.EventTypeWarning, v1.EventSecretWriteFailed, "Write", msg}}
+			refused, berr := SecretRefused(o, d, r.Config, reason, msg)
+			if berr != nil {
+				return berr
 			}
+			*desired = refused
 		}
 	}
 	if statusUnchanged(o.Key.Status, desired.Status) {

@@ -464,25 +464,29 @@ func TestMetrics(t *testing.T) {
 	if err := k8s.List(context.Background(), &list); err != nil {
 		t.Fatal(err)
 	}
-	active, retiring := 0, 0
+	active, pending, retiring := 0, 0, 0
 	for _, item := range list.Items {
 		if item.Namespace == raceNS { // not in the manager's cache
 			continue
 		}
 		for _, k := range item.Status.Keys {
-			if k.State == v1.KeyActive {
+			switch k.State {
+			case v1.KeyActive:
 				active++
-			} else {
+			case v1.KeyRetiring:
 				retiring++
+			default:
+				pending++
 			}
 		}
 	}
 	want := fmt.Sprintf(`
-# HELP servicekey_keys Published public keys by state (Active, Retiring).
+# HELP servicekey_keys Published public keys by state (Pending, Active, Retiring).
 # TYPE servicekey_keys gauge
 servicekey_keys{state="Active"} %d
+servicekey_keys{state="Pending"} %d
 servicekey_keys{state="Retiring"} %d
-`, active, retiring)
+`, active, pending, retiring)
 	eventually(t, "key gauges to match the cluster", func() (bool, string) {
 		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "servicekey_keys")
 		return err == nil, fmt.Sprint(err)

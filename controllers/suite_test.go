@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -231,6 +232,9 @@ func waitReady(t *testing.T, namespace, name, reason string, extra func(*v1.Serv
 		}
 		if reason != "" && c.Reason != reason {
 			return false, c.Reason + ": " + c.Message
+		}
+		if slices.ContainsFunc(sk.Status.Keys, func(k v1.PublicKey) bool { return k.State == v1.KeyPending }) {
+			return false, "a key is still Pending: " + fmt.Sprint(keyStates(sk)) // mid-issuance, not settled
 		}
 		return extra(sk), fmt.Sprintf("%s, keys %+v", c.Reason, keyStates(sk))
 	})

@@ -57,7 +57,7 @@ func TestWriteOrderAtEveryStop(t *testing.T) {
 	}
 	f.published(st)
 
-	t.Run("stopped after publishing: the Pending key is replaced, not retired", func(t *testing.T) {
+	t.Run("stopped after publishing: the Pending key retires with grace, a new one is published", func(t *testing.T) {
 		o := f.at(t0.Add(time.Second)) // no Staged: memory lost
 		d := Decide(o)
 		if !d.DropPending || d.Rekey != CauseRequested {
@@ -68,8 +68,11 @@ func TestWriteOrderAtEveryStop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p := pendingKey(st.Keys); p == nil || p.KeyID != keyIDOf(t, again) || len(st.Keys) != 2 {
+		if p := pendingKey(st.Keys); p == nil || p.KeyID != keyIDOf(t, again) || len(st.Keys) != 3 {
 			t.Errorf("keys after republishing: %+v", st.Keys)
+		}
+		if old := keyWithID(st.Keys, keyIDOf(t, nk)); old == nil || old.State != v1.KeyRetiring || old.NotAfter == nil {
+			t.Errorf("the unheld Pending key was not retired with a grace period: %+v", old)
 		}
 		if a := activeKey(st.Keys); a == nil || a.KeyID != oldID {
 			t.Errorf("the Active key changed before the Secret did: %+v", a)
@@ -100,7 +103,14 @@ func TestWriteOrderAtEveryStop(t *testing.T) {
 	t.Run("Secret refused: the Active key keeps working, Synced says why", func(t *testing.T) {
 		o := f.at(t0)
 		o.Staged = &Staged{UID: f.key.UID, Key: *nk, Cause: CauseRequested}
-		st := SecretRefused(o, Decide(o), v1.ReasonReconcileError, "refused")
+		out, err := SecretRefused(o, Decide(o), Config{}, v1.ReasonReconcileError, "refused")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := out.Status
+		if out.Secret != nil {
+			t.Error("a refused Secret is written again in the same reconcile")
+		}
 		if c := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); c.Status != metav1.ConditionTrue {
 			t.Errorf("Ready %s/%s, want True", c.Status, c.Reason)
 		}
@@ -129,9 +139,32 @@ func TestFirstKeyRefusedSecretIsPending(t *testing.T) {
 	f.published(st)
 	o = f.at(t0)
 	o.Staged = &Staged{UID: f.key.UID, Key: *nk, Cause: CauseInitial}
-	refused := SecretRefused(o, Decide(o), v1.ReasonInvalidSpec, "bad label")
+	out, err := SecretRefused(o, Decide(o), Config{}, v1.ReasonInvalidSpec, "bad label")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := out.Status
 	if c := meta.FindStatusCondition(refused.Conditions, v1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonPending {
 		t.Errorf("Ready %+v, want False/Pending", c)
+	}
+}
+
+// TestSecretRefusedKeepsStatusChanges: a refused Secret must not hold back what the
+// status alone can do: a lowered grace period still retires a leaked key.
+func TestSecretRefusedKeepsStatusChanges(t *testing.T) {
+	f := newFixture(t)
+	f.key.Annotations = map[string]string{v1.AnnotationRotate: "leak"}
+	d := f.issue(t, f.at(t0), newKey(t))
+	f.published(d.Status)
+	f.secret.Data, f.secret.Annotations = d.Secret.Data, d.Secret.Annotations
+	f.key.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: time.Second}
+	o := f.at(t0.Add(2 * time.Second))
+	out, err := SecretRefused(o, Decide(o), Config{}, v1.ReasonReconcileError, "refused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keyIn(out.Status.Keys, v1.KeyRetiring) != nil || len(out.Retired) != 1 {
+		t.Errorf("the Retiring key outlived a lowered grace period because the Secret was refused: %+v", out.Status.Keys)
 	}
 }
 
@@ -215,8 +248,5 @@ func TestRotationJitterSpreads(t *testing.T) {
 	}
 	if len(seen) < 90 {
 		t.Errorf("100 keys rotate in only %d distinct seconds", len(seen))
-	}
-	if a, b := rotationJitter("uid-1", span), rotationJitter(types.UID("uid-"+"1"), span); a != b {
-		t.Error("jitter is not stable for one UID")
 	}
 }

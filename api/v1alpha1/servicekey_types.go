@@ -216,8 +216,8 @@ const (
 	// KeyPending is a new key published before its private half is written to the
 	// Secret, so that no key ever reaches a pod unpublished. It is accepted like the
 	// Active key; once the Secret holds it, it becomes Active. A Pending key whose
-	// private half never arrived (the controller was stopped in between) is dropped:
-	// nobody holds it.
+	// private half is nowhere to be found (the controller was stopped in between)
+	// turns Retiring for the grace period, like any replaced key.
 	KeyPending KeyState = "Pending"
 	// KeyActive is the key whose private half is in the Secret; new grants use it.
 	KeyActive KeyState = "Active"
@@ -287,7 +287,7 @@ type ServiceKeyStatus struct {
 	// +optional
 	// +listType=map
 	// +listMapKey=keyID
-	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:MaxItems=17
 	Keys []PublicKey `json:"keys,omitempty"`
 
 	// LastRotationTime is when the Active key became Active.

@@ -187,7 +187,7 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 	defer h.Stop()
 	seed := time.Now().UnixNano()
 	t.Logf("kill points from seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0)) //nolint:gosec // test randomness
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	// Without leader election for these restarts: a killed leader's lease would make
 	// each new process wait 15 s before acting. The write order is what is under
 	// test, and it does not depend on who holds the lease.

@@ -94,8 +94,10 @@ func (s *Stack) Restart(ctx context.Context, c *Component, sig syscall.Signal, r
 	return s.waitReady(ctx, readyURL, c.Log)
 }
 
-// ControllerReadyURL and TokenServerReadyURL are the components' readiness endpoints.
-func (s *Stack) ControllerReadyURL() string  { return "http://" + s.opts.ControllerProbes + "/readyz" }
+// ControllerReadyURL is the controller's readiness endpoint.
+func (s *Stack) ControllerReadyURL() string { return "http://" + s.opts.ControllerProbes + "/readyz" }
+
+// TokenServerReadyURL is the token server's readiness endpoint.
 func (s *Stack) TokenServerReadyURL() string { return "http://" + s.opts.TokenAddress + "/readyz" }
 
 // kubeconfigAs writes a kubeconfig that acts as the given user, e.g. a component's
