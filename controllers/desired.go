@@ -92,7 +92,7 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 	k := o.Key
 	now := metav1.NewTime(o.Now.Truncate(time.Second))
 	st := baseStatus(k)
-	if d.DropPending {
+	if d.RetirePending {
 		retirePending(&st, k, now)
 	}
 	if d.Rekey != "" {
@@ -129,7 +129,7 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 
 // Build computes the desired Secret, status and events once nothing new needs
 // publishing first: a Pending key is promoted (its private half written to the
-// Secret if it is not there yet) or dropped, retired keys are pruned, and the
+// Secret if it is not there yet) or retired, retired keys are pruned, and the
 // conditions say where things stand. It is pure: time comes from Observed.
 func Build(o Observed, d Decision, p Config) (Desired, error) {
 	k := o.Key
@@ -146,7 +146,7 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 		if secretValue == "" {
 			st.ClientSecretHash = ""
 		}
-		if d.DropPending {
+		if d.RetirePending {
 			retirePending(&st, k, now)
 		}
 		if d.Promote {

@@ -31,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
@@ -130,7 +129,7 @@ func secretKeyID(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatalf("get Secret %s: %v", name, err)
 	}
-	return keyIDOfPEM(t, s.Data[v1.SecretKeyPrivateKey])
+	return testenv.KeyIDOf(s.Data[v1.SecretKeyPrivateKey])
 }
 
 // TestStatusWritesRefused: while the API server refuses the ServiceKey's status, no
@@ -256,17 +255,4 @@ func TestSecretWritesRefused(t *testing.T) {
 	if got := h.HandedOut(); len(got) != 2 || got[0] != first {
 		t.Errorf("the Secret held %v for one rotation, want [%s %s]", got, first, pending)
 	}
-}
-
-func keyIDOfPEM(t *testing.T, pem []byte) string {
-	t.Helper()
-	key, _, err := keyutil.ParsePrivateKey(pem)
-	if err != nil {
-		t.Fatalf("parse private key: %v", err)
-	}
-	id, err := keyutil.KeyID(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }

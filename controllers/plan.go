@@ -201,11 +201,11 @@ type Decision struct {
 	// becomes Active. PromoteCause says why it was made.
 	Promote      bool
 	PromoteCause RekeyCause
-	// DropPending: the status has a Pending key whose private half is nowhere (the
+	// RetirePending: the status has a Pending key whose private half is nowhere (the
 	// controller stopped between publishing it and writing the Secret). It turns
 	// Retiring for the grace period: normally nobody holds it, but a write by a deposed
 	// leader may still land.
-	DropPending bool
+	RetirePending bool
 	// Rekey is the cause for a new key pair, or "". A new key is published as Pending
 	// before the Secret is written.
 	Rekey RekeyCause
@@ -222,7 +222,7 @@ type Decision struct {
 func (d Decision) Generate() bool { return d.Rekey != "" || d.NewClientSecret }
 
 // Decide judges the ServiceKey against the policies, runs the blockers, and then
-// decides, in this order: finish a Pending key (promote it or drop it), re-key, or
+// decides, in this order: finish a Pending key (promote it or retire it), re-key, or
 // only bring the Secret's metadata and the status up to date.
 func Decide(o Observed) Decision {
 	v := policy.Evaluate(policy.RequestOf(o.Key), o.NamespaceLabels, o.Policies)
@@ -244,7 +244,7 @@ func Decide(o Observed) Decision {
 		case s.key != nil && s.keyID == p.KeyID:
 			d.Promote, d.PromoteCause = true, CauseResumed
 		default:
-			d.DropPending = true
+			d.RetirePending = true
 		}
 		if d.Promote {
 			return d

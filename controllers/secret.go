@@ -17,7 +17,9 @@ limitations under the License.
 package controllers
 
 import (
+	"encoding/base64"
 	"errors"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -133,4 +135,25 @@ func nonNil(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return m
+}
+
+// redactedText replaces Secret content found in a message.
+const redactedText = "[redacted]"
+
+// redact removes from an API server message any value of the Secret it refused, raw
+// or base64, before the message goes into the status and an event. The API server's
+// own messages name fields, not data, but an admission webhook or policy may quote
+// whatever it was sent; a private key must never be copied out of the Secret that way.
+func redact(msg string, data map[string][]byte) string {
+	for _, v := range data {
+		if len(v) < 8 { // too short to be a secret worth hiding, and would mangle the text
+			continue
+		}
+		msg = strings.ReplaceAll(msg, string(v), redactedText)
+		msg = strings.ReplaceAll(msg, base64.StdEncoding.EncodeToString(v), redactedText)
+	}
+	if strings.Contains(msg, "PRIVATE KEY") {
+		return "the message quoted key material and is withheld; see the API server's audit log"
+	}
+	return msg
 }

@@ -117,8 +117,8 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
 	}
 	d := Decide(o)
-	if d.BlockedReason == "" && (d.Generate() || d.DropPending || o.Secret == nil) {
-		// Read live before generating or dropping anything: the cache holds only
+	if d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil) {
+		// Read live before generating or retiring anything: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
 		// overwritten), and it may lag behind this controller's own last write.
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
@@ -271,7 +271,7 @@ func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, d Decision
 			if apierrors.IsInvalid(err) {
 				reason = v1.ReasonInvalidSpec
 			}
-			msg := "the API server refused Secret " + desired.Secret.Name + ": " + statusMessage(err)
+			msg := "the API server refused Secret " + desired.Secret.Name + ": " + redact(statusMessage(err), desired.Secret.Data)
 			refused, berr := SecretRefused(o, d, r.Config, reason, msg)
 			if berr != nil {
 				return berr

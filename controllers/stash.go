@@ -25,8 +25,8 @@ import (
 // Staged is a key pair (and client secret) generated for a ServiceKey and published,
 // or about to be published, in its status while its private half is not yet in the
 // Secret. It lives in the controller's memory only: if the process stops, the
-// published Pending key is dropped on the next reconcile (nobody holds it) and a new
-// one is made.
+// published Pending key turns Retiring on the next reconcile (normally nobody holds
+// it) and a new one is made.
 type Staged struct {
 	// UID is the ServiceKey's, so a ServiceKey deleted and created again under the same
 	// name never inherits a staged key.

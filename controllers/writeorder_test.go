@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -60,8 +61,8 @@ func TestWriteOrderAtEveryStop(t *testing.T) {
 	t.Run("stopped after publishing: the Pending key retires with grace, a new one is published", func(t *testing.T) {
 		o := f.at(t0.Add(time.Second)) // no Staged: memory lost
 		d := Decide(o)
-		if !d.DropPending || d.Rekey != CauseRequested {
-			t.Fatalf("decision %+v, want DropPending and Requested", d)
+		if !d.RetirePending || d.Rekey != CauseRequested {
+			t.Fatalf("decision %+v, want RetirePending and Requested", d)
 		}
 		again := newKey(t)
 		st, _, err := Publish(o, d, again)
@@ -149,35 +150,19 @@ func TestFirstKeyRefusedSecretIsPending(t *testing.T) {
 	}
 }
 
-// TestSecretRefusedKeepsStatusChanges: a refused Secret must not hold back what the
-// status alone can do: a lowered grace period still retires a leaked key.
-func TestSecretRefusedKeepsStatusChanges(t *testing.T) {
-	f := newFixture(t)
-	f.key.Annotations = map[string]string{v1.AnnotationRotate: "leak"}
-	d := f.issue(t, f.at(t0), newKey(t))
-	f.published(d.Status)
-	f.secret.Data, f.secret.Annotations = d.Secret.Data, d.Secret.Annotations
-	f.key.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: time.Second}
-	o := f.at(t0.Add(2 * time.Second))
-	out, err := SecretRefused(o, Decide(o), Config{}, v1.ReasonReconcileError, "refused")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keyIn(out.Status.Keys, v1.KeyRetiring) != nil || len(out.Retired) != 1 {
-		t.Errorf("the Retiring key outlived a lowered grace period because the Secret was refused: %+v", out.Status.Keys)
-	}
-}
-
 // TestLoweredGraceEndsRetiringKeys is the leaked-key runbook in pure form: rotate,
-// then lower gracePeriod; the Retiring key is gone at the next reconcile.
+// then lower gracePeriod; the Retiring key is gone at the next reconcile, also when
+// the API server refuses the Secret (a status-only change must not wait for it).
 func TestLoweredGraceEndsRetiringKeys(t *testing.T) {
 	cases := map[string]struct {
-		grace       time.Duration
-		wantRetired bool
-		wantEnd     time.Time
+		grace         time.Duration
+		secretRefused bool
+		wantRetired   bool
+		wantEnd       time.Time
 	}{
 		"default grace kept":                             {grace: 24 * time.Hour, wantEnd: t0.Add(24 * time.Hour)},
 		"lowered to 1s: retired at once":                 {grace: time.Second, wantRetired: true},
+		"lowered to 1s, Secret refused: retired at once": {grace: time.Second, secretRefused: true, wantRetired: true},
 		"lowered to 1h: ends an hour after the rotation": {grace: time.Hour, wantEnd: t0.Add(time.Hour)},
 		"raised: never extended":                         {grace: 48 * time.Hour, wantEnd: t0.Add(24 * time.Hour)},
 	}
@@ -191,6 +176,9 @@ func TestLoweredGraceEndsRetiringKeys(t *testing.T) {
 			f.key.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: tc.grace}
 			o := f.at(t0.Add(2 * time.Second))
 			out, err := Build(o, Decide(o), Config{})
+			if tc.secretRefused {
+				out, err = SecretRefused(o, Decide(o), Config{}, v1.ReasonReconcileError, "refused")
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -248,5 +236,27 @@ func TestRotationJitterSpreads(t *testing.T) {
 	}
 	if len(seen) < 90 {
 		t.Errorf("100 keys rotate in only %d distinct seconds", len(seen))
+	}
+}
+
+// TestRedactQuotedSecret: an admission webhook that quotes the refused Secret must
+// not get the private key copied into the status or an event.
+func TestRedactQuotedSecret(t *testing.T) {
+	pem := []byte("-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n")
+	secret := []byte("client-secret-value-0123456789")
+	data := map[string][]byte{v1.SecretKeyPrivateKey: pem, v1.SecretKeyClientSecret: secret, v1.SecretKeyKeyID: []byte("kid")}
+	cases := map[string]struct{ in, want string }{
+		"field message kept":      {in: `metadata.labels: Invalid value: "bad key!"`, want: `metadata.labels: Invalid value: "bad key!"`},
+		"raw client secret":       {in: "denied: client-secret=" + string(secret), want: "denied: client-secret=" + redactedText},
+		"base64 client secret":    {in: "data.client-secret: " + base64.StdEncoding.EncodeToString(secret), want: "data.client-secret: " + redactedText},
+		"raw PEM":                 {in: "denied " + string(pem), want: "denied " + redactedText},
+		"other key material left": {in: "saw -----BEGIN PRIVATE KEY----- x", want: "the message quoted key material and is withheld; see the API server's audit log"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := redact(tc.in, data); got != tc.want {
+				t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 }

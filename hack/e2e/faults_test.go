@@ -109,7 +109,7 @@ type grantOutcome struct {
 
 // exchange exchanges a fresh assertion signed with the key file's key for a token, as a
 // pod using the client kit does.
-func exchange(ctx context.Context, keyFile string) grantOutcome {
+func exchange(keyFile string) grantOutcome {
 	ts, err := skclient.NewTokenSource(skclient.Options{KeyFile: keyFile, AllowInsecureHTTP: true})
 	if err != nil {
 		return grantOutcome{at: time.Now()}
@@ -124,16 +124,6 @@ func exchange(ctx context.Context, keyFile string) grantOutcome {
 	default:
 		return grantOutcome{at: time.Now()}
 	}
-}
-
-// secretKeyID is the ID of the private key in a key Secret, "" when unreadable.
-func secretKeyID(s *corev1.Secret) string {
-	key, _, err := keyutil.ParsePrivateKey(s.Data[v1.SecretKeyPrivateKey])
-	if err != nil {
-		return ""
-	}
-	id, _ := keyutil.KeyID(&key.PublicKey)
-	return id
 }
 
 // assertion signs one jwt-bearer grant with the key file's key, with a fixed jti.
@@ -206,7 +196,7 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 				return false
 			}
 			return ready(sk, v1.ReasonIssued) && s.Annotations["auth.servicekey.dev/rotation-handled"] == strconv.Itoa(i) &&
-				activeID(sk) == secretKeyID(s) && len(sk.Status.Keys) > 0 && sk.Status.Keys[0].State == v1.KeyActive
+				activeID(sk) == testenv.KeyIDOf(s.Data[v1.SecretKeyPrivateKey]) && len(sk.Status.Keys) > 0 && sk.Status.Keys[0].State == v1.KeyActive
 		}
 	}
 	for i := 1; i <= rotations; i++ {
@@ -217,7 +207,7 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 		}
 		sk = waitFor(t, sk, fmt.Sprintf("rotation %d handled after the restart", i), handled(i))
 	}
-	if out := exchange(ctx, keyFile(t, sk, "crashy.json")); out.status != 200 {
+	if out := exchange(keyFile(t, sk, "crashy.json")); out.status != 200 {
 		t.Errorf("the current key after 50 crashes: HTTP %d", out.status)
 	}
 	testenv.Eventually(t, "the watch saw the last key", func() (bool, string) {
@@ -257,7 +247,7 @@ func TestTokenServerRestartUnderLoad(t *testing.T) {
 					return
 				case <-pace.C:
 				}
-				out := exchange(ctx, kf)
+				out := exchange(kf)
 				mu.Lock()
 				outcomes = append(outcomes, out)
 				mu.Unlock()

@@ -61,7 +61,9 @@ func WatchKeys(c client.WithWatch, namespace, name, secretName string) *KeyHisto
 }
 
 // follow watches one object by name, re-establishing the watch from the last
-// resourceVersion seen whenever the server closes it.
+// resourceVersion seen whenever the server closes it. A watch that cannot resume
+// (410 Gone: events were missed) ends the history with an error for Check, rather
+// than a relist that would silently skip what happened in between.
 func (h *KeyHistory) follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace, name string) {
 	defer h.done.Done()
 	rv := ""
@@ -70,27 +72,45 @@ func (h *KeyHistory) follow(ctx context.Context, c client.WithWatch, list client
 			FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
 			Raw:           &metav1.ListOptions{ResourceVersion: rv},
 		})
-		if err != nil {
-			select { // the API server may be down in a fault test: ask again
-			case <-ctx.Done():
-			case <-time.After(PollInterval):
+		if err == nil {
+			var stop bool
+			rv, stop = h.consume(w, rv)
+			w.Stop()
+			if stop {
+				return
 			}
+		}
+		select { // the API server may be down in a fault test: ask again, politely
+		case <-ctx.Done():
+		case <-time.After(PollInterval):
+		}
+	}
+}
+
+// consume records the watch's events until it closes and returns the last
+// resourceVersion seen, and whether the history must stop (an error event).
+func (h *KeyHistory) consume(w watch.Interface, rv string) (string, bool) {
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Error {
+			h.mu.Lock()
+			h.errs = append(h.errs, fmt.Errorf("watch ended with an error after revision %s: the key history is incomplete", rv))
+			h.mu.Unlock()
+			return rv, true
+		}
+		if ev.Type != watch.Added && ev.Type != watch.Modified {
 			continue
 		}
-		for ev := range w.ResultChan() {
-			if ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			if obj, ok := ev.Object.(client.Object); ok {
-				// The first watch starts with the object as it is: keys already in its
-				// status were published before the watch, at revision 0 for Check.
-				existing := rv == "" && ev.Type == watch.Added
-				rv = obj.GetResourceVersion()
-				h.record(obj, existing)
-			}
+		obj, ok := ev.Object.(client.Object)
+		if !ok {
+			continue
 		}
-		w.Stop()
+		// The first watch starts with the object as it is: keys already in its
+		// status were published before the watch, at revision 0 for Check.
+		existing := rv == "" && ev.Type == watch.Added
+		rv = obj.GetResourceVersion()
+		h.record(obj, existing)
 	}
+	return rv, false
 }
 
 func (h *KeyHistory) record(obj client.Object, existing bool) {
@@ -112,12 +132,8 @@ func (h *KeyHistory) record(obj client.Object, existing bool) {
 			}
 		}
 	case *corev1.Secret:
-		key, _, err := keyutil.ParsePrivateKey(o.Data[v1.SecretKeyPrivateKey])
-		if err != nil {
-			return
-		}
-		id, err := keyutil.KeyID(&key.PublicKey)
-		if err != nil {
+		id := KeyIDOf(o.Data[v1.SecretKeyPrivateKey])
+		if id == "" {
 			return
 		}
 		if _, seen := h.handedOut[id]; !seen {
@@ -168,4 +184,18 @@ func (h *KeyHistory) Check() error {
 func (h *KeyHistory) Stop() {
 	h.cancel()
 	h.done.Wait()
+}
+
+// KeyIDOf is the key ID of a PEM private key, as the Secret holds it; "" when it does
+// not parse.
+func KeyIDOf(pem []byte) string {
+	key, _, err := keyutil.ParsePrivateKey(pem)
+	if err != nil {
+		return ""
+	}
+	id, err := keyutil.KeyID(&key.PublicKey)
+	if err != nil {
+		return ""
+	}
+	return id
 }
