@@ -95,3 +95,12 @@ func (e *Error) Write(w http.ResponseWriter, usedBasic bool) {
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(e)
 }
+
+// errNoSigningKeys answers while the server holds no signing keys: before the first
+// load, or after the signing-key Secret was deleted (RFC 6749 section 5.2 has no code
+// for it; temporarily_unavailable is the authorization endpoint's, and clients know
+// it). Nothing is spent: no jti is recorded, no rate-limit token taken.
+func errNoSigningKeys() *Error {
+	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+		Description: "the token server holds no signing keys (not loaded yet, or the signing-key Secret was deleted); retry shortly"}
+}

@@ -177,9 +177,8 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 // given), scope — and mints the token.
 func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, keyIDs []string, replay func() *Error) (*TokenResponse, Outcome, *Error) {
 	keys := x.Keys()
-	if keys == nil {
-		return nil, out, &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
-			Description: "the token server has not loaded its signing keys yet; retry shortly"}
+	if keys == nil { // deleted while this request was being judged
+		return nil, out, errNoSigningKeys()
 	}
 	if !addrAllowed(rec.AllowedCIDRs, addr) {
 		if !addr.IsValid() {

@@ -87,6 +87,9 @@ func (h *TokenHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // judge dispatches within an InFlight slot, released however dispatch ends.
 func (h *TokenHandler) judge(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	if x := h.Exchanger; x.Keys != nil && x.Keys() == nil {
+		return nil, Outcome{}, errNoSigningKeys() // before any verification: nothing could be signed
+	}
 	if !h.InFlight.Acquire() {
 		return nil, Outcome{}, errBusy()
 	}

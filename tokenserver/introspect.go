@@ -107,8 +107,7 @@ func (in *Introspector) answer(w http.ResponseWriter, r *http.Request) (string, 
 	}
 	ks := in.Keys()
 	if ks == nil {
-		return "", IntrospectionResponse{}, "", &Error{Code: CodeTemporarilyUnavailable, Description: "the token server has not loaded its signing keys yet; retry shortly",
-			Status: http.StatusServiceUnavailable, RetryAfter: time.Second}
+		return "", IntrospectionResponse{}, "", errNoSigningKeys()
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {

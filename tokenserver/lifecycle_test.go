@@ -127,7 +127,7 @@ func TestSigningKeyRotationKeepsTokensVerifiable(t *testing.T) {
 
 // TestSigningSecretDeletedStopsSigning: deleting the signing-key Secret (the runbook
 // for a compromised signing key) makes the server stop signing with its keys at once:
-// grants are answered 503 with Retry-After, /readyz says why, the JWKS no longer
+// grants are answered 503 with Retry-After, /readyz stays 200 and says why, the JWKS no longer
 // serves the deleted keys, and the next Secret's key signs.
 func TestSigningSecretDeletedStopsSigning(t *testing.T) {
 	ctx := context.Background()
@@ -152,7 +152,7 @@ func TestSigningSecretDeletedStopsSigning(t *testing.T) {
 		}
 		return r.status == 503 && strings.Contains(r.body, tokenserver.CodeTemporarilyUnavailable) && r.header.Get("Retry-After") != "", r.body
 	})
-	if code, body := httpGet(t, baseURL+"/readyz"); code != 503 || !strings.Contains(body, "deleted") {
+	if code, body := httpGet(t, baseURL+"/readyz"); code != 200 || !strings.Contains(body, "deleted") {
 		t.Errorf("/readyz after the delete: %d %q", code, body)
 	}
 	if code, _ := httpGet(t, baseURL+"/.well-known/jwks.json"); code != 503 {

@@ -171,19 +171,21 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Ready is true once the ServiceKey cache has synced and a signing key is loaded.
-func (s *Server) Ready() bool { return s.Synced() && s.keys.Load() != nil }
+// Ready is true once the ServiceKey cache has synced and a signing key has been
+// loaded. It stays true when the signing-key Secret is deleted afterwards: every
+// replica loses its keys at the same moment, and taking them all out of the Service
+// would turn the handlers' 503 with Retry-After into refused connections.
+func (s *Server) Ready() bool { return s.Synced() && (s.keys.Load() != nil || s.keysDeleted.Load()) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !s.Ready() {
-		why := "not ready: waiting for the ServiceKey cache and the signing key"
-		if s.keysDeleted.Load() && s.keys.Load() == nil {
-			why = "not ready: the signing-key Secret was deleted; its keys are dropped until a new Secret arrives"
-		}
-		http.Error(w, why, http.StatusServiceUnavailable)
-		return
+	switch {
+	case !s.Ready():
+		http.Error(w, "not ready: waiting for the ServiceKey cache and the signing key", http.StatusServiceUnavailable)
+	case s.keys.Load() == nil:
+		_, _ = w.Write([]byte("ok, degraded: the signing-key Secret was deleted; token and introspection requests are answered 503 until a new Secret arrives"))
+	default:
+		_, _ = w.Write([]byte("ok"))
 	}
-	_, _ = w.Write([]byte("ok"))
 }
 
 // jwks serves the RFC 7517 key set: current, next and previous signing keys.

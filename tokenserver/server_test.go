@@ -74,8 +74,9 @@ func TestReadyz(t *testing.T) {
 }
 
 // TestSigningSecretDeleted: a delete of the signing-key Secret, delivered as the object
-// or as a tombstone, drops the keys at once (nothing signs, the JWKS and /readyz say
-// 503, /readyz says why), and the next Secret brings keys back.
+// or as a tombstone, drops the keys at once (nothing signs, the JWKS says 503; /readyz
+// stays 200 so the replicas stay in their Service, and says why), and the next Secret
+// brings keys back.
 func TestSigningSecretDeleted(t *testing.T) {
 	secret := func() *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "sys", Name: "signing"}, Data: map[string][]byte{SigningCurrent: ecPEM(t)}}
@@ -100,7 +101,7 @@ func TestSigningSecretDeleted(t *testing.T) {
 			}
 			srv := httptest.NewServer(s.Handler())
 			defer srv.Close()
-			if code, body := get(t, srv.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "deleted") {
+			if code, body := get(t, srv.URL+"/readyz"); code != http.StatusOK || !strings.Contains(body, "deleted") {
 				t.Errorf("/readyz after the delete: %d %q", code, body)
 			}
 			if code, _ := get(t, srv.URL+"/.well-known/jwks.json"); code != http.StatusServiceUnavailable {
