@@ -107,8 +107,9 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 		if err != nil {
 			return st, nil, err
 		}
+		// No pruning here: the Pending key has a slot of its own, and what passed its
+		// grace is retired by Build, with its event.
 		st.Keys = append([]v1.PublicKey{{KeyID: id, PublicKey: pub, Created: now, State: v1.KeyPending}}, st.Keys...)
-		pruneRetired(&st, k, o.Now)
 	}
 	if d.NewClientSecret {
 		if nk == nil || nk.ClientSecret == "" {
@@ -208,7 +209,9 @@ func SecretRefused(o Observed, d Decision, p Config, reason, message string) (De
 func retirePending(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now metav1.Time) {
 	if p := pendingKey(st.Keys); p != nil {
 		until := metav1.NewTime(now.Add(gracePeriod(k)))
-		p.State, p.Superseded, p.NotAfter = v1.KeyRetiring, &now, &until
+		// superseded = created marks a key that was never Active: the first to go when
+		// the list is full, before any key pods were told to use.
+		p.State, p.Superseded, p.NotAfter = v1.KeyRetiring, p.Created.DeepCopy(), &until
 	}
 }
 
@@ -320,11 +323,23 @@ func pruneRetired(st *v1.ServiceKeyStatus, k *v1.ServiceKey, now time.Time) []st
 }
 
 // sortKeys puts the Pending key first, then the Active key, then Retiring keys newest
-// first, so the list reads like the key's history.
+// first, and last the Retiring keys that were never Active, so the list reads like the
+// key's history and the limit on its length cuts keys nobody was given first.
 func sortKeys(keys []v1.PublicKey) {
-	rank := map[v1.KeyState]int{v1.KeyPending: 0, v1.KeyActive: 1, v1.KeyRetiring: 2}
+	rank := func(k v1.PublicKey) int {
+		switch {
+		case k.State == v1.KeyPending:
+			return 0
+		case k.State == v1.KeyActive:
+			return 1
+		case k.Superseded != nil && k.Superseded.Equal(&k.Created):
+			return 3
+		default:
+			return 2
+		}
+	}
 	sort.SliceStable(keys, func(i, j int) bool {
-		if ri, rj := rank[keys[i].State], rank[keys[j].State]; ri != rj {
+		if ri, rj := rank(keys[i]), rank(keys[j]); ri != rj {
 			return ri < rj
 		}
 		return keys[i].Created.After(keys[j].Created.Time)

@@ -118,7 +118,10 @@ func watchKeys(t *testing.T, name string) *testenv.KeyHistory {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := testenv.WatchKeys(c, ns, name, name)
+	h, err := testenv.WatchKeys(context.Background(), c, ns, name, name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(h.Stop)
 	return h
 }
@@ -160,6 +163,7 @@ func TestStatusWritesRefused(t *testing.T) {
 	}
 	h := watchKeys(t, name)
 	before := reconcileErrors(t)
+	keysBefore := generated.n.Load()
 	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
 	if err := k8s.Create(ctx, sk); err != nil {
 		t.Fatal(err)
@@ -172,10 +176,13 @@ func TestStatusWritesRefused(t *testing.T) {
 	lift()
 	sk = waitReady(t, ns, name, v1.ReasonIssued, func(*v1.ServiceKey) bool { return true })
 	first := activeKey(t, sk).KeyID
+	if n := generated.n.Load() - keysBefore; n != 1 {
+		t.Errorf("%d key pairs generated for one issue retried through refused status writes, want 1", n)
+	}
 
 	lift = refuse(t, "refuse-status-again", v1.GroupVersion.Group, "servicekeys/status",
 		"object.metadata.name.startsWith('"+name+"')", statusRefused(client.ObjectKeyFromObject(sk)))
-	before = reconcileErrors(t)
+	before, keysBefore = reconcileErrors(t), generated.n.Load()
 	update(t, ns, name, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
 	waitRefusals(t, before, 3)
 	if got := secretKeyID(t, name); got != first {
@@ -183,6 +190,9 @@ func TestStatusWritesRefused(t *testing.T) {
 	}
 	lift()
 	sk = waitReady(t, ns, name, v1.ReasonIssued, func(sk *v1.ServiceKey) bool { return activeKey(t, sk).KeyID != first })
+	if n := generated.n.Load() - keysBefore; n != 1 {
+		t.Errorf("%d key pairs generated for one rotation retried through refused status writes, want 1", n)
+	}
 	if got := secretKeyID(t, name); got != activeKey(t, sk).KeyID {
 		t.Errorf("the Secret holds %s, the Active key is %s", got, activeKey(t, sk).KeyID)
 	}
@@ -245,13 +255,13 @@ func TestSecretWritesRefused(t *testing.T) {
 		t.Errorf("Active key %s after the fault, want the staged Pending key %s", got, pending)
 	}
 	waitCondition(t, ns, name, v1.ConditionSynced, v1.ReasonSynced)
-	if err := h.Check(); err != nil {
-		t.Error(err)
-	}
 	eventually(t, "the watch saw the rotated Secret", func() (bool, string) {
 		got := h.HandedOut()
 		return len(got) > 0 && got[len(got)-1] == pending, fmt.Sprint(got)
 	})
+	if err := h.Check(); err != nil {
+		t.Error(err)
+	}
 	if got := h.HandedOut(); len(got) != 2 || got[0] != first {
 		t.Errorf("the Secret held %v for one rotation, want [%s %s]", got, first, pending)
 	}

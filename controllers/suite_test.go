@@ -120,7 +120,7 @@ func startManager(ctx context.Context, env *testenv.Env) (*controllers.ServiceKe
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
 		Clock:     fakeClock,
-		Keys:      controllers.RSAKeys{},
+		Keys:      generated,
 		Config:    controllers.Config{TokenURI: tokenURI},
 		Metrics:   m,
 	}
@@ -137,6 +137,10 @@ func startManager(ctx context.Context, env *testenv.Env) (*controllers.ServiceKe
 	}
 	return r, m, nil
 }
+
+// generated counts the key pairs the suite's controller makes, for the tests that
+// assert one key per issue and per rotation whatever the faults.
+var generated = &countingKeys{}
 
 // controllerUser is bound to nothing but the generated ClusterRole.
 const controllerUser = "system:serviceaccount:servicekey-system:servicekey-operator-controller"

@@ -260,3 +260,30 @@ func TestRedactQuotedSecret(t *testing.T) {
 		})
 	}
 }
+
+// TestNeverActiveKeysLeaveFirst: a controller crashing between publishing and writing
+// the Secret leaves Pending keys nobody holds; retired, they must not push out of a
+// full list a Retiring key that pods were given.
+func TestNeverActiveKeysLeaveFirst(t *testing.T) {
+	f := newFixture(t)
+	until := metav1.NewTime(t0.Add(time.Hour))
+	for i := range maxKeys - 1 {
+		created := metav1.NewTime(t0.Add(-time.Duration(i+2) * time.Minute))
+		superseded := metav1.NewTime(created.Add(time.Minute))
+		f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: fmt.Sprint("held-", i), Created: created,
+			Superseded: &superseded, NotAfter: &until, State: v1.KeyRetiring})
+	}
+	f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: "never-held", Created: metav1.NewTime(t0), State: v1.KeyPending})
+	o := f.at(t0.Add(time.Second))
+	d := Decide(o)
+	if !d.RetirePending {
+		t.Fatalf("decision %+v, want RetirePending", d)
+	}
+	out, err := Build(o, d, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Retired) != 1 || out.Retired[0] != "never-held" || len(out.Status.Keys) != maxKeys {
+		t.Errorf("retired %v, %d keys left; want only the never-held key gone and %d kept", out.Retired, len(out.Status.Keys), maxKeys)
+	}
+}

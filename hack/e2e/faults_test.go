@@ -173,7 +173,10 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := testenv.WatchKeys(c, sk.Namespace, sk.Name, sk.Name)
+	h, err := testenv.WatchKeys(ctx, c, sk.Namespace, sk.Name, sk.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer h.Stop()
 	seed := time.Now().UnixNano()
 	t.Logf("kill points from seed %d", seed)

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -49,24 +50,44 @@ type KeyHistory struct {
 	done      sync.WaitGroup
 }
 
-// WatchKeys starts recording the keys of ServiceKey namespace/name and of its Secret
-// secretName. Call Stop when done.
-func WatchKeys(c client.WithWatch, namespace, name, secretName string) *KeyHistory {
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &KeyHistory{published: map[string]int64{}, handedOut: map[string]int64{}, cancel: cancel}
-	h.done.Add(2)
-	go h.follow(ctx, c, &v1.ServiceKeyList{}, namespace, name)
-	go h.follow(ctx, c, &corev1.SecretList{}, namespace, secretName)
-	return h
+// WatchKeys lists the ServiceKey namespace/name and its Secret secretName, records
+// what they hold now (keys already in the status count as published before), and
+// follows both from there; it returns once the lists are done, so nothing that
+// happens after it returns is missed. Call Stop when done.
+func WatchKeys(ctx context.Context, c client.WithWatch, namespace, name, secretName string) (*KeyHistory, error) {
+	h := &KeyHistory{published: map[string]int64{}, handedOut: map[string]int64{}}
+	lists := []client.ObjectList{&v1.ServiceKeyList{}, &corev1.SecretList{}}
+	names := []string{name, secretName}
+	rvs := make([]string, len(lists))
+	for i, list := range lists {
+		opts := &client.ListOptions{Namespace: namespace, FieldSelector: fields.OneTermEqualSelector("metadata.name", names[i])}
+		if err := c.List(ctx, list, opts); err != nil {
+			return nil, fmt.Errorf("list %T %s/%s: %w", list, namespace, names[i], err)
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return nil, err
+		}
+		for _, item := range items {
+			h.record(item.(client.Object), true)
+		}
+		rvs[i] = list.(metav1.ListInterface).GetResourceVersion()
+	}
+	follow, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done.Add(len(lists))
+	for i, list := range lists {
+		go h.follow(follow, c, list, namespace, names[i], rvs[i])
+	}
+	return h, nil
 }
 
-// follow watches one object by name, re-establishing the watch from the last
-// resourceVersion seen whenever the server closes it. A watch that cannot resume
-// (410 Gone: events were missed) ends the history with an error for Check, rather
-// than a relist that would silently skip what happened in between.
-func (h *KeyHistory) follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace, name string) {
+// follow watches one object by name from resourceVersion rv, re-establishing the
+// watch from the last resourceVersion seen whenever the server closes it. A watch
+// that cannot resume (410 Gone: events were missed) ends the history with an error
+// for Check, rather than a relist that would silently skip what happened in between.
+func (h *KeyHistory) follow(ctx context.Context, c client.WithWatch, list client.ObjectList, namespace, name, rv string) {
 	defer h.done.Done()
-	rv := ""
 	for ctx.Err() == nil {
 		w, err := c.Watch(ctx, list, client.InNamespace(namespace), &client.ListOptions{
 			FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
@@ -104,15 +125,15 @@ func (h *KeyHistory) consume(w watch.Interface, rv string) (string, bool) {
 		if !ok {
 			continue
 		}
-		// The first watch starts with the object as it is: keys already in its
-		// status were published before the watch, at revision 0 for Check.
-		existing := rv == "" && ev.Type == watch.Added
 		rv = obj.GetResourceVersion()
-		h.record(obj, existing)
+		h.record(obj, false)
 	}
 	return rv, false
 }
 
+// record notes the keys obj holds at its revision; existing (what the first list
+// found) counts the status's keys as published at revision 0, before anything the
+// history follows.
 func (h *KeyHistory) record(obj client.Object, existing bool) {
 	rev, err := strconv.ParseInt(obj.GetResourceVersion(), 10, 64)
 	h.mu.Lock()
