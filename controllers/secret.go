@@ -19,6 +19,7 @@ package controllers
 import (
 	"encoding/base64"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 
@@ -140,8 +141,13 @@ func nonNil(m map[string]string) map[string]string {
 // redactedText replaces Secret content found in a message.
 const redactedText = "[redacted]"
 
+// longBase64 is a run of base64 long enough to be part of encoded key material (a
+// PEM line is 64 characters); API server messages about fields never contain one.
+var longBase64 = regexp.MustCompile(`[A-Za-z0-9+/]{40,}={0,2}`)
+
 // redact removes from an API server message any value of the Secret it refused, raw
-// or base64, before the message goes into the status and an event. The API server's
+// or base64, and any long base64 run (a fragment of one), before the message goes
+// into the status, an event or a log line. The API server's
 // own messages name fields, not data, but an admission webhook or policy may quote
 // whatever it was sent; a private key must never be copied out of the Secret that way.
 func redact(msg string, data map[string][]byte) string {
@@ -152,6 +158,7 @@ func redact(msg string, data map[string][]byte) string {
 		msg = strings.ReplaceAll(msg, string(v), redactedText)
 		msg = strings.ReplaceAll(msg, base64.StdEncoding.EncodeToString(v), redactedText)
 	}
+	msg = longBase64.ReplaceAllString(msg, redactedText)
 	if strings.Contains(msg, "PRIVATE KEY") {
 		return "the message quoted key material and is withheld; see the API server's audit log"
 	}

@@ -193,7 +193,8 @@ func (m *SigningKeyManager) Reconcile(ctx context.Context) (time.Duration, error
 		ac.WithResourceVersion(s.ResourceVersion)
 	}
 	if err := m.Client.Apply(ctx, ac, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return 0, fmt.Errorf("apply Secret %s: %w", m.Secret, err)
+		// The message is logged: keep key material an admission webhook may quote out of it.
+		return 0, fmt.Errorf("apply Secret %s (%s): %s", m.Secret, apierrors.ReasonForError(err), redact(statusMessage(err), plan.Data))
 	}
 	m.Log.Info("signing keys updated", "secret", m.Secret.String(), "rotated", plan.Rotated,
 		"published", len(plan.Data), "nextRotation", plan.RotatedAt.Add(m.Policy.Every).UTC().Format(time.RFC3339))

@@ -251,6 +251,7 @@ func TestRedactQuotedSecret(t *testing.T) {
 		"base64 client secret":    {in: "data.client-secret: " + base64.StdEncoding.EncodeToString(secret), want: "data.client-secret: " + redactedText},
 		"raw PEM":                 {in: "denied " + string(pem), want: "denied " + redactedText},
 		"other key material left": {in: "saw -----BEGIN PRIVATE KEY----- x", want: "the message quoted key material and is withheld; see the API server's audit log"},
+		"fragment of base64":      {in: "data.key.json: ...ZXlKaGJHY2lPaUpTVXpJMU5pSXNJblI1Y0NJNklrcFhWQ0o5LmV5Sn...", want: "data.key.json: ..." + redactedText + "..."},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
