@@ -22,12 +22,10 @@ import (
 	"strings"
 	"testing"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -35,46 +33,17 @@ import (
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
-// refuse installs a ValidatingAdmissionPolicy (and its binding) that refuses create
-// and update requests on resource of group when expression holds, polls probe until
-// the API server enforces it, and returns the function that lifts it.
+// refuse is testenv.Refuse for a test: the policy is lifted at the latest when the
+// test ends.
 func refuse(t *testing.T, name, group, resource, expression string, probe func() bool) (lift func()) {
 	t.Helper()
-	ctx := context.Background()
-	policy := &admissionv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionv1.Fail),
-			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionv1.RuleWithOperations{
-					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
-				},
-			}}},
-			Validations: []admissionv1.Validation{{Expression: "!(" + expression + ")", Message: "refused by fault injection " + name,
-				Reason: ptr.To(metav1.StatusReasonForbidden)}},
-		},
+	lifter, err := testenv.Refuse(context.Background(), k8s, name, group, resource, expression, probe)
+	if err != nil {
+		t.Fatal(err)
 	}
-	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name, ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}},
-	}
-	for _, obj := range []client.Object{policy, binding} {
-		if err := k8s.Create(ctx, obj); err != nil {
-			t.Fatalf("create %T %s: %v", obj, name, err)
-		}
-	}
-	eventually(t, "the admission policy "+name+" is enforced", func() (bool, string) { return probe(), "probe accepted" })
-	lifted := false
 	lift = func() {
-		if lifted {
-			return
-		}
-		lifted = true
-		for _, obj := range []client.Object{binding, policy} {
-			if err := k8s.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("delete %T %s: %v", obj, name, err)
-			}
+		if err := lifter(); err != nil {
+			t.Error(err)
 		}
 	}
 	t.Cleanup(lift)

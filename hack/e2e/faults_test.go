@@ -34,6 +34,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -181,17 +182,7 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 	seed := time.Now().UnixNano()
 	t.Logf("kill points from seed %d", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	// Without leader election for these restarts: a killed leader's lease would make
-	// each new process wait 15 s before acting. The write order is what is under
-	// test, and it does not depend on who holds the lease.
-	if err := installed.Restart(ctx, &installed.Controller, syscall.SIGTERM, installed.ControllerReadyURL(), "--leader-elect=false"); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := installed.Restart(ctx, &installed.Controller, syscall.SIGTERM, installed.ControllerReadyURL(), "--leader-elect=true"); err != nil {
-			t.Error(err)
-		}
-	}()
+	withoutLeaderElection(t)
 	handled := func(i int) func(*v1.ServiceKey) bool {
 		return func(sk *v1.ServiceKey) bool {
 			s := &corev1.Secret{}
@@ -225,6 +216,91 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 	}
 	t.Logf("%d rotations with the controller killed in each: %d keys reached the Secret, %d were published",
 		rotations, len(h.HandedOut()), len(h.Published()))
+}
+
+// withoutLeaderElection restarts the controller without leader election until the
+// test ends: a killed leader's lease would make each new process wait 15 s before
+// acting. The write order is what the kill tests test, and it does not depend on who
+// holds the lease.
+func withoutLeaderElection(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := installed.Restart(ctx, &installed.Controller, syscall.SIGTERM, installed.ControllerReadyURL(), "--leader-elect=false"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := installed.Restart(ctx, &installed.Controller, syscall.SIGTERM, installed.ControllerReadyURL(), "--leader-elect=true"); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// TestControllerKilledBetweenPublishAndSecret hits the one window that random kill
+// points rarely do: the new key is published as Pending, the Secret write is refused
+// (an admission policy), and the controller is killed, losing the private half. The
+// restarted controller must retire that key (nobody holds it) and hand out exactly
+// one new key once the Secret can be written.
+func TestControllerKilledBetweenPublishAndSecret(t *testing.T) {
+	ctx := context.Background()
+	withoutLeaderElection(t)
+	sk := newServiceKey(t, "crash-window")
+	first := activeID(sk)
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := testenv.WatchKeys(ctx, c, sk.Namespace, sk.Name, sk.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + sk.Name + "'"
+	lift, err := testenv.Refuse(ctx, env.Client, "refuse-crash-window", "", "secrets", label, func() bool {
+		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name + "-probe", Namespace: sk.Namespace, Labels: map[string]string{v1.LabelServiceKey: sk.Name}}}
+		err := env.Client.Create(ctx, p)
+		if err == nil {
+			_ = env.Client.Delete(ctx, p)
+		}
+		return apierrors.IsForbidden(err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lift() }()
+	mergePatch(t, sk, fmt.Sprintf(`{"metadata":{"annotations":{%q:"window"}}}`, v1.AnnotationRotate))
+	lost := ""
+	sk = waitFor(t, sk, "a Pending key published, its Secret write refused", func(sk *v1.ServiceKey) bool {
+		for _, k := range sk.Status.Keys {
+			if k.State == v1.KeyPending {
+				lost = k.KeyID
+			}
+		}
+		return lost != ""
+	})
+	if err := installed.Restart(ctx, &installed.Controller, syscall.SIGKILL, installed.ControllerReadyURL()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lift(); err != nil {
+		t.Fatal(err)
+	}
+	sk = waitFor(t, sk, "the rotation done by the restarted controller", func(sk *v1.ServiceKey) bool {
+		return ready(sk, v1.ReasonIssued) && activeID(sk) != first && activeID(sk) != lost && sk.Status.Keys[0].State == v1.KeyActive
+	})
+	for _, k := range sk.Status.Keys {
+		if k.KeyID == lost && (k.State != v1.KeyRetiring || k.Superseded == nil || !k.Superseded.Equal(&k.Created)) {
+			t.Errorf("the lost Pending key is %s (superseded %v), want Retiring and marked never Active", k.State, k.Superseded)
+		}
+	}
+	testenv.Eventually(t, "the watch saw the new key", func() (bool, string) {
+		got := h.HandedOut()
+		return len(got) > 0 && got[len(got)-1] == activeID(sk), fmt.Sprint(got)
+	})
+	if err := h.Check(); err != nil {
+		t.Error(err)
+	}
+	if got := h.HandedOut(); len(got) != 2 || got[0] != first {
+		t.Errorf("keys handed out %v, want [%s, the new Active key]: the lost key must never reach the Secret", got, first)
+	}
 }
 
 // TestTokenServerRestartUnderLoad restarts the token server (SIGTERM, as a rollout
