@@ -23,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -43,7 +44,7 @@ func TestRotationSurvivesConcurrentLastUsedWrite(t *testing.T) {
 	ctx := context.Background()
 	// The suite's manager does not cache this namespace's ServiceKeys (see
 	// startManager): only the reconciler below acts; the open policy permits its key.
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}); err != nil {
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	live, err := client.NewWithWatch(adminConfig, client.Options{Scheme: k8s.Scheme()})
