@@ -45,6 +45,7 @@ type Metrics struct {
 	rotation   *prometheus.Desc
 	expiration *prometheus.Desc
 	ready      *prometheus.Desc
+	synced     *prometheus.Desc
 	reader     client.Reader
 }
 
@@ -78,6 +79,10 @@ func NewMetrics(reader client.Reader) *Metrics {
 		ready: prometheus.NewDesc("servicekey_ready_status",
 			"The ServiceKey's Ready condition: 1 for its status (True, False or Unknown; Unknown when not reported yet), 0 for the others.",
 			[]string{"namespace", "name", "condition"}, nil),
+		synced: prometheus.NewDesc("servicekey_synced_status",
+			"The ServiceKey's Synced condition, as servicekey_ready_status: False while a write the spec needs is refused "+
+				"(a rotation may be stalled with Ready still True).",
+			[]string{"namespace", "name", "condition"}, nil),
 		reader: reader,
 	}
 }
@@ -95,7 +100,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.keys, m.expiry, m.rotation, m.expiration, m.ready} {
+	for _, d := range []*prometheus.Desc{m.keys, m.expiry, m.rotation, m.expiration, m.ready, m.synced} {
 		ch <- d
 	}
 }
@@ -129,11 +134,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			send(ch, m.expiration, float64(o.expiry.Unix()), o.namespace, o.name)
 		}
 		for _, st := range readyStatuses {
-			v := 0.0
-			if st == o.ready {
-				v = 1
-			}
-			send(ch, m.ready, v, o.namespace, o.name, string(st))
+			send(ch, m.ready, is(st, o.ready), o.namespace, o.name, string(st))
+			send(ch, m.synced, is(st, o.synced), o.namespace, o.name, string(st))
 		}
 	}
 }
@@ -150,7 +152,7 @@ type gauges struct {
 type objectGauges struct {
 	namespace, name string
 	expiry          time.Time // zero: never expires
-	ready           metav1.ConditionStatus
+	ready, synced   metav1.ConditionStatus
 }
 
 // computeGauges derives the gauges from the ServiceKeys at now. An expiry at or before
@@ -172,19 +174,33 @@ func computeGauges(items []v1.ServiceKey, now time.Time) gauges {
 		if sk.Status.NextRotationTime != nil {
 			earliest(&g.nextRotation, sk.Status.NextRotationTime.Time)
 		}
-		o := objectGauges{namespace: sk.Namespace, name: sk.Name, ready: metav1.ConditionUnknown}
+		o := objectGauges{namespace: sk.Namespace, name: sk.Name, ready: conditionOf(sk, v1.ConditionReady),
+			synced: conditionOf(sk, v1.ConditionSynced)}
 		if exp := expiry(sk); exp != nil {
 			o.expiry = *exp
 			if exp.After(now) {
 				earliest(&g.nextExpiry, *exp)
 			}
 		}
-		if c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); c != nil && c.Status != "" {
-			o.ready = c.Status
-		}
 		g.objects = append(g.objects, o)
 	}
 	return g
+}
+
+// conditionOf is the status of condition typ, Unknown when not reported yet.
+func conditionOf(sk *v1.ServiceKey, typ string) metav1.ConditionStatus {
+	if c := meta.FindStatusCondition(sk.Status.Conditions, typ); c != nil && c.Status != "" {
+		return c.Status
+	}
+	return metav1.ConditionUnknown
+}
+
+// is is 1 when a status is the current one, else 0.
+func is(st, current metav1.ConditionStatus) float64 {
+	if st == current {
+		return 1
+	}
+	return 0
 }
 
 // send emits a gauge; a mismatch between desc and labels is a programming error that

@@ -140,7 +140,10 @@ func (r *listReader) List(_ context.Context, list client.ObjectList, opts ...cli
 func TestCollect(t *testing.T) {
 	r := &listReader{items: []v1.ServiceKey{
 		metricKey("expired", func(sk *v1.ServiceKey) { expiresIn(-time.Hour)(sk); readyStatus(metav1.ConditionFalse)(sk) }),
-		metricKey("soon", expiresIn(time.Hour)),
+		metricKey("soon", func(sk *v1.ServiceKey) {
+			expiresIn(time.Hour)(sk)
+			sk.Status.Conditions = []metav1.Condition{{Type: v1.ConditionSynced, Status: metav1.ConditionFalse, Reason: "Test"}}
+		}),
 	}}
 	m := NewMetrics(r)
 	m.Clock = clocktesting.NewFakeClock(metricsNow)
@@ -160,9 +163,18 @@ servicekey_ready_status{condition="Unknown",name="expired",namespace="team"} 0
 servicekey_ready_status{condition="False",name="soon",namespace="team"} 0
 servicekey_ready_status{condition="True",name="soon",namespace="team"} 0
 servicekey_ready_status{condition="Unknown",name="soon",namespace="team"} 1
+# HELP servicekey_synced_status The ServiceKey's Synced condition, as servicekey_ready_status: False while a write the spec needs is refused (a rotation may be stalled with Ready still True).
+# TYPE servicekey_synced_status gauge
+servicekey_synced_status{condition="False",name="expired",namespace="team"} 0
+servicekey_synced_status{condition="True",name="expired",namespace="team"} 0
+servicekey_synced_status{condition="Unknown",name="expired",namespace="team"} 1
+servicekey_synced_status{condition="False",name="soon",namespace="team"} 1
+servicekey_synced_status{condition="True",name="soon",namespace="team"} 0
+servicekey_synced_status{condition="Unknown",name="soon",namespace="team"} 0
 `, metricsNow.Add(-time.Hour).Unix(), metricsNow.Add(time.Hour).Unix())
 	err := testutil.CollectAndCompare(m, strings.NewReader(want),
-		"servicekey_next_expiry_timestamp_seconds", "servicekey_expiration_timestamp_seconds", "servicekey_ready_status")
+		"servicekey_next_expiry_timestamp_seconds", "servicekey_expiration_timestamp_seconds", "servicekey_ready_status",
+		"servicekey_synced_status")
 	if err != nil {
 		t.Error(err)
 	}

@@ -500,7 +500,7 @@ servicekey_keys{state="Retiring"} %d
 		names[f.GetName()] = true
 	}
 	for _, n := range []string{"servicekey_next_rotation_timestamp_seconds", "servicekey_next_expiry_timestamp_seconds",
-		"servicekey_expiration_timestamp_seconds", "servicekey_ready_status"} {
+		"servicekey_expiration_timestamp_seconds", "servicekey_ready_status", "servicekey_synced_status"} {
 		if !names[n] {
 			t.Errorf("metric %s missing; have %v", n, names)
 		}
