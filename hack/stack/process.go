@@ -51,7 +51,7 @@ func (s *Stack) Start(ctx context.Context) error {
 	if err := s.run(&s.Controller, controller); err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, "http://"+o.ControllerProbes+"/readyz", s.Controller.Log); err != nil {
+	if err := s.waitReady(ctx, s.ControllerReadyURL(), s.Controller.Log); err != nil {
 		return err
 	}
 	tokenServer := append(append([]string{}, s.TokenServer.Args...),
@@ -59,18 +59,23 @@ func (s *Stack) Start(ctx context.Context) error {
 	if err := s.run(&s.TokenServer, tokenServer); err != nil {
 		return err
 	}
-	return s.waitReady(ctx, "http://"+o.TokenAddress+"/readyz", s.TokenServer.Log)
+	return s.waitReady(ctx, s.TokenServerReadyURL(), s.TokenServer.Log)
 }
 
 // Stop ends both processes (SIGTERM, then waits).
 func (s *Stack) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		p := s.procs[i]
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
-		_ = p.log.Close()
+		_ = s.procs[i].stop(syscall.SIGTERM)
 	}
 	s.procs = nil
+}
+
+// stop signals the process, waits for it to exit and closes its log.
+func (p *process) stop(sig syscall.Signal) error {
+	err := p.cmd.Process.Signal(sig)
+	<-p.done
+	_ = p.log.Close()
+	return err
 }
 
 // Restart stops the component's process with sig (SIGKILL: a crash; SIGTERM: a
@@ -82,11 +87,9 @@ func (s *Stack) Restart(ctx context.Context, c *Component, sig syscall.Signal, r
 		return fmt.Errorf("%s is not running", c.Name)
 	}
 	p := s.procs[i]
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("signal %s: %w", c.Name, err)
+	if err := p.stop(sig); err != nil {
+		return fmt.Errorf("stop %s: %w", c.Name, err)
 	}
-	<-p.done
-	_ = p.log.Close()
 	s.procs = slices.Delete(s.procs, i, i+1)
 	if err := s.run(c, append(slices.Clip(p.args), extra...)); err != nil {
 		return err
