@@ -212,5 +212,20 @@ func describe(err error) error {
 	if code == "" {
 		return fmt.Errorf("get access token: %w", err)
 	}
-	return fmt.Errorf("token endpoint refused the grant: %s: %s", code, desc)
+	return &RefusedError{Code: code, Description: desc, cause: re}
 }
+
+// RefusedError is a token endpoint's RFC 6749 §5.2 refusal, with its error code and
+// description. errors.As also finds the *oauth2.RetrieveError beneath it, for the
+// HTTP status (400 and 401 are final; 429 and 503 say when to retry).
+type RefusedError struct {
+	Code, Description string
+	cause             *oauth2.RetrieveError
+}
+
+func (e *RefusedError) Error() string {
+	return "token endpoint refused the grant: " + e.Code + ": " + e.Description
+}
+
+// Unwrap returns the *oauth2.RetrieveError the refusal was read from.
+func (e *RefusedError) Unwrap() error { return e.cause }

@@ -19,6 +19,7 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	gojwt "github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -187,13 +189,21 @@ func TestTokenSourceErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	patchKey(t, "kit-errors", func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
+	var refusal error
 	eventually(t, "refusal to reach the client", func() (bool, string) {
 		tok, err := src.Token()
 		if err == nil {
 			src.Invalidate(tok) // issued before the suspension arrived; ask again
 		}
+		refusal = err
 		return err != nil && strings.Contains(err.Error(), "token endpoint refused the grant: invalid_grant: the ServiceKey apps/kit-errors is suspended"), errString(err)
 	})
+	// The refusal keeps what a caller decides retries by: the code and the HTTP status.
+	var refused *client.RefusedError
+	var re *oauth2.RetrieveError
+	if !errors.As(refusal, &refused) || refused.Code != "invalid_grant" || !errors.As(refusal, &re) || re.Response.StatusCode != http.StatusBadRequest {
+		t.Errorf("refusal %v: want a *client.RefusedError invalid_grant over an *oauth2.RetrieveError with HTTP 400", refusal)
+	}
 }
 
 func writeRaw(t *testing.T, dir, content string) string {

@@ -18,6 +18,7 @@ package tokenserver
 
 import (
 	"crypto/rsa"
+	"maps"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -76,12 +77,67 @@ func (ix *Index) Handler() toolscache.ResourceEventHandler {
 				ix.mu.Lock()
 				delete(ix.byClient, id)
 				ix.mu.Unlock()
-				for _, fn := range ix.onDelete {
-					fn(id)
-				}
+				ix.deleted(id)
 			}
 		},
 	}
+}
+
+func (ix *Index) deleted(id string) {
+	for _, fn := range ix.onDelete {
+		fn(id)
+	}
+}
+
+// Snapshot is the index's records now, for Resync.
+func (ix *Index) Snapshot() map[string]*KeyRecord {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return maps.Clone(ix.byClient)
+}
+
+// Resync brings the records of snapshot up to date with a fresh list of ServiceKeys
+// taken after it, without waiting for the informer: after an API server outage,
+// client-go resumes a watch only after its retry backoff (up to a minute), and until
+// then a ServiceKey deleted or suspended meanwhile would still be honoured. A record
+// is replaced or dropped only if it is still the one in snapshot (compared under the
+// lock), so whatever the informer delivered since always wins. ServiceKeys that are
+// not in snapshot (created during the outage) are left to the informer: adding one
+// here could resurrect a key the informer deletes in between.
+func (ix *Index) Resync(snapshot map[string]*KeyRecord, listed []v1.ServiceKey) (updated, deleted int) {
+	fresh := make(map[string]*v1.ServiceKey, len(listed))
+	for i := range listed {
+		fresh[v1.ClientID(listed[i].Namespace, listed[i].Name)] = &listed[i]
+	}
+	for id, old := range snapshot {
+		sk, ok := fresh[id]
+		if ok && sk.UID == old.UID && sk.ResourceVersion == old.ResourceVersion {
+			continue
+		}
+		var rec *KeyRecord
+		if ok {
+			var err error
+			if rec, err = NewKeyRecord(sk, memoParser(old)); err != nil {
+				ix.log.Error(err, "ServiceKey partly unusable", "client_id", id)
+			}
+		}
+		ix.mu.Lock()
+		current := ix.byClient[id]
+		if current == old {
+			if rec != nil {
+				ix.byClient[id] = rec
+				updated++
+			} else {
+				delete(ix.byClient, id)
+				deleted++
+			}
+		}
+		ix.mu.Unlock()
+		if current == old && rec == nil {
+			ix.deleted(id)
+		}
+	}
+	return updated, deleted
 }
 
 func (ix *Index) upsert(obj any) {

@@ -90,8 +90,9 @@ type Metrics struct {
 	unauth   *prometheus.CounterVec
 }
 
-// NewMetrics registers the metrics, with the number of indexed ServiceKeys read from ix.
-func NewMetrics(reg prometheus.Registerer, ix *Index) (*Metrics, error) {
+// NewMetrics registers the metrics, with the number of indexed ServiceKeys read from ix
+// and the last contact with the API server from api (nil: not exported).
+func NewMetrics(reg prometheus.Registerer, ix *Index, api *APIContact) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "servicekey_token_requests_total",
@@ -114,7 +115,20 @@ func NewMetrics(reg prometheus.Registerer, ix *Index) (*Metrics, error) {
 	keys := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "servicekey_token_keys_indexed", Help: "ServiceKeys in the token server's index.",
 	}, func() float64 { return float64(ix.Len()) })
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.denied, m.unauth, keys} {
+	collectors := []prometheus.Collector{m.requests, m.latency, m.denied, m.unauth, keys}
+	if api != nil {
+		collectors = append(collectors, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "servicekey_token_api_server_last_contact_timestamp_seconds",
+			Help: "When the API server last answered this token server's probe (Unix seconds; 0: never). " +
+				"Grants are judged from the cache as of then.",
+		}, func() float64 {
+			if t := api.LastContact(); !t.IsZero() {
+				return float64(t.Unix())
+			}
+			return 0
+		}))
+	}
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

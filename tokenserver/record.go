@@ -39,8 +39,10 @@ import (
 // (authentication, not privileges), the client secret's hash (gated by the spec and
 // policy) and the Ready condition (False refuses). Nothing in status can widen a token.
 type KeyRecord struct {
-	UID      types.UID
-	ClientID string
+	UID types.UID
+	// ResourceVersion is the ServiceKey's, to tell an unchanged object in a fresh list.
+	ResourceVersion string
+	ClientID        string
 	// Subject is spec.subject, or the default system:servicekey:<namespace>:<name>.
 	Subject        string
 	Scopes         []string
@@ -90,13 +92,14 @@ func ParsePublicKey(id string, pem string) (*rsa.PublicKey, error) {
 // out (they cannot verify anything), and reported in the error for the index to log.
 func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 	r := &KeyRecord{
-		UID:       sk.UID,
-		ClientID:  v1.ClientID(sk.Namespace, sk.Name),
-		Subject:   sk.Spec.Subject,
-		Scopes:    sk.Spec.Scopes,
-		Audiences: sk.Spec.Audiences,
-		Suspended: sk.Spec.Suspended,
-		Request:   policy.RequestOf(sk),
+		UID:             sk.UID,
+		ResourceVersion: sk.ResourceVersion,
+		ClientID:        v1.ClientID(sk.Namespace, sk.Name),
+		Subject:         sk.Spec.Subject,
+		Scopes:          sk.Spec.Scopes,
+		Audiences:       sk.Spec.Audiences,
+		Suspended:       sk.Spec.Suspended,
+		Request:         policy.RequestOf(sk),
 	}
 	if r.Subject == "" {
 		r.Subject = v1.DefaultSubject(sk.Namespace, sk.Name)

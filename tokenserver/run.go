@@ -17,6 +17,7 @@ limitations under the License.
 package tokenserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -32,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -88,8 +90,11 @@ type Options struct {
 	MaxInFlight int
 	// MetricsListen serves Prometheus /metrics ("": off).
 	MetricsListen string
-	Clock         clock.PassiveClock
-	Log           logr.Logger
+	// APIProbeInterval is how often the API server is asked whether it answers, for
+	// /readyz and the last-contact metric (0: DefaultAPIProbeInterval).
+	APIProbeInterval time.Duration
+	Clock            clock.PassiveClock
+	Log              logr.Logger
 }
 
 // Running is a started token server.
@@ -110,6 +115,11 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if o.ReplayCacheSize < 1 || o.ReplayPerClient < 1 {
 		return nil, errors.New("the replay cache needs a size and a per-client share of at least 1")
 	}
+	api, err := NewAPIContact(cfg, cmp.Or(o.APIProbeInterval, DefaultAPIProbeInterval), DefaultAPIProbeTimeout,
+		o.Clock, o.Log.WithName("api-contact"))
+	if err != nil {
+		return nil, err
+	}
 	c, err := cache.New(cfg, cacheOptions(scheme, o))
 	if err != nil {
 		return nil, fmt.Errorf("create cache: %w", err)
@@ -121,8 +131,10 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	used := NewLastUsed(writer, o.LastUsedGranularity, o.Clock, o.Log.WithName("last-used"))
 	go used.Run(ctx)
+	api.OnRecovered = resyncKeys(ix, writer, o.Namespaces, o.Log.WithName("index"))
+	go api.Run(ctx)
 	reg := prometheus.NewRegistry()
-	metrics, err := NewMetrics(reg, ix)
+	metrics, err := NewMetrics(reg, ix, api)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +151,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
+	srv.API = api
 	th.InFlight = NewInFlight(o.MaxInFlight)
 	if o.IntrospectionScope == "" {
 		o.IntrospectionScope = DefaultIntrospectionScope
@@ -236,6 +249,35 @@ func startCache(ctx context.Context, c cache.Cache, handlers map[client.Object]t
 		return errors.New("the ServiceKey, ServiceKeyPolicy, Namespace and signing-key caches did not sync")
 	}
 	return nil
+}
+
+// resyncKeys lists the served ServiceKeys from the API server, page by page, and
+// brings the index up to date with them (Index.Resync): run when the API server
+// answers again after an outage, so deletes and suspensions made meanwhile take effect
+// at once instead of after client-go's watch retry backoff.
+func resyncKeys(ix *Index, reader client.Reader, namespaces []string, log logr.Logger) func(context.Context) error {
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	return func(ctx context.Context) error {
+		snapshot := ix.Snapshot()
+		var listed []v1.ServiceKey
+		for _, ns := range namespaces {
+			page := &v1.ServiceKeyList{}
+			for {
+				if err := reader.List(ctx, page, client.InNamespace(ns), client.Limit(500), client.Continue(page.Continue)); err != nil {
+					return fmt.Errorf("list ServiceKeys in %q: %w", ns, err)
+				}
+				listed = append(listed, page.Items...)
+				if page.Continue == "" {
+					break
+				}
+			}
+		}
+		updated, deleted := ix.Resync(snapshot, listed)
+		log.Info("index brought up to date after the API server outage", "listed", len(listed), "updated", updated, "deleted", deleted)
+		return nil
+	}
 }
 
 // randomID is a 128-bit random token ID (jti).

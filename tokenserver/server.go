@@ -39,6 +39,8 @@ type Server struct {
 	Synced func() bool
 	// Introspect serves RFC 7662 introspection (nil: not served).
 	Introspect *Introspector
+	// API tracks contact with the API server, for /readyz (nil: not tracked).
+	API *APIContact
 
 	keys atomic.Pointer[SigningKeys]
 	// keysDeleted says the keys were dropped because their Secret was deleted, for
@@ -174,18 +176,33 @@ func (s *Server) Handler() http.Handler {
 // Ready is true once the ServiceKey cache has synced and a signing key has been
 // loaded. It stays true when the signing-key Secret is deleted afterwards: every
 // replica loses its keys at the same moment, and taking them all out of the Service
-// would turn the handlers' 503 with Retry-After into refused connections.
+// would turn the handlers' 503 with Retry-After into refused connections. It also
+// stays true while the API server does not answer (see APIContact): the caches still
+// serve every key they hold, and all replicas lose the same API server at once.
 func (s *Server) Ready() bool { return s.Synced() && (s.keys.Load() != nil || s.keysDeleted.Load()) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	switch {
-	case !s.Ready():
-		http.Error(w, "not ready: waiting for the ServiceKey cache and the signing key", http.StatusServiceUnavailable)
-	case s.keys.Load() == nil:
-		_, _ = w.Write([]byte("ok, degraded: the signing-key Secret was deleted; token and introspection requests are answered 503 until a new Secret arrives"))
-	default:
-		_, _ = w.Write([]byte("ok"))
+	if !s.Ready() {
+		msg := "not ready: waiting for the ServiceKey cache and the signing key"
+		if d := s.API.Degraded(); d != "" {
+			msg += "; " + d
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
+		return
 	}
+	// Still 200 when degraded: what is missing is missing for every replica at once.
+	var degraded []string
+	if s.keys.Load() == nil {
+		degraded = append(degraded, "the signing-key Secret was deleted; token and introspection requests are answered 503 until a new Secret arrives")
+	}
+	if d := s.API.Degraded(); d != "" {
+		degraded = append(degraded, d)
+	}
+	if len(degraded) == 0 {
+		_, _ = w.Write([]byte("ok"))
+		return
+	}
+	_, _ = w.Write([]byte("ok, degraded: " + strings.Join(degraded, "; ")))
 }
 
 // jwks serves the RFC 7517 key set: current, next and previous signing keys.

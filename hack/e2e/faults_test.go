@@ -104,26 +104,27 @@ func TestLeakedKeyRunbook(t *testing.T) {
 
 // grantOutcome is what one grant got: a token, an HTTP status, or no answer.
 type grantOutcome struct {
-	at     time.Time
-	status int // 200 for a token, 0 when there was no HTTP answer
+	began, at time.Time // sent, answered
+	status    int       // 200 for a token, 0 when there was no HTTP answer
 }
 
 // exchange exchanges a fresh assertion signed with the key file's key for a token, as a
 // pod using the client kit does.
 func exchange(keyFile string) grantOutcome {
+	began := time.Now()
 	ts, err := skclient.NewTokenSource(skclient.Options{KeyFile: keyFile, AllowInsecureHTTP: true})
 	if err != nil {
-		return grantOutcome{at: time.Now()}
+		return grantOutcome{began: began, at: time.Now()}
 	}
 	_, err = oauth2.ReuseTokenSource(nil, ts).Token()
 	var re *oauth2.RetrieveError
 	switch {
 	case err == nil:
-		return grantOutcome{at: time.Now(), status: 200}
+		return grantOutcome{began: began, at: time.Now(), status: 200}
 	case errors.As(err, &re) && re.Response != nil:
-		return grantOutcome{at: time.Now(), status: re.Response.StatusCode}
+		return grantOutcome{began: began, at: time.Now(), status: re.Response.StatusCode}
 	default:
-		return grantOutcome{at: time.Now()}
+		return grantOutcome{began: began, at: time.Now()}
 	}
 }
 

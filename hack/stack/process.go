@@ -18,6 +18,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -70,16 +71,34 @@ func (s *Stack) Stop() {
 	s.procs = nil
 }
 
-// stop signals the process, waits for it to exit and closes its log.
+// stop signals the process, waits for it to exit and closes its log. A process that
+// has already exited (a controller that lost its lease) is only cleaned up.
 func (p *process) stop(sig syscall.Signal) error {
 	err := p.cmd.Process.Signal(sig)
 	<-p.done
 	_ = p.log.Close()
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
 	return err
 }
 
+// Exited reports whether the component's process has exited by itself, and how.
+func (s *Stack) Exited(c *Component) (bool, string) {
+	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.component == c })
+	if i < 0 {
+		return false, ""
+	}
+	select {
+	case <-s.procs[i].done:
+		return true, s.procs[i].cmd.ProcessState.String()
+	default:
+		return false, ""
+	}
+}
+
 // Restart stops the component's process with sig (SIGKILL: a crash; SIGTERM: a
-// rollout), starts it again with the same arguments plus extra (flags given later
+// rollout; a process that has exited is restarted as the kubelet would), starts it again with the same arguments plus extra (flags given later
 // win), appending to its log, and waits until it reports ready at readyURL.
 func (s *Stack) Restart(ctx context.Context, c *Component, sig syscall.Signal, readyURL string, extra ...string) error {
 	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.component == c })
@@ -102,6 +121,9 @@ func (s *Stack) ControllerReadyURL() string { return "http://" + s.opts.Controll
 
 // TokenServerReadyURL is the token server's readiness endpoint.
 func (s *Stack) TokenServerReadyURL() string { return "http://" + s.opts.TokenAddress + "/readyz" }
+
+// TokenServerMetricsURL is the token server's Prometheus endpoint.
+func (s *Stack) TokenServerMetricsURL() string { return "http://" + s.opts.TokenMetrics + "/metrics" }
 
 // kubeconfigAs writes a kubeconfig that acts as the given user, e.g. a component's
 // ServiceAccount, through impersonation by the admin, and returns its path.

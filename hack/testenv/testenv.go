@@ -49,7 +49,8 @@ type Env struct {
 	// processes started outside the test (the demo runs the real binary with it).
 	KubeConfig []byte
 
-	env *envtest.Environment
+	env     *envtest.Environment
+	certDir string
 }
 
 // ErrNoAssets explains how to get the control plane binaries when they are missing.
@@ -82,26 +83,37 @@ func start(crdPaths []string) (*Env, error) {
 	if err := authv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, fmt.Errorf("register ServiceKey types: %w", err)
 	}
+	// A certificate directory of our own survives StopAPIServer, so the restarted API
+	// server keeps its serving certificate and every client configured before works.
+	certDir, err := os.MkdirTemp("", "servicekey-apiserver-")
+	if err != nil {
+		return nil, fmt.Errorf("create the API server's certificate directory: %w", err)
+	}
 	e := &envtest.Environment{
 		CRDDirectoryPaths:     crdPaths,
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
+	e.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
 	cfg, err := e.Start()
 	if err != nil {
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", os.Getenv("KUBEBUILDER_ASSETS"), err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = e.Stop()
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("create client: %w", err)
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, KubeConfig: e.KubeConfig, env: e}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, KubeConfig: e.KubeConfig, env: e, certDir: certDir}, nil
 }
 
 // Stop stops the control plane.
 func (e *Env) Stop() error {
-	if err := e.env.Stop(); err != nil {
+	err := e.env.Stop()
+	_ = os.RemoveAll(e.certDir)
+	if err != nil {
 		return fmt.Errorf("stop control plane: %w", err)
 	}
 	return nil

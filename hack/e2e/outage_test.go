@@ -1,0 +1,325 @@
+//go:build e2e
+
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// outage is how long the API server stays stopped.
+const outage = 30 * time.Second
+
+// notAnswered is what the token server's /readyz says while the API server is away.
+const notAnswered = "the API server has not answered"
+
+// grantLog records the outcome of every grant of one key file.
+type grantLog struct {
+	mu       sync.Mutex
+	outcomes []grantOutcome
+}
+
+func (g *grantLog) add(o grantOutcome) {
+	g.mu.Lock()
+	g.outcomes = append(g.outcomes, o)
+	g.mu.Unlock()
+}
+
+// count is the number of outcomes in [from, to) for which keep is true.
+func (g *grantLog) count(from, to time.Time, keep func(status int) bool) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, o := range g.outcomes {
+		if !o.at.Before(from) && o.at.Before(to) && keep(o.status) {
+			n++
+		}
+	}
+	return n
+}
+
+func issued(status int) bool { return status == http.StatusOK }
+
+// flowGrants exchanges a fresh assertion of each key file every 250 ms (below the
+// chart's per-client rate limit) until the test ends.
+func flowGrants(t *testing.T, files ...string) []*grantLog {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	logs := make([]*grantLog, len(files))
+	for i, f := range files {
+		logs[i] = &grantLog{}
+		wg.Go(func() {
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				logs[i].add(exchange(f))
+			}
+		})
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return logs
+}
+
+// TestAPIServerOutage stops kube-apiserver for 30 s while grants flow, and deletes a
+// ServiceKey meanwhile through a second API server on the same etcd (the other member
+// of an HA control plane). Invariants: the token server keeps issuing from its cache
+// (every grant of the kept key succeeds, outage included, and the count is logged);
+// /readyz stays 200 and says the API server does not answer; when it returns, the
+// token server catches up with the delete (the deleted key is refused, without a
+// restart) and /readyz says "ok" again; the controller works again (restarted as the
+// kubelet would if it exited on losing its lease).
+func TestAPIServerOutage(t *testing.T) {
+	ctx := context.Background()
+	kept := newServiceKey(t, "outage-kept")
+	gone := newServiceKey(t, "outage-deleted")
+	logs := flowGrants(t, keyFile(t, kept, "outage-kept.json"), keyFile(t, gone, "outage-deleted.json"))
+	keptLog, goneLog := logs[0], logs[1]
+	readyz := sampleReadyz(t)
+	testenv.Eventually(t, "grants flowing", func() (bool, string) {
+		return keptLog.count(time.Time{}, time.Now(), issued) >= 5 && goneLog.count(time.Time{}, time.Now(), issued) >= 5, ""
+	})
+	second, stopSecond, err := env.SecondAPIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stopSecond() })
+
+	begin := time.Now()
+	if err := env.StopAPIServer(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = env.StartAPIServer() // keep the suite's control plane for the tests after this one
+		}
+	})
+	t.Logf("kube-apiserver stopped in %v", stopped.Sub(begin).Round(time.Millisecond))
+	if err := second.Delete(ctx, gone); err != nil {
+		t.Fatalf("delete %s through the second API server: %v", gone.Name, err)
+	}
+	testenv.Eventually(t, "/readyz to say the API server does not answer", func() (bool, string) {
+		_, ok := said(readyz(), stopped, notAnswered)
+		return ok, ""
+	})
+	lastContact := tokenServerMetric(t, "servicekey_token_api_server_last_contact_timestamp_seconds")
+	if lastContact > float64(stopped.Unix()) {
+		t.Errorf("last-contact metric %v is after the API server stopped (%d)", lastContact, stopped.Unix())
+	}
+	time.Sleep(time.Until(stopped.Add(outage))) // the outage's length is the fault injected, not a wait for an event
+
+	if err := env.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	back := time.Now()
+	keptDuring := keptLog.count(stopped, back, issued)
+	if keptDuring == 0 {
+		t.Errorf("no token issued for the kept key during the %v outage", back.Sub(stopped).Round(time.Second))
+	}
+	t.Logf("outage %v: %d tokens issued for the kept key and %d for the key deleted meanwhile (its deletion unseen until the API server returned)",
+		back.Sub(stopped).Round(time.Second), keptDuring, goneLog.count(stopped, back, issued))
+
+	caughtUp := catchUp(t, goneLog, back)
+	t.Logf("deleted key refused %v after the API server returned", caughtUp.Sub(back).Round(time.Millisecond))
+	testenv.Eventually(t, "/readyz to say ok again", func() (bool, string) {
+		code, body := httpGetBody(t, installed.TokenServerReadyURL())
+		return code == http.StatusOK && body == "ok", body
+	})
+	samples := readyz()
+	checkReadyz(t, samples, begin)
+	// /readyz says "ok" after the outage only once the cache holds what the API server
+	// holds: no grant of the deleted key sent after that answer may be issued.
+	if i := slices.IndexFunc(samples, func(s readyzSample) bool { return s.at.After(back) && s.body == "ok" }); i >= 0 {
+		ok := samples[i]
+		goneLog.mu.Lock()
+		for _, o := range goneLog.outcomes {
+			if o.began.After(ok.at) && o.status == http.StatusOK {
+				t.Errorf("/readyz said ok at %s, yet a grant of the deleted key sent at %s was issued",
+					ok.at.Format(time.RFC3339Nano), o.began.Format(time.RFC3339Nano))
+			}
+		}
+		goneLog.mu.Unlock()
+	}
+	controllerWorksAgain(t)
+
+	now := time.Now()
+	if refused := keptLog.count(time.Time{}, now, func(s int) bool { return s != http.StatusOK }); refused > 0 {
+		t.Errorf("%d grants of the kept key failed (outage included); every one should have been issued", refused)
+	}
+	if late := goneLog.count(caughtUp, now, issued); late > 0 {
+		t.Errorf("%d tokens issued for the deleted key after the token server caught up", late)
+	}
+	if odd := goneLog.count(caughtUp, now, func(s int) bool { return s != http.StatusBadRequest && s != http.StatusUnauthorized }); odd > 0 {
+		t.Errorf("%d grants of the deleted key got neither 400 nor 401 after catching up", odd)
+	}
+	if v := tokenServerMetric(t, "servicekey_token_api_server_last_contact_timestamp_seconds"); v < float64(back.Unix()) {
+		t.Errorf("last-contact metric %v not updated after the API server returned (%d)", v, back.Unix())
+	}
+}
+
+// readyzSample is one answer of the token server's /readyz.
+type readyzSample struct {
+	at   time.Time
+	code int
+	body string
+}
+
+// sampleReadyz asks /readyz every poll interval until the test ends; the returned
+// function gives the answers so far.
+func sampleReadyz(t *testing.T) func() []readyzSample {
+	t.Helper()
+	var mu sync.Mutex
+	var samples []readyzSample
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(testenv.PollInterval)
+		defer tick.Stop()
+		for {
+			code, body := httpGetBody(t, installed.TokenServerReadyURL())
+			mu.Lock()
+			samples = append(samples, readyzSample{time.Now(), code, body})
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return func() []readyzSample {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(samples)
+	}
+}
+
+// said returns the first sample at or after from whose body contains text.
+func said(samples []readyzSample, from time.Time, text string) (readyzSample, bool) {
+	for _, s := range samples {
+		if !s.at.Before(from) && strings.Contains(s.body, text) {
+			return s, true
+		}
+	}
+	return readyzSample{}, false
+}
+
+// checkReadyz asserts /readyz answered 200 throughout and logs what it said when.
+func checkReadyz(t *testing.T, samples []readyzSample, start time.Time) {
+	t.Helper()
+	last := ""
+	for _, s := range samples {
+		if s.code != http.StatusOK {
+			t.Errorf("/readyz at %s: %d %s", s.at.Format(time.RFC3339Nano), s.code, s.body)
+		}
+		kind, _, _ := strings.Cut(s.body, " (")
+		if kind != last {
+			t.Logf("/readyz from +%v: %s", s.at.Sub(start).Round(100*time.Millisecond), s.body)
+			last = kind
+		}
+	}
+}
+
+// catchUp polls until a grant of the deleted key made after back was refused, and
+// returns when that happened.
+func catchUp(t *testing.T, goneLog *grantLog, back time.Time) time.Time {
+	t.Helper()
+	var at time.Time
+	err := testenv.Poll("the token server to refuse the key deleted during the outage", 2*time.Minute, func() (bool, string) {
+		goneLog.mu.Lock()
+		defer goneLog.mu.Unlock()
+		for _, o := range goneLog.outcomes {
+			if o.at.After(back) && o.status != http.StatusOK {
+				at = o.at
+				return true, ""
+			}
+		}
+		return false, "still issued"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// controllerWorksAgain restarts the controller if it exited during the outage (with
+// leader election it exits when it cannot renew its lease; a pod would be restarted by
+// the kubelet) and checks it issues a new ServiceKey.
+func controllerWorksAgain(t *testing.T) {
+	t.Helper()
+	if exited, how := installed.Exited(&installed.Controller); exited {
+		t.Logf("the controller exited during the outage (%s): restarting it as the kubelet would", how)
+		if err := installed.Restart(context.Background(), &installed.Controller, syscall.SIGTERM, installed.ControllerReadyURL()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newServiceKey(t, "outage-after")
+}
+
+func httpGetBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:noctx // the test's own loopback endpoint
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// tokenServerMetric reads one unlabelled gauge from the token server's /metrics.
+func tokenServerMetric(t *testing.T, name string) float64 {
+	t.Helper()
+	code, body := httpGetBody(t, installed.TokenServerMetricsURL())
+	if code != http.StatusOK {
+		t.Fatalf("token server /metrics: %d %s", code, body)
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s not in the token server's /metrics", name)
+	return 0
+}

@@ -1,0 +1,97 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"testing"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+func resyncKey(name, uid, rv string, suspended bool) *v1.ServiceKey {
+	return &v1.ServiceKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, UID: types.UID(uid), ResourceVersion: rv},
+		Spec:       v1.ServiceKeySpec{Suspended: suspended},
+	}
+}
+
+// TestIndexResync: a fresh list after an outage drops deleted keys and applies changes
+// to records still as they were in the snapshot; whatever the informer delivered after
+// the snapshot wins, and keys created meanwhile are left to the informer.
+func TestIndexResync(t *testing.T) {
+	cases := map[string]struct {
+		listed        []*v1.ServiceKey
+		informer      *v1.ServiceKey // delivered between snapshot and Resync (nil: nothing)
+		informerDel   bool           // the informer delivered the delete instead
+		wantPresent   bool
+		wantSuspend   bool
+		wantUID       string
+		wantUpdated   int
+		wantDeleted   int
+		wantForgotten bool
+	}{
+		"unchanged":              {listed: []*v1.ServiceKey{resyncKey("app", "u1", "1", false)}, wantPresent: true, wantUID: "u1"},
+		"deleted meanwhile":      {listed: nil, wantDeleted: 1, wantForgotten: true},
+		"suspended meanwhile":    {listed: []*v1.ServiceKey{resyncKey("app", "u1", "2", true)}, wantPresent: true, wantSuspend: true, wantUID: "u1", wantUpdated: 1},
+		"deleted and recreated":  {listed: []*v1.ServiceKey{resyncKey("app", "u2", "3", false)}, wantPresent: true, wantUID: "u2", wantUpdated: 1},
+		"informer was faster":    {listed: []*v1.ServiceKey{resyncKey("app", "u1", "2", true)}, informer: resyncKey("app", "u1", "3", false), wantPresent: true, wantUID: "u1"},
+		"informer re-added":      {listed: nil, informer: resyncKey("app", "u3", "4", false), wantPresent: true, wantUID: "u3"},
+		"informer deleted first": {listed: []*v1.ServiceKey{resyncKey("app", "u1", "2", true)}, informerDel: true, wantForgotten: true},
+		"created during outage":  {listed: []*v1.ServiceKey{resyncKey("app", "u1", "1", false), resyncKey("new", "n1", "5", false)}, wantPresent: true, wantUID: "u1"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ix := NewIndex(logr.Discard())
+			forgotten := false
+			ix.OnDelete(func(id string) { forgotten = forgotten || id == "team/app" })
+			h := ix.Handler()
+			h.OnAdd(resyncKey("app", "u1", "1", false), true)
+			snapshot := ix.Snapshot()
+			switch {
+			case tc.informer != nil:
+				h.OnUpdate(nil, tc.informer)
+			case tc.informerDel:
+				h.OnDelete(resyncKey("app", "u1", "1", false))
+			}
+			var listed []v1.ServiceKey
+			for _, sk := range tc.listed {
+				listed = append(listed, *sk)
+			}
+			updated, deleted := ix.Resync(snapshot, listed)
+			if updated != tc.wantUpdated || deleted != tc.wantDeleted {
+				t.Errorf("Resync = %d updated, %d deleted; want %d, %d", updated, deleted, tc.wantUpdated, tc.wantDeleted)
+			}
+			rec, ok := ix.Record("team/app")
+			if ok != tc.wantPresent {
+				t.Fatalf("team/app present = %v, want %v", ok, tc.wantPresent)
+			}
+			if ok && (string(rec.UID) != tc.wantUID || rec.Suspended != tc.wantSuspend) {
+				t.Errorf("record UID %s suspended %v; want %s, %v", rec.UID, rec.Suspended, tc.wantUID, tc.wantSuspend)
+			}
+			if _, ok := ix.Record("team/new"); ok {
+				t.Error("a key created during the outage was added by Resync; that is the informer's job")
+			}
+			if forgotten != tc.wantForgotten {
+				t.Errorf("delete callbacks ran = %v, want %v", forgotten, tc.wantForgotten)
+			}
+		})
+	}
+}
