@@ -223,6 +223,7 @@ type RefusedError struct {
 	cause             *oauth2.RetrieveError
 }
 
+// Error reads "token endpoint refused the grant: <code>: <description>".
 func (e *RefusedError) Error() string {
 	return "token endpoint refused the grant: " + e.Code + ": " + e.Description
 }

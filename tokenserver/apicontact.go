@@ -48,7 +48,6 @@ type APIContact struct {
 	mu      sync.Mutex
 	lastOK  time.Time // zero: never
 	failing time.Time // first failed probe since the last success; zero: not failing
-	lastErr error
 	// catchingUp: the API server answers again after failing, and OnRecovered has not
 	// succeeded since.
 	catchingUp bool
@@ -60,8 +59,10 @@ const (
 	DefaultAPIProbeTimeout  = 5 * time.Second
 )
 
-// NewAPIContact probes the API server of cfg at GET /readyz, which every client may
-// read (the system:public-info-viewer role), every interval.
+// NewAPIContact probes the API server of cfg at GET /livez, which every client may
+// read (the system:public-info-viewer role), every interval. /livez rather than
+// /readyz: an API server that is shutting down or has one failing readiness check
+// answers /readyz 500 while still serving the watches.
 func NewAPIContact(cfg *rest.Config, interval, timeout time.Duration, clk clock.PassiveClock, log logr.Logger) (*APIContact, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
@@ -69,7 +70,7 @@ func NewAPIContact(cfg *rest.Config, interval, timeout time.Duration, clk clock.
 	}
 	rc := dc.RESTClient()
 	probe := func(ctx context.Context) error {
-		_, err := rc.Get().AbsPath("/readyz").DoRaw(ctx)
+		_, err := rc.Get().AbsPath("/livez").DoRaw(ctx)
 		return err
 	}
 	return &APIContact{Probe: probe, Interval: interval, Timeout: timeout, Clock: clk, Log: log}, nil
@@ -90,7 +91,8 @@ func (a *APIContact) Run(ctx context.Context) {
 }
 
 // Check probes once and records the outcome; a change is logged once, not per probe.
-// After a failure, the first success runs OnRecovered.
+// After a failure, the first success runs OnRecovered, bounded by catchUpTimeout.
+// Call it from one goroutine (Run does).
 func (a *APIContact) Check(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, a.Timeout)
 	err := a.Probe(pctx)
@@ -102,7 +104,7 @@ func (a *APIContact) Check(ctx context.Context) {
 	a.mu.Lock()
 	switch {
 	case err == nil && !a.failing.IsZero():
-		a.Log.Info("the API server answers again; bringing the caches up to date with what changed meanwhile",
+		a.Log.Info("the API server answers again; bringing the ServiceKey cache up to date with what changed meanwhile",
 			"unreachableFor", now.Sub(a.failing).Round(time.Second).String())
 		a.failing = time.Time{}
 		a.catchingUp = true
@@ -111,7 +113,6 @@ func (a *APIContact) Check(ctx context.Context) {
 		a.Log.Info("the API server does not answer; grants are judged from the cache as of the last contact",
 			"lastContact", a.lastOK, "error", err.Error())
 	}
-	a.lastErr = err
 	if err == nil {
 		a.lastOK = now
 	}
@@ -122,11 +123,16 @@ func (a *APIContact) Check(ctx context.Context) {
 	}
 }
 
+// catchUpTimeout bounds one OnRecovered run, so a hanging list cannot stop the probes.
+const catchUpTimeout = time.Minute
+
 // catchUp runs OnRecovered and, when it succeeds, ends the catching-up state.
 func (a *APIContact) catchUp(ctx context.Context) {
 	if a.OnRecovered != nil {
+		ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+		defer cancel()
 		if err := a.OnRecovered(ctx); err != nil {
-			a.Log.Error(err, "bring the caches up to date after the outage; retrying at the next probe")
+			a.Log.Error(err, "bring the ServiceKey cache up to date after the outage; retrying at the next probe")
 			return
 		}
 	}
@@ -157,8 +163,8 @@ func (a *APIContact) Degraded() string {
 		if !a.lastOK.IsZero() {
 			since = fmt.Sprintf("since %s (%s ago)", a.lastOK.UTC().Format(time.RFC3339), a.Clock.Now().Sub(a.lastOK).Round(time.Second))
 		}
-		return fmt.Sprintf("the API server has not answered %s (%v); grants are judged from the cache as of then, "+
-			"so ServiceKeys deleted or suspended and policies changed since are not seen until it answers", since, a.lastErr)
+		return fmt.Sprintf("the API server has not answered %s; grants are judged from the cache as of then, "+
+			"so ServiceKeys deleted or suspended and policies changed since are not seen until it answers", since)
 	case a.catchingUp:
 		return "the API server answers again, but the ServiceKey cache is not yet up to date with what changed while it did not; " +
 			"until it is, ServiceKeys deleted or suspended meanwhile are still honoured"

@@ -42,7 +42,7 @@ func TestAPIContact(t *testing.T) {
 	cases := map[string][]step{
 		"answers": {{nil, "", start}, {nil, "", start.Add(5 * time.Second)}},
 		"never answered": {
-			{refused, "has not answered since start (dial tcp", time.Time{}},
+			{refused, "has not answered since start;", time.Time{}},
 		},
 		"stops, then answers again": {
 			{nil, "", start},
@@ -65,6 +65,9 @@ func TestAPIContact(t *testing.T) {
 				got := a.Degraded()
 				if (s.want == "") != (got == "") || !strings.Contains(got, s.want) {
 					t.Errorf("step %d: Degraded() = %q, want %q", i, got, s.want)
+				}
+				if strings.Contains(got, "127.0.0.1") {
+					t.Errorf("step %d: /readyz (unauthenticated) would tell the API server's address: %q", i, got)
 				}
 				if !a.LastContact().Equal(s.lastContact) {
 					t.Errorf("step %d: LastContact() = %v, want %v", i, a.LastContact(), s.lastContact)

@@ -89,55 +89,72 @@ func (ix *Index) deleted(id string) {
 	}
 }
 
-// Snapshot is the index's records now, for Resync.
-func (ix *Index) Snapshot() map[string]*KeyRecord {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	return maps.Clone(ix.byClient)
+// Resync brings the records of a snapshot up to date with a fresh list of ServiceKeys
+// taken after it, without waiting for the informer: after an API server outage,
+// client-go resumes a watch only after its retry backoff (up to a minute or more), and
+// until then a ServiceKey deleted or suspended meanwhile would still be honoured. A
+// record is replaced or dropped only if it is still the one in the snapshot (compared
+// under the lock), so whatever the informer delivered since wins. ServiceKeys that are
+// not in the snapshot (created during the outage) are left to the informer: adding one
+// here could resurrect a key the informer deletes in between. Feed the list page by
+// page to Apply, then call Finish; only the names seen are kept between pages.
+type Resync struct {
+	ix       *Index
+	snapshot map[string]*KeyRecord
+	seen     map[string]struct{}
+	updated  int
 }
 
-// Resync brings the records of snapshot up to date with a fresh list of ServiceKeys
-// taken after it, without waiting for the informer: after an API server outage,
-// client-go resumes a watch only after its retry backoff (up to a minute), and until
-// then a ServiceKey deleted or suspended meanwhile would still be honoured. A record
-// is replaced or dropped only if it is still the one in snapshot (compared under the
-// lock), so whatever the informer delivered since always wins. ServiceKeys that are
-// not in snapshot (created during the outage) are left to the informer: adding one
-// here could resurrect a key the informer deletes in between.
-func (ix *Index) Resync(snapshot map[string]*KeyRecord, listed []v1.ServiceKey) (updated, deleted int) {
-	fresh := make(map[string]*v1.ServiceKey, len(listed))
+// StartResync snapshots the index; list the ServiceKeys after calling it.
+func (ix *Index) StartResync() *Resync {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return &Resync{ix: ix, snapshot: maps.Clone(ix.byClient), seen: map[string]struct{}{}}
+}
+
+// Apply replaces the snapshot's records whose ServiceKey changed (another UID or
+// resourceVersion) with records of the listed objects.
+func (r *Resync) Apply(listed []v1.ServiceKey) {
 	for i := range listed {
-		fresh[v1.ClientID(listed[i].Namespace, listed[i].Name)] = &listed[i]
-	}
-	for id, old := range snapshot {
-		sk, ok := fresh[id]
-		if ok && sk.UID == old.UID && sk.ResourceVersion == old.ResourceVersion {
+		sk := &listed[i]
+		id := v1.ClientID(sk.Namespace, sk.Name)
+		r.seen[id] = struct{}{}
+		old, ok := r.snapshot[id]
+		if !ok || (sk.UID == old.UID && sk.ResourceVersion == old.ResourceVersion) {
 			continue
 		}
-		var rec *KeyRecord
-		if ok {
-			var err error
-			if rec, err = NewKeyRecord(sk, memoParser(old)); err != nil {
-				ix.log.Error(err, "ServiceKey partly unusable", "client_id", id)
-			}
+		rec, err := NewKeyRecord(sk, memoParser(old))
+		if err != nil {
+			r.ix.log.Error(err, "ServiceKey partly unusable", "client_id", id)
 		}
-		ix.mu.Lock()
-		current := ix.byClient[id]
-		if current == old {
-			if rec != nil {
-				ix.byClient[id] = rec
-				updated++
-			} else {
-				delete(ix.byClient, id)
-				deleted++
-			}
+		r.ix.mu.Lock()
+		if r.ix.byClient[id] == old {
+			r.ix.byClient[id] = rec
+			r.updated++
 		}
-		ix.mu.Unlock()
-		if current == old && rec == nil {
-			ix.deleted(id)
+		r.ix.mu.Unlock()
+	}
+}
+
+// Finish drops the snapshot's records the list did not contain (deleted meanwhile)
+// and reports how many records were updated and deleted.
+func (r *Resync) Finish() (updated, deleted int) {
+	for id, old := range r.snapshot {
+		if _, ok := r.seen[id]; ok {
+			continue
+		}
+		r.ix.mu.Lock()
+		drop := r.ix.byClient[id] == old
+		if drop {
+			delete(r.ix.byClient, id)
+		}
+		r.ix.mu.Unlock()
+		if drop {
+			r.ix.deleted(id)
+			deleted++
 		}
 	}
-	return updated, deleted
+	return r.updated, deleted
 }
 
 func (ix *Index) upsert(obj any) {

@@ -18,6 +18,7 @@ package tokenserver
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -126,11 +127,20 @@ func NewMetrics(reg prometheus.Registerer, ix *Index, api *APIContact) (*Metrics
 				return float64(t.Unix())
 			}
 			return 0
+		}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "servicekey_token_cache_stale",
+			Help: "1 while the API server does not answer the probe, or answers again but the ServiceKey cache " +
+				"has not been brought up to date yet; deletions and suspensions made meanwhile are not seen.",
+		}, func() float64 {
+			if api.Degraded() != "" {
+				return 1
+			}
+			return 0
 		}))
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("register token server metrics: %w", err)
 		}
 	}
 	return m, nil

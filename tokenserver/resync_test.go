@@ -64,18 +64,17 @@ func TestIndexResync(t *testing.T) {
 			ix.OnDelete(func(id string) { forgotten = forgotten || id == "team/app" })
 			h := ix.Handler()
 			h.OnAdd(resyncKey("app", "u1", "1", false), true)
-			snapshot := ix.Snapshot()
+			resync := ix.StartResync()
 			switch {
 			case tc.informer != nil:
 				h.OnUpdate(nil, tc.informer)
 			case tc.informerDel:
 				h.OnDelete(resyncKey("app", "u1", "1", false))
 			}
-			var listed []v1.ServiceKey
-			for _, sk := range tc.listed {
-				listed = append(listed, *sk)
+			for _, sk := range tc.listed { // one page per object, as a paged list delivers them
+				resync.Apply([]v1.ServiceKey{*sk})
 			}
-			updated, deleted := ix.Resync(snapshot, listed)
+			updated, deleted := resync.Finish()
 			if updated != tc.wantUpdated || deleted != tc.wantDeleted {
 				t.Errorf("Resync = %d updated, %d deleted; want %d, %d", updated, deleted, tc.wantUpdated, tc.wantDeleted)
 			}

@@ -109,15 +109,9 @@ type Running struct {
 
 // Start starts the caches and the HTTP listener; both stop when ctx is done.
 func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Options) (*Running, error) {
-	if o.TokenURL == "" {
-		o.TokenURL = o.Issuer + "/oauth2/token"
-	}
-	if o.ReplayCacheSize < 1 || o.ReplayPerClient < 1 {
-		return nil, errors.New("the replay cache needs a size and a per-client share of at least 1")
-	}
-	api, err := NewAPIContact(cfg, cmp.Or(o.APIProbeInterval, DefaultAPIProbeInterval), DefaultAPIProbeTimeout,
-		o.Clock, o.Log.WithName("api-contact"))
-	if err != nil {
+	o.TokenURL = cmp.Or(o.TokenURL, o.Issuer+"/oauth2/token")
+	o.IntrospectionScope = cmp.Or(o.IntrospectionScope, DefaultIntrospectionScope)
+	if err := checkOptions(o); err != nil {
 		return nil, err
 	}
 	c, err := cache.New(cfg, cacheOptions(scheme, o))
@@ -131,8 +125,12 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	used := NewLastUsed(writer, o.LastUsedGranularity, o.Clock, o.Log.WithName("last-used"))
 	go used.Run(ctx)
+	api, err := NewAPIContact(cfg, cmp.Or(o.APIProbeInterval, DefaultAPIProbeInterval), DefaultAPIProbeTimeout,
+		o.Clock, o.Log.WithName("api-contact"))
+	if err != nil {
+		return nil, err
+	}
 	api.OnRecovered = resyncKeys(ix, writer, o.Namespaces, o.Log.WithName("index"))
-	go api.Run(ctx)
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg, ix, api)
 	if err != nil {
@@ -153,9 +151,6 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
 	srv.API = api
 	th.InFlight = NewInFlight(o.MaxInFlight)
-	if o.IntrospectionScope == "" {
-		o.IntrospectionScope = DefaultIntrospectionScope
-	}
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
 		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock,
 		Limiter: introLimiter, Log: o.Log.WithName("audit"), InFlight: th.InFlight}
@@ -169,7 +164,19 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		return nil, err
 	}
 	synced.Store(true)
+	go api.Run(ctx) // after the sync: a catch-up needs a complete index to compare with
 	return listen(ctx, o, srv, ix, reg)
+}
+
+// checkOptions refuses options Start cannot run with.
+func checkOptions(o Options) error {
+	if o.ReplayCacheSize < 1 || o.ReplayPerClient < 1 {
+		return errors.New("the replay cache needs a size and a per-client share of at least 1")
+	}
+	if o.APIProbeInterval < 0 {
+		return fmt.Errorf("the API server probe interval must not be negative, got %v", o.APIProbeInterval)
+	}
+	return nil
 }
 
 // listen serves the token server and, when configured, its metrics.
@@ -251,31 +258,37 @@ func startCache(ctx context.Context, c cache.Cache, handlers map[client.Object]t
 	return nil
 }
 
+// resyncPage is how many ServiceKeys the catch-up list asks for at once.
+const resyncPage = 500
+
 // resyncKeys lists the served ServiceKeys from the API server, page by page, and
-// brings the index up to date with them (Index.Resync): run when the API server
+// brings the index up to date with them (Index.StartResync): run when the API server
 // answers again after an outage, so deletes and suspensions made meanwhile take effect
-// at once instead of after client-go's watch retry backoff.
+// at once instead of after client-go's watch retry backoff. A continue token that has
+// expired (410) fails the run; the next probe starts over.
 func resyncKeys(ix *Index, reader client.Reader, namespaces []string, log logr.Logger) func(context.Context) error {
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	return func(ctx context.Context) error {
-		snapshot := ix.Snapshot()
-		var listed []v1.ServiceKey
+		resync := ix.StartResync()
+		listed := 0
 		for _, ns := range namespaces {
-			page := &v1.ServiceKeyList{}
+			next := ""
 			for {
-				if err := reader.List(ctx, page, client.InNamespace(ns), client.Limit(500), client.Continue(page.Continue)); err != nil {
+				page := &v1.ServiceKeyList{} // a fresh list per page: decoding merges into what is there
+				if err := reader.List(ctx, page, client.InNamespace(ns), client.Limit(resyncPage), client.Continue(next)); err != nil {
 					return fmt.Errorf("list ServiceKeys in %q: %w", ns, err)
 				}
-				listed = append(listed, page.Items...)
-				if page.Continue == "" {
+				resync.Apply(page.Items)
+				listed += len(page.Items)
+				if next = page.Continue; next == "" {
 					break
 				}
 			}
 		}
-		updated, deleted := ix.Resync(snapshot, listed)
-		log.Info("index brought up to date after the API server outage", "listed", len(listed), "updated", updated, "deleted", deleted)
+		updated, deleted := resync.Finish()
+		log.Info("index brought up to date after the API server outage", "listed", listed, "updated", updated, "deleted", deleted)
 		return nil
 	}
 }

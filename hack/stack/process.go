@@ -98,8 +98,9 @@ func (s *Stack) Exited(c *Component) (bool, string) {
 }
 
 // Restart stops the component's process with sig (SIGKILL: a crash; SIGTERM: a
-// rollout; a process that has exited is restarted as the kubelet would), starts it again with the same arguments plus extra (flags given later
-// win), appending to its log, and waits until it reports ready at readyURL.
+// rollout; a process that has exited is restarted as the kubelet would), starts it
+// again with the same arguments plus extra (flags given later win), appending to its
+// log, and waits until it reports ready at readyURL.
 func (s *Stack) Restart(ctx context.Context, c *Component, sig syscall.Signal, readyURL string, extra ...string) error {
 	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.component == c })
 	if i < 0 {

@@ -50,9 +50,13 @@ func (e *Env) StopAPIServer(grace time.Duration) error {
 			return fmt.Errorf("kill kube-apiserver: %w", err)
 		}
 	}
-	// The process has exited or is being killed: envtest reaps it and forgets it.
+	// The process has exited or is being killed: envtest reaps it and forgets it. If
+	// envtest had reaped it but not yet noted the exit, its signal finds no process:
+	// the second Stop sees the exit.
 	if err := e.env.ControlPlane.APIServer.Stop(); err != nil {
-		return fmt.Errorf("stop kube-apiserver: %w", err)
+		if err := e.env.ControlPlane.APIServer.Stop(); err != nil {
+			return fmt.Errorf("stop kube-apiserver: %w", err)
+		}
 	}
 	return nil
 }
@@ -88,9 +92,10 @@ func running(pid int) bool {
 	if err != nil {
 		return false
 	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
-	_, rest, ok := strings.Cut(string(stat), ") ")
-	return ok && !strings.HasPrefix(rest, "Z")
+	// The state follows the command name in parentheses: "pid (comm) S ..."; the name
+	// may itself hold ") ", so the last one counts.
+	i := strings.LastIndex(string(stat), ") ")
+	return i >= 0 && !strings.HasPrefix(string(stat)[i+2:], "Z")
 }
 
 // StartAPIServer starts the stopped kube-apiserver again on the same address with the
