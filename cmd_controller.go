@@ -113,7 +113,7 @@ func setupReconcilers(mgr ctrl.Manager, f *controllerFlags, m *controllers.Metri
 
 // runController runs the controller manager until it is stopped.
 func runController(f *controllerFlags, log logr.Logger) error {
-	cfg, err := restConfig(f.kubeconfig)
+	cfg, err := restConfig(f.kubeconfig, f.kubeAPI)
 	if err != nil {
 		return err
 	}

@@ -120,7 +120,7 @@ func splitList(s string) []string {
 
 // serveTokens runs the token server until it is stopped.
 func serveTokens(f *tokenServerFlags, log logr.Logger) error {
-	cfg, err := restConfig(f.kubeconfig)
+	cfg, err := restConfig(f.kubeconfig, f.kubeAPI)
 	if err != nil {
 		return err
 	}

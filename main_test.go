@@ -19,10 +19,13 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	uberzap "go.uber.org/zap"
+	"k8s.io/client-go/rest"
 )
 
 func TestRunCommandLine(t *testing.T) {
@@ -93,6 +96,50 @@ func TestCapVerbosity(t *testing.T) {
 			}
 			if lvl, ok := f.zapOpts.Level.(uberzap.AtomicLevel); ok && lvl.Level() < -7 {
 				t.Errorf("level %d is more verbose than V(7)", lvl.Level())
+			}
+		})
+	}
+}
+
+// TestRestConfigLimitsWhateverTheSource: --kubeconfig and $KUBECONFIG yield the same
+// client-side rate limit. Through the flag, client-go's default of 5 requests/s used
+// to apply while $KUBECONFIG turned limiting off.
+func TestRestConfigLimitsWhateverTheSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	kubeconfig := `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: not-a-secret}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`
+	if err := os.WriteFile(path, []byte(kubeconfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		limits    apiLimits
+		wantQPS   float32
+		wantBurst int
+	}{
+		"default: the API server's priority and fairness": {apiLimits{}, -1, 0},
+		"a QPS, burst twice as much":                      {apiLimits{qps: 50}, 50, 100},
+		"a QPS and a burst":                               {apiLimits{qps: 50, burst: 80}, 50, 80},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			byFlag, err := restConfig(path, tc.limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("KUBECONFIG", path)
+			byEnv, err := restConfig("", tc.limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for source, cfg := range map[string]*rest.Config{"--kubeconfig": byFlag, "$KUBECONFIG": byEnv} {
+				if cfg.QPS != tc.wantQPS || cfg.Burst != tc.wantBurst || cfg.Host != "https://127.0.0.1:6443" {
+					t.Errorf("%s: QPS %v burst %d host %s; want QPS %v burst %d", source, cfg.QPS, cfg.Burst, cfg.Host, tc.wantQPS, tc.wantBurst)
+				}
 			}
 		})
 	}
