@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"io"
 	goruntime "runtime"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -48,6 +50,9 @@ type controllerFlags struct {
 	signingSecret    string
 	signingRef       types.NamespacedName // parsed signingSecret; empty: not managed
 	signing          controllers.SigningPolicy
+	poolSizes        string
+	poolSizeList     []int32 // parsed poolSizes
+	poolDepth        int
 }
 
 func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, error) {
@@ -66,11 +71,16 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	fs.StringVar(&f.signing.Algorithm, "signing-key-algorithm", "ES256", "algorithm of the token server's signing keys: ES256 or RS256")
 	fs.DurationVar(&f.signing.Every, "signing-key-rotation", 720*time.Hour, "rotation period of the token server's signing keys")
 	fs.DurationVar(&f.signing.MaxTokenTTL, "max-access-token-ttl", time.Hour, "the token server's --max-access-token-ttl: how long a previous signing key stays published")
+	fs.StringVar(&f.poolSizes, "key-pool-sizes", "2048,4096", "RSA key sizes kept pre-generated in memory for new ServiceKeys (empty: none)")
+	fs.IntVar(&f.poolDepth, "key-pool-depth", 4, "pre-generated keys kept per size (0: no pool)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if err := f.parsePool(); err != nil {
+		return nil, err
 	}
 	if f.workers < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.workers)
@@ -90,14 +100,41 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	return f, nil
 }
 
+// keySizes are the sizes spec.privateKey.size allows.
+var keySizes = []int32{2048, 3072, 4096}
+
+// parsePool checks --key-pool-sizes against the sizes a ServiceKey may ask for.
+func (f *controllerFlags) parsePool() error {
+	if f.poolDepth < 0 || f.poolDepth > 64 {
+		return fmt.Errorf("--key-pool-depth must be between 0 and 64, got %d", f.poolDepth)
+	}
+	for _, v := range splitList(f.poolSizes) {
+		bits, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || !slices.Contains(keySizes, int32(bits)) {
+			return fmt.Errorf("--key-pool-sizes: %q is not a ServiceKey key size %v", v, keySizes)
+		}
+		f.poolSizeList = append(f.poolSizeList, int32(bits))
+	}
+	return nil
+}
+
 // setupReconcilers registers the ServiceKey and ServiceKeyPolicy reconcilers.
 func setupReconcilers(mgr ctrl.Manager, f *controllerFlags, m *controllers.Metrics) error {
+	pool := controllers.NewKeyPool(controllers.RSAKeys{}, f.poolSizeList, f.poolDepth, ctrl.Log.WithName("key-pool"))
+	if err := mgr.Add(pool); err != nil {
+		return fmt.Errorf("add the key pool: %w", err)
+	}
+	for _, c := range pool.Collectors() {
+		if err := crmetrics.Registry.Register(c); err != nil {
+			return fmt.Errorf("register key pool metrics: %w", err)
+		}
+	}
 	r := &controllers.ServiceKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("servicekey-operator"),
 		Clock:     clock.RealClock{},
-		Keys:      controllers.RSAKeys{},
+		Keys:      pool,
 		Config:    controllers.Config{TokenURI: f.tokenURI},
 		Metrics:   m,
 	}

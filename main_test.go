@@ -46,6 +46,8 @@ func TestRunCommandLine(t *testing.T) {
 			wantOut: "--signing-key-rotation must be longer than --max-access-token-ttl"},
 		"controller bad signing secret": {args: []string{"controller", "--signing-key-secret", "a/b/c"}, wantCode: exitUsage,
 			wantOut: `--signing-key-secret must be namespace/name, got "a/b/c"`},
+		"controller bad key pool size": {args: []string{"controller", "--key-pool-sizes", "2048,1024"}, wantCode: exitUsage,
+			wantOut: `--key-pool-sizes: "1024" is not a ServiceKey key size`},
 		"token no key file":      {args: []string{"token"}, wantCode: exitUsage, wantOut: "--key-file is required"},
 		"token missing key file": {args: []string{"token", "--key-file", "/nonexistent/key.json"}, wantCode: 1, wantOut: "token: read key file"},
 		"token-server -h":        {args: []string{"token-server", "-h"}, wantCode: 0, wantOut: "-signing-key-secret"},

@@ -1,0 +1,164 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"crypto/rsa"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// KeyPool is a KeyGenerator that hands out RSA keys generated ahead of time, so a new
+// ServiceKey does not wait for the generation (about 50 ms for 2048 bits and half a
+// second or more for 4096 on one core). The keys live in this process's memory only:
+// never written anywhere, dropped on restart, each handed out once (a channel
+// receive). A size without a pool, or an empty pool, falls back to generating
+// (Source). Refilling runs on one goroutine, one key at a time, and waits while a
+// reconcile is generating a key itself, so it never competes with a reconcile for
+// more than the key it has already begun.
+type KeyPool struct {
+	// Source generates the keys, for the pool and when it is empty.
+	Source KeyGenerator
+	// Log reports generation errors of the refill.
+	Log logr.Logger
+
+	pools      map[int32]chan *rsa.PrivateKey
+	sizes      []int32
+	refill     chan struct{} // a key was taken: wake the filler
+	foreground atomic.Int64  // keys being generated for a reconcile right now
+	misses     *prometheus.CounterVec
+}
+
+// NewKeyPool keeps up to depth keys of each size in sizes; depth < 1 or no sizes
+// means no pool (every key is generated when asked for).
+func NewKeyPool(source KeyGenerator, sizes []int32, depth int, log logr.Logger) *KeyPool {
+	p := &KeyPool{Source: source, Log: log, pools: map[int32]chan *rsa.PrivateKey{}, refill: make(chan struct{}, 1),
+		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "servicekey_key_pool_misses_total",
+			Help: "Key pairs generated while a reconcile waited, because the pool of that size was empty or absent.",
+		}, []string{"bits"})}
+	if depth < 1 {
+		return p
+	}
+	for _, bits := range sizes {
+		if _, ok := p.pools[bits]; !ok {
+			p.pools[bits] = make(chan *rsa.PrivateKey, depth)
+			p.sizes = append(p.sizes, bits)
+		}
+	}
+	slices.Sort(p.sizes)
+	return p
+}
+
+// New hands out a pooled key of the size when there is one, otherwise generates it.
+func (p *KeyPool) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error) {
+	select {
+	case key := <-p.pools[bits]: // a nil channel (no pool of that size) never receives
+		p.wake()
+		pem, err := keyutil.EncodePrivateKey(key, encoding)
+		if err != nil {
+			return nil, err
+		}
+		return &NewKey{Key: key, PEM: pem}, nil
+	default:
+	}
+	p.misses.WithLabelValues(fmt.Sprint(bits)).Inc()
+	p.foreground.Add(1)
+	defer func() {
+		p.foreground.Add(-1)
+		p.wake()
+	}()
+	return p.Source.New(bits, encoding)
+}
+
+func (p *KeyPool) wake() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// Start fills the pools until ctx is done (a manager.Runnable).
+func (p *KeyPool) Start(ctx context.Context) error {
+	for {
+		bits, ok := p.nextToFill()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.refill:
+				continue
+			}
+		}
+		k, err := p.Source.New(bits, v1.PKCS8)
+		if err != nil {
+			p.Log.Error(err, "fill the key pool", "bits", bits)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.refill:
+			}
+			continue
+		}
+		select {
+		case p.pools[bits] <- k.Key:
+		default: // filled meanwhile; the key is dropped unused
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// nextToFill is the smallest size whose pool is not full, unless a reconcile is
+// generating a key (the refill yields to it).
+func (p *KeyPool) nextToFill() (int32, bool) {
+	if p.foreground.Load() > 0 {
+		return 0, false
+	}
+	for _, bits := range p.sizes {
+		if c := p.pools[bits]; len(c) < cap(c) {
+			return bits, true
+		}
+	}
+	return 0, false
+}
+
+// NeedLeaderElection: only the leader issues keys, so only it fills the pools.
+func (p *KeyPool) NeedLeaderElection() bool { return true }
+
+// Collectors are the pool's metrics: keys waiting per size, and misses.
+func (p *KeyPool) Collectors() []prometheus.Collector {
+	cs := []prometheus.Collector{p.misses}
+	for _, bits := range p.sizes {
+		c := p.pools[bits]
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "servicekey_key_pool_keys",
+			Help:        "Pre-generated key pairs waiting in the controller's memory, by size.",
+			ConstLabels: prometheus.Labels{"bits": fmt.Sprint(bits)},
+		}, func() float64 { return float64(len(c)) }))
+	}
+	return cs
+}

@@ -1,0 +1,145 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+)
+
+// smallKeys generates 1024-bit keys whatever size is asked for (a pool test needs
+// distinct keys, not strong ones) and remembers the sizes asked for.
+type smallKeys struct {
+	mu    sync.Mutex
+	asked []int32
+}
+
+func (g *smallKeys) New(bits int32, enc v1.PrivateKeyEncoding) (*NewKey, error) {
+	g.mu.Lock()
+	g.asked = append(g.asked, bits)
+	g.mu.Unlock()
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		return nil, err
+	}
+	pem, err := keyutil.EncodePrivateKey(key, enc)
+	if err != nil {
+		return nil, err
+	}
+	return &NewKey{Key: key, PEM: pem}, nil
+}
+
+func waitFull(t *testing.T, p *KeyPool, bits int32) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(p.pools[bits]) < cap(p.pools[bits]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the %d-bit pool holds %d of %d keys after 30 s", bits, len(p.pools[bits]), cap(p.pools[bits]))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestKeyPool: pooled keys are each handed out once and refilled in the background; a
+// drained pool, or a size without a pool, falls back to generating and counts a miss.
+func TestKeyPool(t *testing.T) {
+	src := &smallKeys{}
+	p := NewKeyPool(src, []int32{2048, 2048}, 3, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFull(t, p, 2048)
+
+	seen := map[*rsa.PrivateKey]bool{}
+	for i := range 5 { // 3 from the pool, then whatever the refill has made, then generated
+		k, err := p.New(2048, v1.PKCS1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[k.Key] {
+			t.Fatalf("key %d handed out twice", i)
+		}
+		seen[k.Key] = true
+		if len(k.PEM) == 0 {
+			t.Errorf("key %d has no PEM", i)
+		}
+	}
+	if _, err := p.New(3072, v1.PKCS8); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(p.misses.WithLabelValues("3072")); got != 1 {
+		t.Errorf("3072-bit misses = %v, want 1 (no pool of that size)", got)
+	}
+	waitFull(t, p, 2048) // refilled after the takes
+	if len(p.sizes) != 1 {
+		t.Errorf("sizes %v: a size given twice makes one pool", p.sizes)
+	}
+}
+
+// TestKeyPoolYieldsToReconciles: the refill picks nothing to fill while a reconcile is
+// generating a key, and the smallest size first otherwise.
+func TestKeyPoolYieldsToReconciles(t *testing.T) {
+	cases := map[string]struct {
+		foreground int64
+		fill       map[int32]int
+		want       int32
+		wantOK     bool
+	}{
+		"idle, all empty":             {0, nil, 2048, true},
+		"idle, 2048 full":             {0, map[int32]int{2048: 2}, 4096, true},
+		"idle, all full":              {0, map[int32]int{2048: 2, 4096: 2}, 0, false},
+		"a reconcile generates a key": {1, nil, 0, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := NewKeyPool(&smallKeys{}, []int32{4096, 2048}, 2, logr.Discard())
+			p.foreground.Store(tc.foreground)
+			for bits, n := range tc.fill {
+				for range n {
+					p.pools[bits] <- &rsa.PrivateKey{}
+				}
+			}
+			got, ok := p.nextToFill()
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("nextToFill() = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+// TestNoPool: depth 0 generates every key when asked.
+func TestNoPool(t *testing.T) {
+	src := &smallKeys{}
+	p := NewKeyPool(src, []int32{2048}, 0, logr.Discard())
+	if _, err := p.New(2048, v1.PKCS1); err != nil {
+		t.Fatal(err)
+	}
+	if len(src.asked) != 1 || len(p.Collectors()) != 1 {
+		t.Errorf("asked %v, %d collectors; want one generation and only the miss counter", src.asked, len(p.Collectors()))
+	}
+}
