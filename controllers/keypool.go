@@ -146,7 +146,7 @@ func (p *KeyPool) nextToFill() (int32, bool) {
 	return 0, false
 }
 
-// NeedLeaderElection: only the leader issues keys, so only it fills the pools.
+// NeedLeaderElection is true: only the leader issues keys, so only it fills the pools.
 func (p *KeyPool) NeedLeaderElection() bool { return true }
 
 // Collectors are the pool's metrics: keys waiting per size, and misses.
