@@ -146,6 +146,9 @@ func (p *KeyPool) nextToFill() (int32, bool) {
 	return 0, false
 }
 
+// Len is the number of keys of the size waiting in the pool.
+func (p *KeyPool) Len(bits int32) int { return len(p.pools[bits]) }
+
 // NeedLeaderElection is true: only the leader issues keys, so only it fills the pools.
 func (p *KeyPool) NeedLeaderElection() bool { return true }
 

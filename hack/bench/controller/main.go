@@ -34,8 +34,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -49,8 +51,15 @@ func main() {
 	n := flag.Int("n", 200, "number of ServiceKeys")
 	workers := flag.Int("workers", runtime.NumCPU(), "MaxConcurrentReconciles, and goroutines of the key generation baseline")
 	bits := flag.Int("bits", 2048, "RSA key size")
+	latency := flag.Int("latency", 0, "instead: measure create-to-Ready of this many ServiceKeys one at a time, warm pool and cold, then a burst of -n")
 	flag.Parse()
-	if err := run(*n, *workers, int32(*bits)); err != nil {
+	var err error
+	if *latency > 0 {
+		err = runLatency(*latency, *n, *workers, int32(*bits))
+	} else {
+		err = run(*n, *workers, int32(*bits))
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -65,8 +74,11 @@ func run(n, workers int, bits int32) error {
 	defer func() { _ = env.Stop() }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cache, err := startController(ctx, env, workers)
+	cache, err := startController(ctx, env, workers, controllers.RSAKeys{})
 	if err != nil {
+		return err
+	}
+	if err := allowAll(ctx, env.Client); err != nil {
 		return err
 	}
 	fmt.Printf("servicekey controller benchmark: N=%d, %d-bit keys, %d workers, %d CPUs, %s\n",
@@ -108,10 +120,12 @@ func run(n, workers int, bits int32) error {
 	return nil
 }
 
-func startController(ctx context.Context, env *testenv.Env, workers int) (client.Reader, error) {
+func startController(ctx context.Context, env *testenv.Env, workers int, keys controllers.KeyGenerator) (client.Reader, error) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: env.Scheme, Cache: controllers.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		// -latency starts a second manager after the first: same controller names.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return nil, err
@@ -119,16 +133,32 @@ func startController(ctx context.Context, env *testenv.Env, workers int) (client
 	r := &controllers.ServiceKeyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: mgr.GetEventRecorder("servicekey-operator"), Clock: clock.RealClock{},
-		Keys: controllers.RSAKeys{}, Config: controllers.Config{TokenURI: "https://token.bench/oauth2/token"},
+		Keys: keys, Config: controllers.Config{TokenURI: "https://token.bench/oauth2/token"},
 	}
 	if err := r.SetupWithManager(mgr, workers); err != nil {
 		return nil, err
+	}
+	if pool, ok := keys.(*controllers.KeyPool); ok {
+		if err := mgr.Add(pool); err != nil {
+			return nil, err
+		}
 	}
 	go func() { _ = mgr.Start(ctx) }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		return nil, fmt.Errorf("cache did not sync")
 	}
 	return mgr.GetCache(), nil
+}
+
+// allowAll creates a ServiceKeyPolicy that permits default ServiceKeys in every
+// namespace: without one, every key is refused by policy and never Ready.
+func allowAll(ctx context.Context, c client.Client) error {
+	p := &v1.ServiceKeyPolicy{ObjectMeta: metav1.ObjectMeta{Name: "bench"},
+		Spec: v1.ServiceKeyPolicySpec{NamespaceSelector: &metav1.LabelSelector{}}}
+	if err := c.Create(ctx, p); err != nil {
+		return fmt.Errorf("create the bench's ServiceKeyPolicy: %w", err)
+	}
+	return nil
 }
 
 // timeReady creates n ServiceKeys (4 goroutines) and returns the time from the first
