@@ -82,7 +82,9 @@ func runLatency(n, burst, workers int, bits int32) error {
 
 func row(name string, lat []time.Duration) string {
 	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(time.Millisecond) }
+	q := func(p float64) time.Duration {
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(time.Millisecond)
+	}
 	return fmt.Sprintf("| %s | %d | %v | %v | %v | %v |\n", name, len(lat), q(0.5), q(0.9), q(0.99), lat[len(lat)-1].Round(time.Millisecond))
 }
 
