@@ -82,6 +82,9 @@ func parseControllerFlags(args []string, stderr io.Writer) (*controllerFlags, er
 	if err := f.parsePool(); err != nil {
 		return nil, err
 	}
+	if err := f.kubeAPI.check(); err != nil {
+		return nil, err
+	}
 	if f.workers < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", f.workers)
 	}

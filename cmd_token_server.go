@@ -80,6 +80,9 @@ func (f *tokenServerFlags) complete() error {
 	if f.opts.Issuer == "" {
 		return errors.New("--issuer is required")
 	}
+	if err := f.kubeAPI.check(); err != nil {
+		return err
+	}
 	var err error
 	if f.opts.SigningSecret, err = parseRef("--signing-key-secret", f.signingSecret); err != nil {
 		return err

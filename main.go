@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 
@@ -186,6 +187,14 @@ func restConfig(path string, limits apiLimits) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = limits.rest()
 	return cfg, nil
+}
+
+// check refuses limits client-go would misread.
+func (l apiLimits) check() error {
+	if math.IsNaN(l.qps) || math.IsInf(l.qps, 0) || l.qps < 0 || l.burst < 0 {
+		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be finite and not negative, got %v and %d", l.qps, l.burst)
+	}
+	return nil
 }
 
 // rest turns the flags into rest.Config's QPS and Burst; a negative QPS is how

@@ -107,10 +107,11 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 		if err != nil {
 			return st, nil, err
 		}
-		// No pruning here: the Pending key has a slot of its own, and what passed its
-		// grace is retired by Build, with its event.
 		st.Keys = append([]v1.PublicKey{{KeyID: id, PublicKey: pub, Created: now, State: v1.KeyPending}}, st.Keys...)
 	}
+	// The Pending key has a slot of its own, but a Pending key retired above now counts
+	// with the others and could take the list past the CRD's limit: prune here too.
+	retired := pruneRetired(&st, k, o.Now)
 	if d.NewClientSecret {
 		if nk == nil || nk.ClientSecret == "" {
 			return st, nil, errors.New("decision asks for a client secret, none was generated")
@@ -125,7 +126,17 @@ func Publish(o Observed, d Decision, nk *NewKey) (v1.ServiceKeyStatus, []Event, 
 	}
 	var out Desired
 	policyTransition(&out, readyReason(k.Status.Conditions), d)
-	return st, out.Events, nil
+	return st, append(out.Events, retiredEvents(retired)...), nil
+}
+
+// retiredEvents tell an admin which keys are no longer accepted.
+func retiredEvents(ids []string) []Event {
+	var events []Event
+	for _, id := range ids {
+		events = append(events, Event{corev1.EventTypeNormal, v1.EventKeyRetired, "Retire",
+			"key " + id + " passed its grace period and is no longer accepted"})
+	}
+	return events
 }
 
 // Build computes the desired Secret, status and events once nothing new needs
@@ -156,10 +167,7 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 		}
 	}
 	out.Retired = pruneRetired(&st, k, o.Now)
-	for _, id := range out.Retired {
-		out.Events = append(out.Events, Event{corev1.EventTypeNormal, v1.EventKeyRetired, "Retire",
-			"key " + id + " passed its grace period and is no longer accepted"})
-	}
+	out.Events = append(out.Events, retiredEvents(out.Retired)...)
 	if a := activeKey(st.Keys); a != nil {
 		a.NotAfter = timePtr(expiry(k))
 	}

@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -34,27 +36,45 @@ import (
 // ServiceKey does not wait for the generation (about 50 ms for 2048 bits and half a
 // second or more for 4096 on one core). The keys live in this process's memory only:
 // never written anywhere, dropped on restart, each handed out once (a channel
-// receive). A size without a pool, or an empty pool, falls back to generating
-// (Source). Refilling runs on one goroutine, one key at a time, and waits while a
-// reconcile is generating a key itself, so it never competes with a reconcile for
-// more than the key it has already begun.
+// receive), and never older than MaxAge (older ones are dropped when reached), so a
+// memory dump exposes only keys issued within MaxAge after it. A size without a pool,
+// or an empty pool, falls back to generating (Source). Refilling runs on one
+// goroutine, one key at a time, and does not start a key while a reconcile is
+// generating one itself (a key it has begun is finished).
 type KeyPool struct {
 	// Source generates the keys, for the pool and when it is empty.
 	Source KeyGenerator
 	// Log reports generation errors of the refill.
 	Log logr.Logger
+	// MaxAge is how long a pooled key may wait before it is dropped unused.
+	MaxAge time.Duration
+	// Clock tells the keys' age.
+	Clock clock.PassiveClock
 
-	pools      map[int32]chan *rsa.PrivateKey
+	pools      map[int32]chan pooledKey
 	sizes      []int32
 	refill     chan struct{} // a key was taken: wake the filler
 	foreground atomic.Int64  // keys being generated for a reconcile right now
 	misses     *prometheus.CounterVec
 }
 
+// pooledKey is a key waiting in the pool and when it was generated.
+type pooledKey struct {
+	key *rsa.PrivateKey
+	at  time.Time
+}
+
+// DefaultKeyPoolMaxAge bounds how long a pooled key waits to be issued.
+const DefaultKeyPoolMaxAge = time.Hour
+
+// refillRetry is the wait after a failed generation before the refill tries again.
+const refillRetry = 10 * time.Second
+
 // NewKeyPool keeps up to depth keys of each size in sizes; depth < 1 or no sizes
 // means no pool (every key is generated when asked for).
 func NewKeyPool(source KeyGenerator, sizes []int32, depth int, log logr.Logger) *KeyPool {
-	p := &KeyPool{Source: source, Log: log, pools: map[int32]chan *rsa.PrivateKey{}, refill: make(chan struct{}, 1),
+	p := &KeyPool{Source: source, Log: log, MaxAge: DefaultKeyPoolMaxAge, Clock: clock.RealClock{},
+		pools: map[int32]chan pooledKey{}, refill: make(chan struct{}, 1),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "servicekey_key_pool_misses_total",
 			Help: "Key pairs generated while a reconcile waited, because the pool of that size was empty or absent.",
@@ -64,7 +84,7 @@ func NewKeyPool(source KeyGenerator, sizes []int32, depth int, log logr.Logger) 
 	}
 	for _, bits := range sizes {
 		if _, ok := p.pools[bits]; !ok {
-			p.pools[bits] = make(chan *rsa.PrivateKey, depth)
+			p.pools[bits] = make(chan pooledKey, depth)
 			p.sizes = append(p.sizes, bits)
 		}
 	}
@@ -72,17 +92,15 @@ func NewKeyPool(source KeyGenerator, sizes []int32, depth int, log logr.Logger) 
 	return p
 }
 
-// New hands out a pooled key of the size when there is one, otherwise generates it.
+// New hands out a pooled key of the size when there is one not older than MaxAge,
+// otherwise generates it.
 func (p *KeyPool) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, error) {
-	select {
-	case key := <-p.pools[bits]: // a nil channel (no pool of that size) never receives
-		p.wake()
+	if key := p.take(bits); key != nil {
 		pem, err := keyutil.EncodePrivateKey(key, encoding)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("encode a pooled %d-bit key: %w", bits, err)
 		}
 		return &NewKey{Key: key, PEM: pem}, nil
-	default:
 	}
 	p.misses.WithLabelValues(fmt.Sprint(bits)).Inc()
 	p.foreground.Add(1)
@@ -93,6 +111,21 @@ func (p *KeyPool) New(bits int32, encoding v1.PrivateKeyEncoding) (*NewKey, erro
 	return p.Source.New(bits, encoding)
 }
 
+// take receives a fresh enough key of the size, dropping stale ones; nil when none.
+func (p *KeyPool) take(bits int32) *rsa.PrivateKey {
+	for {
+		select {
+		case k := <-p.pools[bits]: // a nil channel (no pool of that size) never receives
+			p.wake()
+			if p.Clock.Since(k.at) < p.MaxAge {
+				return k.key
+			}
+		default:
+			return nil
+		}
+	}
+}
+
 func (p *KeyPool) wake() {
 	select {
 	case p.refill <- struct{}{}:
@@ -100,34 +133,71 @@ func (p *KeyPool) wake() {
 	}
 }
 
-// Start fills the pools until ctx is done (a manager.Runnable).
+// Start fills the pools until ctx is done (a manager.Runnable). It also wakes every
+// MaxAge, so stale keys are replaced even when nobody takes one.
 func (p *KeyPool) Start(ctx context.Context) error {
 	for {
 		bits, ok := p.nextToFill()
 		if !ok {
-			select {
-			case <-ctx.Done():
+			if !p.sleep(ctx, p.MaxAge) {
 				return nil
-			case <-p.refill:
-				continue
 			}
+			p.dropStale()
+			continue
 		}
 		k, err := p.Source.New(bits, v1.PKCS8)
+		if err == nil && k.Key.N.BitLen() != int(bits) {
+			err = fmt.Errorf("the key source returned %d bits for %d", k.Key.N.BitLen(), bits)
+		}
 		if err != nil {
-			p.Log.Error(err, "fill the key pool", "bits", bits)
-			select {
-			case <-ctx.Done():
+			p.Log.Error(err, "fill the key pool; retrying", "bits", bits, "retryIn", refillRetry.String())
+			if !p.sleep(ctx, refillRetry) {
 				return nil
-			case <-p.refill:
 			}
 			continue
 		}
 		select {
-		case p.pools[bits] <- k.Key:
-		default: // filled meanwhile; the key is dropped unused
+		case p.pools[bits] <- pooledKey{key: k.Key, at: p.Clock.Now()}:
+		default: // full: only Start sends, so this does not happen
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+	}
+}
+
+// sleep waits for a wake-up or d; false when ctx is done.
+func (p *KeyPool) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-p.refill:
+	case <-t.C:
+	}
+	return true
+}
+
+// dropStale drops the keys older than MaxAge from every pool.
+func (p *KeyPool) dropStale() {
+	for _, bits := range p.sizes {
+		p.dropStaleOf(p.pools[bits])
+	}
+}
+
+// dropStaleOf drops keys from the front of c (the oldest) until a fresh one, which it
+// puts back: only the refill goroutine sends, so there is room.
+func (p *KeyPool) dropStaleOf(c chan pooledKey) {
+	for {
+		select {
+		case k := <-c:
+			if p.Clock.Since(k.at) < p.MaxAge {
+				c <- k
+				return
+			}
+		default:
+			return
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -68,16 +69,16 @@ func waitFull(t *testing.T, p *KeyPool, bits int32) {
 // drained pool, or a size without a pool, falls back to generating and counts a miss.
 func TestKeyPool(t *testing.T) {
 	src := &smallKeys{}
-	p := NewKeyPool(src, []int32{2048, 2048}, 3, logr.Discard())
+	p := NewKeyPool(src, []int32{1024, 1024}, 3, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = p.Start(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	waitFull(t, p, 2048)
+	waitFull(t, p, 1024)
 
 	seen := map[*rsa.PrivateKey]bool{}
 	for i := range 5 { // 3 from the pool, then whatever the refill has made, then generated
-		k, err := p.New(2048, v1.PKCS1)
+		k, err := p.New(1024, v1.PKCS1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,8 +86,8 @@ func TestKeyPool(t *testing.T) {
 			t.Fatalf("key %d handed out twice", i)
 		}
 		seen[k.Key] = true
-		if len(k.PEM) == 0 {
-			t.Errorf("key %d has no PEM", i)
+		if _, enc, err := keyutil.ParsePrivateKey(k.PEM); err != nil || enc != v1.PKCS1 {
+			t.Errorf("key %d: PEM in %s (%v), want the PKCS1 asked for", i, enc, err)
 		}
 	}
 	if _, err := p.New(3072, v1.PKCS8); err != nil {
@@ -95,7 +96,7 @@ func TestKeyPool(t *testing.T) {
 	if got := testutil.ToFloat64(p.misses.WithLabelValues("3072")); got != 1 {
 		t.Errorf("3072-bit misses = %v, want 1 (no pool of that size)", got)
 	}
-	waitFull(t, p, 2048) // refilled after the takes
+	waitFull(t, p, 1024) // refilled after the takes
 	if len(p.sizes) != 1 {
 		t.Errorf("sizes %v: a size given twice makes one pool", p.sizes)
 	}
@@ -121,7 +122,7 @@ func TestKeyPoolYieldsToReconciles(t *testing.T) {
 			p.foreground.Store(tc.foreground)
 			for bits, n := range tc.fill {
 				for range n {
-					p.pools[bits] <- &rsa.PrivateKey{}
+					p.pools[bits] <- pooledKey{key: &rsa.PrivateKey{}}
 				}
 			}
 			got, ok := p.nextToFill()
@@ -129,6 +130,50 @@ func TestKeyPoolYieldsToReconciles(t *testing.T) {
 				t.Errorf("nextToFill() = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
 			}
 		})
+	}
+}
+
+// TestKeyPoolDropsStaleKeys: a key older than MaxAge is never handed out.
+func TestKeyPoolDropsStaleKeys(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	p := NewKeyPool(&smallKeys{}, []int32{1024}, 2, logr.Discard())
+	p.Clock = clk
+	old, fresh := &rsa.PrivateKey{}, &rsa.PrivateKey{}
+	p.pools[1024] <- pooledKey{key: old, at: clk.Now()}
+	clk.Step(p.MaxAge)
+	p.pools[1024] <- pooledKey{key: fresh, at: clk.Now()}
+	if got := p.take(1024); got != fresh {
+		t.Errorf("take handed out %p, want the fresh key %p (the stale one %p dropped)", got, fresh, old)
+	}
+	p.pools[1024] <- pooledKey{key: old, at: clk.Now()}
+	clk.Step(p.MaxAge)
+	p.dropStale()
+	if p.Len(1024) != 0 {
+		t.Errorf("%d keys left after dropping stale ones, want 0", p.Len(1024))
+	}
+}
+
+// TestKeyPoolRefusesWrongSize: a source that returns another size fills nothing.
+func TestKeyPoolRefusesWrongSize(t *testing.T) {
+	src := &smallKeys{} // makes 1024-bit keys whatever is asked
+	p := NewKeyPool(src, []int32{2048}, 1, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Start(ctx); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for asked := 0; asked == 0; { // one attempt is enough: Start pools or refuses its result before it looks at ctx
+		if time.Now().After(deadline) {
+			t.Fatal("the refill never asked for a key")
+		}
+		time.Sleep(5 * time.Millisecond)
+		src.mu.Lock()
+		asked = len(src.asked)
+		src.mu.Unlock()
+	}
+	cancel()
+	<-done
+	if p.Len(2048) != 0 {
+		t.Error("a 1024-bit key was pooled as 2048")
 	}
 }
 

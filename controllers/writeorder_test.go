@@ -288,3 +288,36 @@ func TestNeverActiveKeysLeaveFirst(t *testing.T) {
 		t.Errorf("retired %v, %d keys left; want only the never-held key gone and %d kept", out.Retired, len(out.Status.Keys), maxKeys)
 	}
 }
+
+// TestPublishKeepsTheListWithinTheLimit: a full list (Active, 15 Retiring, and a
+// Pending key nobody holds) gets a new Pending key while the old one retires; the
+// status must stay within the CRD's limit, or the API server refuses it for good
+// (found by TestControllerKilledDuringRotations: "status.keys: Too many: 18").
+func TestPublishKeepsTheListWithinTheLimit(t *testing.T) {
+	f := newFixture(t)
+	until := metav1.NewTime(t0.Add(time.Hour))
+	f.key.Status.Keys = f.key.Status.Keys[:1] // the fixture's issued, Active key
+	activeID := f.key.Status.Keys[0].KeyID
+	for i := range maxKeys - 1 {
+		created := metav1.NewTime(t0.Add(-time.Duration(i+2) * time.Hour))
+		superseded := metav1.NewTime(created.Add(time.Minute))
+		f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: fmt.Sprint("held-", i), Created: created,
+			Superseded: &superseded, NotAfter: &until, State: v1.KeyRetiring})
+	}
+	f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: "never-held", Created: metav1.NewTime(t0), State: v1.KeyPending})
+	nk, err := (RSAKeys{}).New(2048, v1.PKCS1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, events, err := Publish(f.at(t0.Add(time.Second)), Decision{RetirePending: true, Rekey: CauseRequested}, nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Keys) > maxKeys+1 || keyWithID(st.Keys, "never-held") != nil || keyWithID(st.Keys, activeID) == nil {
+		t.Errorf("%d keys (limit %d), never-held kept %v, active kept %v", len(st.Keys), maxKeys+1,
+			keyWithID(st.Keys, "never-held") != nil, keyWithID(st.Keys, activeID) != nil)
+	}
+	if len(events) != 1 || events[0].Reason != v1.EventKeyRetired {
+		t.Errorf("events %+v, want one KeyRetired for the key that made room", events)
+	}
+}

@@ -121,9 +121,9 @@ func sequential(ctx context.Context, c client.Client, cache client.Reader, pool 
 	return lat, nil
 }
 
-// burstCurve creates burst ServiceKeys at once with the pool full and prints, per
-// tenth of them in creation order, the slowest time to Ready: the pool's keys first,
-// then generation on demand.
+// burstCurve creates burst ServiceKeys at once with the pool full and prints how long
+// after the first create the k-th ServiceKey became Ready, for a few k: the pool's
+// keys first, then mostly generation on demand.
 func burstCurve(ctx context.Context, c client.Client, cache client.Reader, pool *controllers.KeyPool, burst int, bits int32, depth int) error {
 	const ns = "burst"
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
