@@ -83,16 +83,7 @@ func waitRefusals(t *testing.T, before float64, n int) {
 
 func watchKeys(t *testing.T, name string) *testenv.KeyHistory {
 	t.Helper()
-	c, err := client.NewWithWatch(adminConfig, client.Options{Scheme: testScheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := testenv.WatchKeys(context.Background(), c, ns, name, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Stop)
-	return h
+	return testenv.WatchKeysFor(t, adminConfig, testScheme, ns, name)
 }
 
 func secretKeyID(t *testing.T, name string) string {

@@ -27,6 +27,8 @@ import (
 
 	"github.com/go-logr/logr"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 // TestAPIContact walks probe outcomes through the tracker: what /readyz would say
@@ -112,7 +114,7 @@ func TestReadyzAPIUnreachable(t *testing.T) {
 			s.API.Check(context.Background())
 			srv := httptest.NewServer(s.Handler())
 			defer srv.Close()
-			code, body := get(t, srv.URL+"/readyz")
+			code, body := testenv.HTTPGet(srv.URL + "/readyz")
 			if code != tc.status {
 				t.Errorf("status %d, want %d (%q)", code, tc.status, body)
 			}

@@ -19,8 +19,6 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
@@ -152,10 +151,10 @@ func TestSigningSecretDeletedStopsSigning(t *testing.T) {
 		}
 		return r.status == 503 && strings.Contains(r.body, tokenserver.CodeTemporarilyUnavailable) && r.header.Get("Retry-After") != "", r.body
 	})
-	if code, body := httpGet(t, baseURL+"/readyz"); code != 200 || !strings.Contains(body, "deleted") {
+	if code, body := testenv.HTTPGet(baseURL + "/readyz"); code != 200 || !strings.Contains(body, "deleted") {
 		t.Errorf("/readyz after the delete: %d %q", code, body)
 	}
-	if code, _ := httpGet(t, baseURL+"/.well-known/jwks.json"); code != 503 {
+	if code, _ := testenv.HTTPGet(baseURL + "/.well-known/jwks.json"); code != 503 {
 		t.Errorf("JWKS after the delete: %d, want 503 (no deleted key served)", code)
 	}
 
@@ -173,18 +172,6 @@ func TestSigningSecretDeletedStopsSigning(t *testing.T) {
 	if kid, _ := oldHeader["kid"].(string); len(set.Key(kid)) != 0 {
 		t.Error("the JWKS still publishes the deleted key")
 	}
-}
-
-// httpGet returns the status and body of a GET.
-func httpGet(t *testing.T, target string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 func accessToken(t *testing.T, kf keyutil.KeyFile) string {

@@ -31,6 +31,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 func TestReadyz(t *testing.T) {
@@ -101,32 +103,21 @@ func TestSigningSecretDeleted(t *testing.T) {
 			}
 			srv := httptest.NewServer(s.Handler())
 			defer srv.Close()
-			if code, body := get(t, srv.URL+"/readyz"); code != http.StatusOK || !strings.Contains(body, "deleted") {
+			if code, body := testenv.HTTPGet(srv.URL + "/readyz"); code != http.StatusOK || !strings.Contains(body, "deleted") {
 				t.Errorf("/readyz after the delete: %d %q", code, body)
 			}
-			if code, _ := get(t, srv.URL+"/.well-known/jwks.json"); code != http.StatusServiceUnavailable {
+			if code, _ := testenv.HTTPGet(srv.URL + "/.well-known/jwks.json"); code != http.StatusServiceUnavailable {
 				t.Errorf("JWKS after the delete: %d, want 503", code)
 			}
 			h.OnAdd(secret(), false)
 			if ks := s.SigningKeys(); ks == nil || !s.Ready() {
 				t.Fatal("a new Secret did not bring keys back")
 			}
-			if code, _ := get(t, srv.URL+"/readyz"); code != http.StatusOK {
+			if code, _ := testenv.HTTPGet(srv.URL + "/readyz"); code != http.StatusOK {
 				t.Errorf("/readyz with the new keys: %d", code)
 			}
 		})
 	}
-}
-
-func get(t *testing.T, target string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // blockingLookup holds every request that looks a client up until released.

@@ -171,15 +171,7 @@ func TestControllerKilledDuringRotations(t *testing.T) {
 	const rotations = 50
 	ctx := context.Background()
 	sk := newServiceKey(t, "crashy")
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := testenv.WatchKeys(ctx, c, sk.Namespace, sk.Name, sk.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Stop()
+	h := testenv.WatchKeysFor(t, env.Config, env.Scheme, sk.Namespace, sk.Name)
 	seed := time.Now().UnixNano()
 	t.Logf("kill points from seed %d", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
@@ -246,15 +238,7 @@ func TestControllerKilledBetweenPublishAndSecret(t *testing.T) {
 	withoutLeaderElection(t)
 	sk := newServiceKey(t, "crash-window")
 	first := activeID(sk)
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := testenv.WatchKeys(ctx, c, sk.Namespace, sk.Name, sk.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Stop()
+	h := testenv.WatchKeysFor(t, env.Config, env.Scheme, sk.Namespace, sk.Name)
 	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + sk.Name + "'"
 	lift, err := testenv.Refuse(ctx, env.Client, "refuse-crash-window", "", "secrets", label, func() bool {
 		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name + "-probe", Namespace: sk.Namespace, Labels: map[string]string{v1.LabelServiceKey: sk.Name}}}

@@ -21,7 +21,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -122,7 +121,7 @@ func TestAPIServerOutage(t *testing.T) {
 	caughtUp := catchUp(t, goneLog, back)
 	t.Logf("deleted key refused %v after the API server returned", caughtUp.Sub(back).Round(time.Millisecond))
 	testenv.Eventually(t, "/readyz to say ok again", func() (bool, string) {
-		code, body := httpGetBody(t, installed.TokenServerReadyURL())
+		code, body := testenv.HTTPGet(installed.TokenServerReadyURL())
 		return code == http.StatusOK && body == "ok", body
 	})
 	samples := readyz()
@@ -229,7 +228,7 @@ func sampleReadyz(t *testing.T) func() []readyzSample {
 		tick := time.NewTicker(testenv.PollInterval)
 		defer tick.Stop()
 		for {
-			code, body := httpGetBody(t, installed.TokenServerReadyURL())
+			code, body := testenv.HTTPGet(installed.TokenServerReadyURL())
 			mu.Lock()
 			samples = append(samples, readyzSample{time.Now(), code, body})
 			mu.Unlock()
@@ -310,21 +309,10 @@ func controllerWorksAgain(t *testing.T) {
 	newServiceKey(t, "outage-after")
 }
 
-func httpGetBody(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // the test's own loopback endpoint
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // tokenServerMetric reads one unlabelled gauge from the token server's /metrics.
 func tokenServerMetric(t *testing.T, name string) float64 {
 	t.Helper()
-	code, body := httpGetBody(t, installed.TokenServerMetricsURL())
+	code, body := testenv.HTTPGet(installed.TokenServerMetricsURL())
 	if code != http.StatusOK {
 		t.Fatalf("token server /metrics: %d %s", code, body)
 	}

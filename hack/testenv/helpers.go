@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -114,4 +115,19 @@ func FuzzingOnly() bool {
 	}
 	fuzz, run := flag.Lookup("test.fuzz"), flag.Lookup("test.run")
 	return fuzz != nil && fuzz.Value.String() != "" && run != nil && run.Value.String() == "^$"
+}
+
+// HTTPGet returns the status and body of a GET of url; on a transport error the
+// status is 0 and the body the error, so callers in goroutines need not fail the test.
+func HTTPGet(url string) (int, string) {
+	resp, err := http.Get(url) //nolint:noctx,gosec // tests' own loopback endpoints
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return resp.StatusCode, string(b)
 }

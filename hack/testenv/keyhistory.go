@@ -23,13 +23,16 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
@@ -219,4 +222,20 @@ func KeyIDOf(pem []byte) string {
 		return ""
 	}
 	return id
+}
+
+// WatchKeysFor starts WatchKeys with a watching client of cfg for the ServiceKey
+// namespace/name and its Secret of the same name, stopped when the test ends.
+func WatchKeysFor(t testing.TB, cfg *rest.Config, scheme *runtime.Scheme, namespace, name string) *KeyHistory {
+	t.Helper()
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := WatchKeys(context.Background(), c, namespace, name, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
 }
