@@ -141,15 +141,25 @@ func nonNil(m map[string]string) map[string]string {
 // redactedText replaces Secret content found in a message.
 const redactedText = "[redacted]"
 
-// longBase64 is a run of base64 long enough to be part of encoded key material (a
-// PEM line is 64 characters); API server messages about fields never contain one.
-var longBase64 = regexp.MustCompile(`[A-Za-z0-9+/]{40,}={0,2}`)
+// encodedRuns are runs long enough to be part of encoded key material, however a
+// webhook printed its bytes: base64 (a PEM line is 64 characters), hex, and decimal
+// byte lists (Go's %v of a []byte). API server messages about fields contain none.
+var encodedRuns = []*regexp.Regexp{
+	regexp.MustCompile(`[A-Za-z0-9+/]{40,}={0,2}`),
+	regexp.MustCompile(`[0-9a-fA-F]{32,}`),
+	regexp.MustCompile(`(?:\d{1,3}[ ,]+){15,}\d{1,3}`),
+}
+
+// maxQuoted bounds what is kept of a refusal message: enough for a policy's reason,
+// too little to carry more than the start of an encoded key (the public modulus).
+const maxQuoted = 300
 
 // redact removes from an API server message any value of the Secret it refused, raw
-// or base64, and any long base64 run (a fragment of one), before the message goes
-// into the status, an event or a log line. The API server's
-// own messages name fields, not data, but an admission webhook or policy may quote
-// whatever it was sent; a private key must never be copied out of the Secret that way.
+// or base64, and any long encoded run (a fragment of one, in base64, hex or decimal
+// bytes), and cuts it to maxQuoted bytes, before the message goes into the status, an
+// event or a log line. The API server's own messages name fields, not data, but an
+// admission webhook or policy may quote whatever it was sent; a private key must
+// never be copied out of the Secret that way.
 func redact(msg string, data map[string][]byte) string {
 	for _, v := range data {
 		if len(v) < 8 { // too short to be a secret worth hiding, and would mangle the text
@@ -158,9 +168,14 @@ func redact(msg string, data map[string][]byte) string {
 		msg = strings.ReplaceAll(msg, string(v), redactedText)
 		msg = strings.ReplaceAll(msg, base64.StdEncoding.EncodeToString(v), redactedText)
 	}
-	msg = longBase64.ReplaceAllString(msg, redactedText)
+	for _, re := range encodedRuns {
+		msg = re.ReplaceAllString(msg, redactedText)
+	}
 	if strings.Contains(msg, "PRIVATE KEY") {
 		return "the message quoted key material and is withheld; see the API server's audit log"
+	}
+	if len(msg) > maxQuoted {
+		msg = strings.ToValidUTF8(msg[:maxQuoted], "") + "..."
 	}
 	return msg
 }

@@ -19,6 +19,7 @@ package controllers
 import (
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -245,13 +246,21 @@ func TestRedactQuotedSecret(t *testing.T) {
 	pem := []byte("-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n")
 	secret := []byte("client-secret-value-0123456789")
 	data := map[string][]byte{v1.SecretKeyPrivateKey: pem, v1.SecretKeyClientSecret: secret, v1.SecretKeyKeyID: []byte("kid")}
+	real, err := (RSAKeys{}).New(2048, v1.PKCS1) // a key the exact-match rule does not know
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := real.PEM[40:100]
 	cases := map[string]struct{ in, want string }{
-		"field message kept":      {in: `metadata.labels: Invalid value: "bad key!"`, want: `metadata.labels: Invalid value: "bad key!"`},
-		"raw client secret":       {in: "denied: client-secret=" + string(secret), want: "denied: client-secret=" + redactedText},
-		"base64 client secret":    {in: "data.client-secret: " + base64.StdEncoding.EncodeToString(secret), want: "data.client-secret: " + redactedText},
-		"raw PEM":                 {in: "denied " + string(pem), want: "denied " + redactedText},
-		"other key material left": {in: "saw -----BEGIN PRIVATE KEY----- x", want: "the message quoted key material and is withheld; see the API server's audit log"},
-		"fragment of base64":      {in: "data.key.json: ...ZXlKaGJHY2lPaUpTVXpJMU5pSXNJblI1Y0NJNklrcFhWQ0o5LmV5Sn...", want: "data.key.json: ..." + redactedText + "..."},
+		"field message kept":       {in: `metadata.labels: Invalid value: "bad key!"`, want: `metadata.labels: Invalid value: "bad key!"`},
+		"raw client secret":        {in: "denied: client-secret=" + string(secret), want: "denied: client-secret=" + redactedText},
+		"base64 client secret":     {in: "data.client-secret: " + base64.StdEncoding.EncodeToString(secret), want: "data.client-secret: " + redactedText},
+		"raw PEM":                  {in: "denied " + string(pem), want: "denied " + redactedText},
+		"other key material left":  {in: "saw -----BEGIN PRIVATE KEY----- x", want: "the message quoted key material and is withheld; see the API server's audit log"},
+		"fragment of base64":       {in: "data.key.json: ...ZXlKaGJHY2lPaUpTVXpJMU5pSXNJblI1Y0NJNklrcFhWQ0o5LmV5Sn...", want: "data.key.json: ..." + redactedText + "..."},
+		"bytes printed in decimal": {in: "denied: " + fmt.Sprint(map[string][]byte{"k": body}), want: "denied: map[k:[" + redactedText + "]]"},
+		"bytes printed in hex":     {in: fmt.Sprintf("denied: %x", body), want: "denied: " + redactedText},
+		"long message cut":         {in: strings.Repeat("policy says no. ", 30), want: strings.Repeat("policy says no. ", 30)[:maxQuoted] + "..."},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
