@@ -17,11 +17,16 @@ limitations under the License.
 package tokenserver
 
 import (
+	"context"
 	"testing"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
@@ -90,6 +95,64 @@ func TestIndexResync(t *testing.T) {
 			}
 			if forgotten != tc.wantForgotten {
 				t.Errorf("delete callbacks ran = %v, want %v", forgotten, tc.wantForgotten)
+			}
+		})
+	}
+}
+
+// TestResyncSigningKeys: after an outage the signing-key Secret is read live. A
+// Secret deleted meanwhile drops the keys, a changed one is loaded, an unchanged one
+// is left alone, and an event the informer delivered during the read wins.
+func TestResyncSigningKeys(t *testing.T) {
+	ref := types.NamespacedName{Namespace: "servicekey-system", Name: "signing"}
+	secret := func(rv string, key []byte) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, ResourceVersion: rv},
+			Data: map[string][]byte{SigningCurrent: key}}
+	}
+	loaded, other := ecPEM(t), ecPEM(t)
+	cases := map[string]struct {
+		live        *corev1.Secret // nil: deleted
+		informerHit bool           // the informer delivers a newer version during the read
+		wantKeys    bool
+		wantCurrent []byte
+	}{
+		"deleted during the outage": {live: nil, wantKeys: false},
+		"changed during the outage": {live: secret("2", other), wantKeys: true, wantCurrent: other},
+		"unchanged":                 {live: secret("1", loaded), wantKeys: true, wantCurrent: loaded},
+		"informer was faster":       {live: nil, informerHit: true, wantKeys: true, wantCurrent: other},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := NewServer("https://t", "https://t/oauth2/token", &TokenHandler{Exchanger: &Exchanger{}}, func() bool { return true }, logr.Discard())
+			h := s.SigningSecretHandler()
+			h.OnAdd(secret("1", loaded), true)
+			b := fake.NewClientBuilder()
+			if tc.live != nil {
+				b = b.WithObjects(tc.live)
+			}
+			reader := interceptor.NewClient(b.Build().(client.WithWatch), interceptor.Funcs{
+				Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					if tc.informerHit {
+						h.OnUpdate(nil, secret("3", other))
+					}
+					return c.Get(ctx, key, obj, opts...)
+				},
+			})
+			if err := s.ResyncSigningKeys(context.Background(), reader, ref); err != nil {
+				t.Fatal(err)
+			}
+			ks := s.SigningKeys()
+			if (ks != nil) != tc.wantKeys {
+				t.Fatalf("keys loaded = %v, want %v", ks != nil, tc.wantKeys)
+			}
+			if ks != nil {
+				want, err := LoadSigningKeys(map[string][]byte{SigningCurrent: tc.wantCurrent})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ks.Current.ID != want.Current.ID {
+					t.Errorf("current key %s, want %s", ks.Current.ID, want.Current.ID)
+				}
 			}
 		})
 	}

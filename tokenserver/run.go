@@ -130,7 +130,6 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, err
 	}
-	api.OnRecovered = resyncKeys(ix, writer, o.Namespaces, o.Log.WithName("index"))
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg, ix, api)
 	if err != nil {
@@ -150,6 +149,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
 	srv.API = api
+	api.OnRecovered = catchUp(srv, ix, writer, o)
 	th.InFlight = NewInFlight(o.MaxInFlight)
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
 		Policies: gate, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL, Clock: o.Clock,
@@ -256,6 +256,19 @@ func startCache(ctx context.Context, c cache.Cache, handlers map[client.Object]t
 		return errors.New("the ServiceKey, ServiceKeyPolicy, Namespace and signing-key caches did not sync")
 	}
 	return nil
+}
+
+// catchUp brings what the outage may have left stale up to date from live reads: the
+// signing-key Secret (its deletion is the compromise runbook), then the ServiceKeys.
+// Policies and namespace labels wait for their watches (docs/tokenserver.md).
+func catchUp(srv *Server, ix *Index, reader client.Reader, o Options) func(context.Context) error {
+	keys := resyncKeys(ix, reader, o.Namespaces, o.Log.WithName("index"))
+	return func(ctx context.Context) error {
+		if err := srv.ResyncSigningKeys(ctx, reader, o.SigningSecret); err != nil {
+			return err
+		}
+		return keys(ctx)
+	}
 }
 
 // resyncPage is how many ServiceKeys the catch-up list asks for at once.

@@ -17,14 +17,20 @@ limitations under the License.
 package tokenserver
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Server wires the endpoints: token, JWKS, RFC 8414 metadata, health and readiness.
@@ -46,7 +52,12 @@ type Server struct {
 	// keysDeleted says the keys were dropped because their Secret was deleted, for
 	// /readyz to say why nothing is signed.
 	keysDeleted atomic.Bool
-	log         logr.Logger
+	// signingMu orders informer events against ResyncSigningKeys; signingEvents counts
+	// the events and signingRV is the resourceVersion the keys were loaded from.
+	signingMu     sync.Mutex
+	signingEvents int
+	signingRV     string
+	log           logr.Logger
 }
 
 // InFlight bounds the token and introspection requests being judged at once. A slot
@@ -124,23 +135,37 @@ func (s *Server) SetSigningKeys(ks *SigningKeys) { s.keys.Store(ks) }
 // before the first load, until a new Secret arrives.
 func (s *Server) SigningSecretHandler() toolscache.ResourceEventHandler {
 	load := func(obj any) {
-		secret, ok := obj.(*corev1.Secret)
-		if !ok {
-			return
+		if secret, ok := obj.(*corev1.Secret); ok {
+			s.signingMu.Lock()
+			defer s.signingMu.Unlock()
+			s.signingEvents++
+			s.loadSigningKeys(secret)
 		}
-		ks, err := LoadSigningKeys(secret.Data)
-		if err != nil {
-			s.log.Error(err, "signing-key Secret unusable; keeping the previous keys", "secret", secret.Namespace+"/"+secret.Name)
-			return
-		}
-		s.SetSigningKeys(ks)
-		s.keysDeleted.Store(false)
-		s.log.Info("signing keys loaded", "current", ks.Current.ID, "alg", ks.Current.Alg, "published", len(ks.Others)+1)
 	}
-	return toolscache.ResourceEventHandlerFuncs{AddFunc: load, UpdateFunc: func(_, obj any) { load(obj) }, DeleteFunc: s.dropSigningKeys}
+	drop := func(obj any) {
+		s.signingMu.Lock()
+		defer s.signingMu.Unlock()
+		s.signingEvents++
+		s.dropSigningKeys(obj)
+	}
+	return toolscache.ResourceEventHandlerFuncs{AddFunc: load, UpdateFunc: func(_, obj any) { load(obj) }, DeleteFunc: drop}
 }
 
-// dropSigningKeys forgets the keys of a deleted signing-key Secret.
+// loadSigningKeys takes the keys of a version of the Secret; the caller holds signingMu.
+func (s *Server) loadSigningKeys(secret *corev1.Secret) {
+	ks, err := LoadSigningKeys(secret.Data)
+	if err != nil {
+		s.log.Error(err, "signing-key Secret unusable; keeping the previous keys", "secret", secret.Namespace+"/"+secret.Name)
+		return
+	}
+	s.SetSigningKeys(ks)
+	s.signingRV = secret.ResourceVersion
+	s.keysDeleted.Store(false)
+	s.log.Info("signing keys loaded", "current", ks.Current.ID, "alg", ks.Current.Alg, "published", len(ks.Others)+1)
+}
+
+// dropSigningKeys forgets the keys of a deleted signing-key Secret; the caller holds
+// signingMu.
 func (s *Server) dropSigningKeys(obj any) {
 	name := ""
 	switch o := obj.(type) {
@@ -153,9 +178,37 @@ func (s *Server) dropSigningKeys(obj any) {
 	if ks := s.keys.Swap(nil); ks != nil {
 		dropped = ks.Current.ID
 	}
+	s.signingRV = ""
 	s.keysDeleted.Store(true)
 	s.log.Info("signing-key Secret deleted: its keys are dropped and nothing is signed until a new Secret arrives; "+
 		"token and introspection requests are answered 503", "secret", name, "droppedCurrent", dropped)
+}
+
+// ResyncSigningKeys reads the signing-key Secret live and takes it (or drops the keys
+// when it is gone), for when the API server answers again after an outage: deleting
+// that Secret is the runbook for a compromised signing key, and client-go's watch may
+// resume a minute later. Whatever the informer delivered meanwhile wins.
+func (s *Server) ResyncSigningKeys(ctx context.Context, reader client.Reader, ref types.NamespacedName) error {
+	s.signingMu.Lock()
+	before := s.signingEvents
+	s.signingMu.Unlock()
+	secret := &corev1.Secret{}
+	err := reader.Get(ctx, ref, secret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get signing-key Secret %s: %w", ref, err)
+	}
+	s.signingMu.Lock()
+	defer s.signingMu.Unlock()
+	switch {
+	case s.signingEvents != before: // the informer was faster
+	case err != nil:
+		if s.keys.Load() != nil {
+			s.dropSigningKeys(toolscache.DeletedFinalStateUnknown{Key: ref.String()})
+		}
+	case secret.ResourceVersion != s.signingRV:
+		s.loadSigningKeys(secret)
+	}
+	return nil
 }
 
 // Handler routes the server's endpoints.
