@@ -130,7 +130,7 @@ func TestResyncSigningKeys(t *testing.T) {
 			if tc.live != nil {
 				b = b.WithObjects(tc.live)
 			}
-			reader := interceptor.NewClient(b.Build().(client.WithWatch), interceptor.Funcs{
+			reader := interceptor.NewClient(b.Build(), interceptor.Funcs{
 				Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 					if tc.informerHit {
 						h.OnUpdate(nil, secret("3", other))
