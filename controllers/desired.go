@@ -428,7 +428,9 @@ func requeueAfter(k *v1.ServiceKey, st v1.ServiceKeyStatus, now time.Time) time.
 	if st.NextRotationTime != nil {
 		consider(&st.NextRotationTime.Time)
 	}
-	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionSynced); c != nil && c.Status == metav1.ConditionFalse {
+	// A blocked key (expired, refused by policy) writes nothing, so a Synced
+	// False it kept from before has nothing to retry until it is unblocked (an event).
+	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionSynced); c != nil && c.Status == metav1.ConditionFalse && !blocked(st) {
 		retry := now.Add(syncRetry(now.Sub(c.LastTransitionTime.Time)))
 		consider(&retry)
 	}
@@ -436,6 +438,15 @@ func requeueAfter(k *v1.ServiceKey, st v1.ServiceKeyStatus, now time.Time) time.
 		return 0
 	}
 	return next.Sub(now)
+}
+
+// blocked reports a Ready reason under which the controller writes nothing.
+func blocked(st v1.ServiceKeyStatus) bool {
+	switch readyReason(st.Conditions) {
+	case v1.ReasonExpired, v1.ReasonPolicyDenied: // the blockers in plan.go
+		return true
+	}
+	return false
 }
 
 // syncRetry is how soon a Synced=False ServiceKey is looked at again: half the time

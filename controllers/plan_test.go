@@ -220,6 +220,14 @@ func TestBuildReadyAndRequeue(t *testing.T) {
 			change:     func(f *fixture) { f.secret.OwnerReferences = nil; f.key.Status.Keys = nil },
 			wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonSecretConflict, wantSynced: v1.ReasonSecretConflict, wantRequeue: time.Second,
 		},
+		"expired after a refused write: no retry while nothing is written": {
+			change: func(f *fixture) {
+				f.key.Spec.ExpiresAt = &metav1.Time{Time: t0.Add(-time.Minute)}
+				meta.SetStatusCondition(&f.key.Status.Conditions, metav1.Condition{Type: v1.ConditionSynced, Status: metav1.ConditionFalse,
+					Reason: v1.ReasonInvalidSpec, LastTransitionTime: metav1.NewTime(t0.Add(-time.Hour))})
+			},
+			wantStatus: metav1.ConditionFalse, wantReason: v1.ReasonExpired, wantSynced: v1.ReasonInvalidSpec,
+		},
 		"requeue at expiry": {
 			change:     func(f *fixture) { f.key.Spec.ExpiresAt = &metav1.Time{Time: t0.Add(90 * time.Minute)} },
 			wantStatus: metav1.ConditionTrue, wantReason: v1.ReasonIssued, wantSynced: v1.ReasonSynced, wantRequeue: 90 * time.Minute, wantSecret: true,
