@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -59,9 +60,9 @@ type Options struct {
 	RefreshBefore time.Duration
 	// Clock is injected for tests; default real time.
 	Clock clock.PassiveClock
-	// AllowedOrigins and AllowInsecureHTTP configure NewHTTPClient's Transport: where
-	// the access token may be sent (default: the origins of its URL audiences) and
-	// whether plain http to hosts other than loopback is allowed.
+	// AllowedOrigins configures NewHTTPClient's Transport: where the access token may
+	// be sent (default: the origins of its URL audiences). AllowInsecureHTTP permits
+	// plain http to hosts other than loopback, for the token endpoint and the Transport.
 	AllowedOrigins    []string
 	AllowInsecureHTTP bool
 }
@@ -139,6 +140,13 @@ func (s *TokenSource) reload() error {
 	tokenURL := s.opts.TokenURL
 	if tokenURL == "" {
 		tokenURL = kf.TokenURI
+	}
+	u, err := url.Parse(tokenURL)
+	if err != nil {
+		return fmt.Errorf("token endpoint URL: %w", err)
+	}
+	if err := secureURL(u, s.opts.AllowInsecureHTTP, "a grant"); err != nil {
+		return err
 	}
 	s.cfg = &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
 		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes, Expires: AssertionLifetime}

@@ -119,15 +119,22 @@ func (t *Transport) send(req *http.Request, token string) (*http.Response, error
 
 // secureEnough refuses to send a token over plain http except to loopback.
 func (t *Transport) secureEnough(u *url.URL) error {
+	return secureURL(u, t.AllowInsecureHTTP, "an access token")
+}
+
+// secureURL refuses plain http except to loopback (or when allowed): what is sent
+// there, an access token or a grant whose answer is one, must not cross a network in
+// the clear.
+func secureURL(u *url.URL, allowInsecure bool, what string) error {
 	switch {
 	case u.Scheme == "https":
 		return nil
 	case u.Scheme != "http":
-		return fmt.Errorf("client: refusing to send an access token to %s: only https (and http to loopback) are supported", redact(u))
-	case t.AllowInsecureHTTP || isLoopback(u.Hostname()):
+		return fmt.Errorf("client: refusing to send %s to %s: only https (and http to loopback) are supported", what, redact(u))
+	case allowInsecure || isLoopback(u.Hostname()):
 		return nil
 	}
-	return fmt.Errorf("client: refusing to send an access token over plain http to %s: use https (http is allowed to loopback only, or with AllowInsecureHTTP)", redact(u))
+	return fmt.Errorf("client: refusing to send %s over plain http to %s: use https (http is allowed to loopback only, or with AllowInsecureHTTP)", what, redact(u))
 }
 
 // allowed checks the request's origin against AllowedOrigins or the token's audiences.

@@ -175,6 +175,8 @@ func TestTokenSourceErrors(t *testing.T) {
 		"broken key":   {bad, "private_key: malformed PKCS #1"},
 		"not JSON":     {writeRaw(t, dir, "{"), "not valid JSON"},
 		"no token_uri": {writeRaw(t, dir, `{"key_id":"k","client_id":"a/b","private_key":`+jsonString(kf.PrivateKey)+`}`), "no token_uri"},
+		"token_uri over plain http to another host": {writeRaw(t, dir, `{"key_id":"k","client_id":"a/b","token_uri":"http://token.example.com/oauth2/token","private_key":`+jsonString(kf.PrivateKey)+`}`),
+			"client: refusing to send a grant over plain http to http://token.example.com/oauth2/token"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
