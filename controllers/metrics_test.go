@@ -104,18 +104,11 @@ func TestComputeGauges(t *testing.T) {
 					t.Errorf("%s: ready %s, want %s", o.name, o.ready, want)
 				}
 			}
-			if fmt.Sprint(expiries) != fmt.Sprint(orEmpty(tc.expiries)) {
+			if fmt.Sprint(expiries) != fmt.Sprint(nonNil(tc.expiries)) {
 				t.Errorf("expiries %v, want %v", expiries, tc.expiries)
 			}
 		})
 	}
-}
-
-func orEmpty(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
 }
 
 // listReader serves fixed ServiceKeys and records whether List asked for no deep copy.

@@ -28,6 +28,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,30 +284,35 @@ func TestRemovedKeyStopsBeingTrusted(t *testing.T) {
 func TestUnknownKIDNeverHoldsARequest(t *testing.T) {
 	ks := &keyServer{}
 	a := startKeys(t, ks)
-	v := newVerifier(t, ks, verifier.Options{UnknownKIDRefresh: time.Hour})
+	pending := &pendingTransport{}
+	v := newVerifier(t, ks, verifier.Options{UnknownKIDRefresh: time.Hour, HTTPClient: &http.Client{Transport: pending}})
 	hang := make(chan struct{})
 	defer close(hang)
 	ks.mu.Lock()
 	ks.hang = hang
 	ks.mu.Unlock()
 	for i := range 3 { // the first refetch hangs; the next ones hit the rate limit
-		done := make(chan error, 1)
-		go func() {
-			_, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, fmt.Sprintf("forged-%d", i), "at+jwt", nil, ks.srv.URL))
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err == nil {
-				t.Fatal("a token with an unknown kid was accepted")
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("request %d still waiting for the JWKS after 20s", i)
+		if _, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, fmt.Sprintf("forged-%d", i), "at+jwt", nil, ks.srv.URL)); err == nil {
+			t.Fatal("a token with an unknown kid was accepted")
+		}
+		// The refusal came while the JWKS request was still hanging: the request did
+		// not wait for the fetch to time out.
+		if pending.n.Load() == 0 {
+			t.Fatalf("request %d was answered only after the hanging JWKS fetch gave up", i)
 		}
 	}
 	if _, err := v.Verify(context.Background(), mint(t, a, jwt.SigningMethodES256, "a", "at+jwt", nil, ks.srv.URL)); err != nil {
 		t.Errorf("a known kid is refused while the JWKS endpoint hangs: %v", err)
 	}
+}
+
+// pendingTransport counts round trips that have not returned yet.
+type pendingTransport struct{ n atomic.Int64 }
+
+func (p *pendingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	p.n.Add(1)
+	defer p.n.Add(-1)
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // TestSlowJWKSStillRefetched: a JWKS that takes longer than MaxKeyWait to answer
