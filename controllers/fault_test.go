@@ -81,6 +81,21 @@ func waitRefusals(t *testing.T, before float64, n int) {
 	})
 }
 
+// refuseKeySecrets refuses, through an admission policy named policy, every write of
+// a Secret labelled as ServiceKey name's, until the returned lift (or the test's end).
+func refuseKeySecrets(t *testing.T, policy, name string) (lift func()) {
+	t.Helper()
+	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + name + "'"
+	return refuse(t, policy, "", "secrets", label, func() bool {
+		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: ns, Labels: map[string]string{v1.LabelServiceKey: name}}}
+		err := k8s.Create(context.Background(), p)
+		if err == nil {
+			_ = k8s.Delete(context.Background(), p)
+		}
+		return apierrors.IsForbidden(err)
+	})
+}
+
 func watchKeys(t *testing.T, name string) *testenv.KeyHistory {
 	t.Helper()
 	return testenv.WatchKeysFor(t, adminConfig, testScheme, ns, name)
@@ -174,19 +189,10 @@ func TestStatusWritesRefused(t *testing.T) {
 // staged key is written and promoted: one rotation, one key.
 func TestSecretWritesRefused(t *testing.T) {
 	const name = "faulty-secret"
-	ctx := context.Background()
 	sk := create(t, newKey(name))
 	first := activeKey(t, sk).KeyID
 	h := watchKeys(t, name)
-	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + name + "'"
-	lift := refuse(t, "refuse-secret", "", "secrets", label, func() bool {
-		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: ns, Labels: map[string]string{v1.LabelServiceKey: name}}}
-		err := k8s.Create(ctx, p)
-		if err == nil {
-			_ = k8s.Delete(ctx, p)
-		}
-		return apierrors.IsForbidden(err)
-	})
+	lift := refuseKeySecrets(t, "refuse-secret", name)
 	update(t, ns, name, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "1"} })
 	c := waitCondition(t, ns, name, v1.ConditionSynced, v1.ReasonReconcileError)
 	if !strings.Contains(c.Message, "refused by fault injection refuse-secret") {

@@ -244,14 +244,17 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 func TestConflictAfterIssueKeepsReady(t *testing.T) {
 	sk := create(t, newKey("conflict-later"))
 	id := activeKey(t, sk).KeyID
+	// The controller would restore its Secret at once; its writes are refused until
+	// the foreign Secret (no ServiceKey label, so not refused) has taken the name.
+	lift := refuseKeySecrets(t, "refuse-conflict-later", sk.Name)
 	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name, Namespace: ns}}); err != nil {
 		t.Fatal(err)
 	}
 	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name, Namespace: ns}, StringData: map[string]string{"x": "y"}}
-	eventually(t, "a foreign Secret takes the name", func() (bool, string) {
-		err := k8s.Create(context.Background(), foreign)
-		return err == nil, fmt.Sprint(err)
-	})
+	if err := k8s.Create(context.Background(), foreign); err != nil {
+		t.Fatalf("a foreign Secret takes the name: %v", err)
+	}
+	lift()
 	waitCondition(t, ns, sk.Name, v1.ConditionSynced, v1.ReasonSecretConflict)
 	sk = get(t, ns, sk.Name)
 	if c := meta.FindStatusCondition(sk.Status.Conditions, v1.ConditionReady); c.Status != metav1.ConditionTrue {
