@@ -103,9 +103,9 @@ fuzz: ## Run each native Go fuzz target for FUZZTIME (default 20s); results in d
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: bench
-bench: envtest ## Benchmarks (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/bench/controller -n $(BENCH_N)
-	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/bench/controller -latency 40 -n $(BENCH_N) -bits 2048
+bench: envtest build $(HELM) ## Benchmarks against the real binary (numbers go into docs/benchmarks.md); BENCH_N sets the ServiceKey count.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go run ./hack/bench/stack -n $(BENCH_N) -latency 40 \
+		-helm $(HELM) -binary $(LOCALBIN)/servicekey-operator
 	go run ./hack/bench/token -n $(BENCH_TOKENS)
 
 ##@ Build

@@ -137,6 +137,11 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	if f.pprofAddr != "" {
+		if err := tokenserver.ServePprof(ctx, f.pprofAddr); err != nil {
+			return err
+		}
+	}
 	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
 	<-ctx.Done()
 	return nil

@@ -116,6 +116,7 @@ func parseRef(flagName, value string) (types.NamespacedName, error) {
 type common struct {
 	kubeconfig string
 	kubeAPI    apiLimits
+	pprofAddr  string
 	zapOpts    zap.Options
 }
 
@@ -129,6 +130,7 @@ func (c *common) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: $KUBECONFIG, in-cluster config, ~/.kube/config")
 	fs.Float64Var(&c.kubeAPI.qps, "kube-api-qps", 0, "client-side limit of API requests per second; 0: none, the API server's priority and fairness applies")
 	fs.IntVar(&c.kubeAPI.burst, "kube-api-burst", 0, "burst of --kube-api-qps; 0: twice the QPS")
+	fs.StringVar(&c.pprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof profiles (heap, CPU), e.g. 127.0.0.1:6060; empty: off")
 	c.zapOpts.BindFlags(fs)
 }
 

@@ -152,10 +152,10 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 	st := baseStatus(k)
 	var out Desired
 	writes := d.BlockedReason == "" && d.Conflict == ""
-	secretValue := ""
+	secretValue, secretHash := "", ""
 	if writes {
-		secretValue = clientSecretOf(o, d)
-		if secretValue == "" {
+		secretValue, secretHash = clientSecretOf(o, d)
+		if secretHash == "" {
 			st.ClientSecretHash = ""
 		}
 		if d.RetirePending {
@@ -179,7 +179,7 @@ func Build(o Observed, d Decision, p Config) (Desired, error) {
 	}
 	policyTransition(&out, readyReason(k.Status.Conditions), d)
 	if writes && activeKey(st.Keys) != nil {
-		content, err := secretContent(o, d, p, st, secretValue)
+		content, err := secretContent(o, d, p, st, secretValue, secretHash)
 		if err != nil {
 			return Desired{}, err
 		}
@@ -238,17 +238,18 @@ func policyTransition(out *Desired, prevReason string, d Decision) {
 	}
 }
 
-// clientSecretOf is the client secret to keep or write: none when disabled, else the
-// one matching the published hash, from the Secret or staged in memory.
-func clientSecretOf(o Observed, d Decision) string {
+// clientSecretOf is the client secret to keep or write, and its hash: none when
+// disabled, else the one matching the published hash, staged in memory or in the
+// Secret (its value "" when the Secret came from the cache, which keeps its hash only).
+func clientSecretOf(o Observed, d Decision) (value, hash string) {
 	if !clientSecretEnabled(o.Key) {
-		return ""
+		return "", ""
 	}
-	hash := o.Key.Status.ClientSecretHash
-	if st := o.Staged; st != nil && st.Key.ClientSecret != "" && keyutil.ClientSecretMatches(st.Key.ClientSecret, hash) {
-		return st.Key.ClientSecret
+	published := o.Key.Status.ClientSecretHash
+	if st := o.Staged; st != nil && st.Key.ClientSecret != "" && keyutil.ClientSecretMatches(st.Key.ClientSecret, published) {
+		return st.Key.ClientSecret, published
 	}
-	return d.secret.clientSecret
+	return d.secret.clientSecret, d.secret.clientSecretHash
 }
 
 // promote makes the Pending key Active and turns the previous Active key Retiring

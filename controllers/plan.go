@@ -17,7 +17,7 @@ limitations under the License.
 package controllers
 
 import (
-	"crypto/rsa"
+	"crypto/subtle"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,11 +117,17 @@ type rekeyCheck func(o Observed, s secretState) RekeyCause
 // rekeyChecks run in order; the first cause found wins.
 var rekeyChecks = []rekeyCheck{noActiveKey, secretMissing, secretMismatch, privateKeyChanged, rotationRequested, rotationDue}
 
-// secretState is what the Secret says about the key it holds.
+// secretState is what the Secret says about the key it holds. From the cache, which
+// keeps only digests (SummarizeSecret), the private key and client secret are known
+// by digest only; from a live read, they are at hand too.
 type secretState struct {
-	key          *rsa.PrivateKey // nil when absent or unreadable
-	keyID        string
-	encoding     v1.PrivateKeyEncoding
+	keyID    string // "" when absent or unreadable
+	bits     int
+	encoding v1.PrivateKeyEncoding
+	// pemDigest and clientSecretHash are the digests of private-key.pem and
+	// client-secret ("" when there is none).
+	pemDigest, clientSecretHash string
+	// pem and clientSecret are the values, when the Secret was read live.
 	pem          []byte
 	clientSecret string
 }
@@ -130,16 +136,17 @@ func readSecret(s *corev1.Secret) secretState {
 	if s == nil {
 		return secretState{}
 	}
-	pem := s.Data[v1.SecretKeyPrivateKey]
-	key, enc, err := keyutil.ParsePrivateKey(pem)
-	if err != nil {
+	sum := summarize(s.Data)
+	f := factsOf(sum)
+	if f.KeyID == "" {
 		return secretState{}
 	}
-	id, err := keyutil.KeyID(&key.PublicKey)
-	if err != nil {
-		return secretState{}
+	st := secretState{keyID: f.KeyID, bits: f.Bits, encoding: f.Encoding,
+		pemDigest: string(sum[v1.SecretKeyPrivateKey]), clientSecretHash: string(sum[v1.SecretKeyClientSecret])}
+	if fullData(s.Data) {
+		st.pem, st.clientSecret = s.Data[v1.SecretKeyPrivateKey], string(s.Data[v1.SecretKeyClientSecret])
 	}
-	return secretState{key: key, keyID: id, encoding: enc, pem: pem, clientSecret: string(s.Data[v1.SecretKeyClientSecret])}
+	return st
 }
 
 func noActiveKey(o Observed, _ secretState) RekeyCause {
@@ -157,7 +164,7 @@ func secretMissing(o Observed, _ secretState) RekeyCause {
 }
 
 func secretMismatch(o Observed, s secretState) RekeyCause {
-	if s.key == nil || s.keyID != activeKey(o.Key.Status.Keys).KeyID {
+	if s.keyID == "" || s.keyID != activeKey(o.Key.Status.Keys).KeyID {
 		return CauseSecretMismatch
 	}
 	return ""
@@ -165,7 +172,7 @@ func secretMismatch(o Observed, s secretState) RekeyCause {
 
 func privateKeyChanged(o Observed, s secretState) RekeyCause {
 	want := o.Key.Spec.PrivateKey
-	if int32(s.key.N.BitLen()) != keySize(want) || s.encoding != keyEncoding(want) { //nolint:gosec // bit lengths fit
+	if int32(s.bits) != keySize(want) || s.encoding != keyEncoding(want) { //nolint:gosec // bit lengths fit
 		return CausePrivateKeyChanged
 	}
 	return ""
@@ -241,7 +248,7 @@ func Decide(o Observed) Decision {
 		switch {
 		case stagedKeyID(o.Staged) == p.KeyID:
 			d.Promote, d.PromoteCause = true, o.Staged.Cause
-		case s.key != nil && s.keyID == p.KeyID:
+		case s.keyID != "" && s.keyID == p.KeyID:
 			d.Promote, d.PromoteCause = true, CauseResumed
 		default:
 			d.RetirePending = true
@@ -263,7 +270,7 @@ func Decide(o Observed) Decision {
 // in the Secret or staged in memory.
 func clientSecretKnown(o Observed, s secretState) bool {
 	hash := o.Key.Status.ClientSecretHash
-	if s.clientSecret != "" && keyutil.ClientSecretMatches(s.clientSecret, hash) {
+	if s.clientSecretHash != "" && subtle.ConstantTimeCompare([]byte(s.clientSecretHash), []byte(hash)) == 1 {
 		return true
 	}
 	st := o.Staged

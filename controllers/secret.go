@@ -19,6 +19,7 @@ package controllers
 import (
 	"encoding/base64"
 	"errors"
+	"maps"
 	"regexp"
 	"strings"
 	"time"
@@ -34,28 +35,34 @@ import (
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
-// SecretContent is everything the controller owns in a key Secret.
+// SecretContent is everything the controller owns in a key Secret. Digests says
+// what every data entry must be; Data holds the bytes, and is nil when the private
+// key or client secret to keep is known by digest only (the cache keeps no private
+// key): the Secret is then read live before it is written.
 type SecretContent struct {
 	Name        string
 	Labels      map[string]string
 	Annotations map[string]string
+	Digests     map[string]string
 	Data        map[string][]byte
 }
 
 // secretContent builds the Secret for the Active key: the staged key when it has just
 // been promoted, else the private key already in the Secret (kept byte for byte).
-func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, clientSecret string) (*SecretContent, error) {
+// clientSecret is the client secret's value, or "" when it is known by its hash only.
+func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, clientSecret, clientSecretHash string) (*SecretContent, error) {
 	k := o.Key
 	active := activeKey(st.Keys)
 	if active == nil {
 		return nil, errors.New("no active key to write into the Secret")
 	}
 	var pem []byte
+	var pemDigest string
 	switch {
-	case d.secret.key != nil && d.secret.keyID == active.KeyID:
-		pem = d.secret.pem
+	case d.secret.keyID != "" && d.secret.keyID == active.KeyID:
+		pem, pemDigest = d.secret.pem, d.secret.pemDigest
 	case o.Staged != nil && stagedKeyID(o.Staged) == active.KeyID:
-		pem = o.Staged.Key.PEM
+		pem, pemDigest = o.Staged.Key.PEM, keyutil.HashClientSecret(string(o.Staged.Key.PEM))
 	default:
 		return nil, errors.New("the private key of active key " + active.KeyID + " is neither in the Secret nor staged")
 	}
@@ -67,36 +74,41 @@ func secretContent(o Observed, d Decision, p Config, st v1.ServiceKeyStatus, cli
 		TokenURI:   p.TokenURI,
 		PrivateKey: string(pem),
 	}
+	c := &SecretContent{Name: st.SecretName, Labels: map[string]string{}, Annotations: map[string]string{}}
+	if t := k.Spec.SecretTemplate; t != nil {
+		for name, value := range t.Labels {
+			c.Labels[name] = string(value)
+		}
+		maps.Copy(c.Annotations, t.Annotations)
+	}
+	c.Labels[v1.LabelServiceKey] = k.Name
+	if req, ok := k.Annotations[v1.AnnotationRotate]; ok {
+		c.Annotations[AnnotationRotationHandled] = req
+	}
+	plain := map[string]string{v1.SecretKeyClientID: kf.ClientID, v1.SecretKeyKeyID: kf.KeyID,
+		v1.SecretKeyTokenURI: kf.TokenURI, v1.SecretKeySubject: kf.UserID}
+	c.Digests = map[string]string{v1.SecretKeyJSON: keyFileDigest(kf), v1.SecretKeyPrivateKey: pemDigest}
+	for name, value := range plain {
+		c.Digests[name] = keyutil.HashClientSecret(value)
+	}
+	if clientSecretHash != "" {
+		c.Digests[v1.SecretKeyClientSecret] = clientSecretHash
+	}
+	if pem == nil || (clientSecretHash != "" && clientSecret == "") {
+		return c, nil
+	}
 	keyJSON, err := kf.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	labels := map[string]string{}
-	annotations := map[string]string{}
-	if t := k.Spec.SecretTemplate; t != nil {
-		for name, value := range t.Labels {
-			labels[name] = string(value)
-		}
-		for name, value := range t.Annotations {
-			annotations[name] = value
-		}
-	}
-	labels[v1.LabelServiceKey] = k.Name
-	if req, ok := k.Annotations[v1.AnnotationRotate]; ok {
-		annotations[AnnotationRotationHandled] = req
-	}
-	data := map[string][]byte{
-		v1.SecretKeyJSON:       keyJSON,
-		v1.SecretKeyPrivateKey: pem,
-		v1.SecretKeyClientID:   []byte(kf.ClientID),
-		v1.SecretKeyKeyID:      []byte(kf.KeyID),
-		v1.SecretKeyTokenURI:   []byte(kf.TokenURI),
-		v1.SecretKeySubject:    []byte(kf.UserID),
+	c.Data = map[string][]byte{v1.SecretKeyJSON: keyJSON, v1.SecretKeyPrivateKey: pem}
+	for name, value := range plain {
+		c.Data[name] = []byte(value)
 	}
 	if clientSecret != "" {
-		data[v1.SecretKeyClientSecret] = []byte(clientSecret)
+		c.Data[v1.SecretKeyClientSecret] = []byte(clientSecret)
 	}
-	return &SecretContent{Name: st.SecretName, Labels: labels, Annotations: annotations, Data: data}, nil
+	return c, nil
 }
 
 // applyConfiguration is the server-side apply request for the Secret, controlled by
@@ -128,7 +140,7 @@ func (s *SecretContent) matches(existing *corev1.Secret, owner types.UID) bool {
 	}
 	return equality.Semantic.DeepEqual(s.Labels, nonNil(existing.Labels)) &&
 		equality.Semantic.DeepEqual(s.Annotations, nonNil(existing.Annotations)) &&
-		equality.Semantic.DeepEqual(s.Data, existing.Data)
+		maps.Equal(s.Digests, digestsOf(summarize(existing.Data)))
 }
 
 func nonNil(m map[string]string) map[string]string {

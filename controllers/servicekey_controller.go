@@ -31,15 +31,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -117,10 +114,12 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
 	}
 	d := Decide(o)
-	if d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil) {
+	if d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil || r.needsPrivateKey(o, d)) {
 		// Read live before generating or retiring anything: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
-		// overwritten), and it may lag behind this controller's own last write.
+		// overwritten), and it may lag behind this controller's own last write. Also
+		// before rewriting a Secret with the private key it holds: the cache keeps
+		// only its digest.
 		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
 			return ctrl.Result{}, err
 		}
@@ -148,6 +147,13 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	r.emit(o.Key, desired)
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
+}
+
+// needsPrivateKey reports whether the Secret must be rewritten with a private key or
+// client secret that the cached observation knows by digest only.
+func (r *ServiceKeyReconciler) needsPrivateKey(o Observed, d Decision) bool {
+	desired, err := Build(o, d, r.Config)
+	return err == nil && desired.Secret != nil && desired.Secret.Data == nil && !desired.Secret.matches(o.Secret, o.Key.UID)
 }
 
 // publish generates what the decision asks for (or reuses what is staged from an
@@ -258,6 +264,9 @@ func (r *ServiceKeyReconciler) observe(ctx context.Context, rd client.Reader, na
 // keeps saying whether the Active key works.
 func (r *ServiceKeyReconciler) write(ctx context.Context, o Observed, d Decision, desired *Desired) error {
 	if desired.Secret != nil && !desired.Secret.matches(o.Secret, o.Key.UID) {
+		if desired.Secret.Data == nil {
+			return fmt.Errorf("rewriting Secret %s needs the private key it holds, which was not read live", desired.Secret.Name)
+		}
 		ac := desired.Secret.applyConfiguration(o.Key)
 		if o.Secret != nil {
 			ac.WithResourceVersion(o.Secret.ResourceVersion)
@@ -370,15 +379,4 @@ func (r *ServiceKeyReconciler) SetupWithManager(mgr ctrl.Manager, workers int) e
 		return fmt.Errorf("set up ServiceKey controller: %w", err)
 	}
 	return nil
-}
-
-// CacheOptions make the manager's cache hold only key Secrets (those carrying the
-// auth.servicekey.dev/service-key label), never every Secret in the cluster; other
-// Secrets are read live, and only by name, when a key's Secret is not in the cache.
-func CacheOptions() cache.Options {
-	selector := labels.NewSelector()
-	if req, err := labels.NewRequirement(v1.LabelServiceKey, selection.Exists, nil); err == nil {
-		selector = selector.Add(*req)
-	}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: selector}}}
 }

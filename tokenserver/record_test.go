@@ -19,6 +19,7 @@ package tokenserver
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"reflect"
 	"testing"
 	"time"
 
@@ -67,5 +68,47 @@ func TestRecordAcceptsPublishedKeysWhateverReady(t *testing.T) {
 				t.Errorf("usable keys %+v", keys)
 			}
 		})
+	}
+}
+
+// TestSlimServiceKeyKeepsTheRecord: the cache keeps ServiceKeys slimmed; the record
+// built from the slim copy must equal the one built from the full object, for
+// every field a grant is judged by, while what is dropped is gone.
+func TestSlimServiceKeyKeepsTheRecord(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := keyutil.KeyID(&priv.PublicKey)
+	pem, _ := keyutil.EncodePublicKey(&priv.PublicKey)
+	created := metav1.NewTime(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	full := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app", UID: "u1", ResourceVersion: "42",
+		CreationTimestamp: created, Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+		Labels: map[string]string{"a": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+	full.Spec = v1.ServiceKeySpec{Subject: "svc", Scopes: []string{"read"}, Audiences: []string{"https://api"},
+		AllowedCIDRs: []string{"10.0.0.0/8"}, Suspended: true, Validity: &metav1.Duration{Duration: time.Hour},
+		AccessTokenTTL: &metav1.Duration{Duration: time.Minute}, ClientSecret: &v1.ClientSecretSpec{Enabled: true},
+		SecretTemplate: &v1.SecretTemplate{Annotations: map[string]string{"x": "y"}}}
+	full.Spec.PrivateKey.Size = 4096
+	full.Status.Keys = []v1.PublicKey{{KeyID: id, PublicKey: pem, State: v1.KeyActive, NotAfter: &created}}
+	full.Status.ClientSecretHash = "sha256:abc"
+	full.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionTrue, Message: "long"}}
+	out, err := SlimServiceKey(full.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	slim := out.(*v1.ServiceKey)
+	if slim.Annotations != nil || slim.Labels != nil || slim.ManagedFields != nil || slim.Status.Conditions != nil || slim.Spec.SecretTemplate != nil {
+		t.Errorf("slim copy keeps dropped fields: %+v", slim)
+	}
+	a, errA := NewKeyRecord(full, ParsePublicKey)
+	b, errB := NewKeyRecord(slim, ParsePublicKey)
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	a.verdict.Store(nil)
+	b.verdict.Store(nil)
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("records differ:\nfull %+v\nslim %+v", a, b)
 	}
 }

@@ -25,12 +25,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,6 +133,14 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
+	// The Go runtime and process series (heap, RSS, open files), as every
+	// controller-runtime manager exposes them: what a memory alert is written against.
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("register Go metrics: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("register process metrics: %w", err)
+	}
 	metrics, err := NewMetrics(reg, ix, api)
 	if err != nil {
 		return nil, err
@@ -200,6 +210,24 @@ func listen(ctx context.Context, o Options, srv *Server, ix *Index, reg *prometh
 	return running, nil
 }
 
+// ServePprof serves Go's /debug/pprof profiles on addr until ctx is done. It is off
+// unless asked for: profiles show how memory and CPU time are spent (the benchmarks
+// read the heap after a collection from it), never the contents of memory.
+func ServePprof(ctx context.Context, addr string) error {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	serve(ctx, ln, mux)
+	return nil
+}
+
 // serve runs an HTTP server on ln until ctx is done.
 func serve(ctx context.Context, ln net.Listener, h http.Handler) {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
@@ -213,13 +241,15 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) {
 	}()
 }
 
-// cacheOptions: ServiceKeys without managedFields (validation never needs them), in
-// the configured namespaces; Secrets limited to the one signing-key Secret by name.
+// cacheOptions: ServiceKeys slimmed to what grant validation reads (SlimServiceKey),
+// in the configured namespaces; nothing with managedFields; Secrets limited to the
+// one signing-key Secret by name.
 func cacheOptions(scheme *runtime.Scheme, o Options) cache.Options {
 	opts := cache.Options{
 		Scheme:           scheme,
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
+			&v1.ServiceKey{}: {Transform: SlimServiceKey},
 			&corev1.Secret{}: {
 				Namespaces: map[string]cache.Config{o.SigningSecret.Namespace: {}},
 				Field:      fields.OneTermEqualSelector("metadata.name", o.SigningSecret.Name),
@@ -233,6 +263,26 @@ func cacheOptions(scheme *runtime.Scheme, o Options) cache.Options {
 		}
 	}
 	return opts
+}
+
+// SlimServiceKey is the cache transform of ServiceKeys: it keeps what NewKeyRecord
+// and the policies read (identity, the spec but its Secret template, the public keys
+// and the client secret's hash) and drops the rest (conditions, annotations such as
+// kubectl's last-applied-configuration, labels, owner references, managedFields),
+// which would otherwise be held once per ServiceKey for nothing.
+func SlimServiceKey(obj any) (any, error) {
+	sk, ok := obj.(*v1.ServiceKey)
+	if !ok {
+		return obj, nil
+	}
+	slim := &v1.ServiceKey{TypeMeta: sk.TypeMeta, Spec: sk.Spec}
+	slim.Name, slim.Namespace, slim.UID = sk.Name, sk.Namespace, sk.UID
+	slim.ResourceVersion, slim.Generation = sk.ResourceVersion, sk.Generation
+	slim.CreationTimestamp, slim.DeletionTimestamp = sk.CreationTimestamp, sk.DeletionTimestamp
+	slim.Spec.SecretTemplate = nil
+	slim.Status.ClientSecretHash = sk.Status.ClientSecretHash
+	slim.Status.Keys = sk.Status.Keys
+	return slim, nil
 }
 
 // startCache registers the handlers, starts the cache and waits until every informer

@@ -39,6 +39,7 @@ type process struct {
 	cmd       *exec.Cmd
 	log       *os.File
 	done      chan struct{} // closed when the process has exited
+	started   time.Time
 }
 
 // Start runs the controller and the token server as local processes, each with the
@@ -49,6 +50,7 @@ func (s *Stack) Start(ctx context.Context) error {
 	o := s.opts
 	controller := append(append([]string{}, s.Controller.Args...),
 		"--metrics-bind-address="+o.ControllerMetrics, "--health-probe-bind-address="+o.ControllerProbes)
+	controller = append(controller, o.ControllerArgs...)
 	if err := s.run(&s.Controller, controller); err != nil {
 		return err
 	}
@@ -57,6 +59,7 @@ func (s *Stack) Start(ctx context.Context) error {
 	}
 	tokenServer := append(append([]string{}, s.TokenServer.Args...),
 		"--listen="+o.TokenAddress, "--metrics-bind-address="+o.TokenMetrics)
+	tokenServer = append(tokenServer, o.TokenServerArgs...)
 	if err := s.run(&s.TokenServer, tokenServer); err != nil {
 		return err
 	}
@@ -95,6 +98,30 @@ func (s *Stack) Exited(c *Component) (bool, string) {
 	default:
 		return false, ""
 	}
+}
+
+// Pid is the process ID of the component's running process, 0 when none runs.
+func (s *Stack) Pid(c *Component) int {
+	if p := s.proc(c); p != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
+// Started is when the component's running process was started.
+func (s *Stack) Started(c *Component) time.Time {
+	if p := s.proc(c); p != nil {
+		return p.started
+	}
+	return time.Time{}
+}
+
+func (s *Stack) proc(c *Component) *process {
+	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.component == c })
+	if i < 0 {
+		return nil
+	}
+	return s.procs[i]
 }
 
 // Restart stops the component's process with sig (SIGKILL: a crash; SIGTERM: a
@@ -160,7 +187,7 @@ func (s *Stack) run(c *Component, args []string) error {
 		_ = log.Close()
 		return fmt.Errorf("start %s (run 'make build' first): %w", s.opts.Binary, err)
 	}
-	p := &process{component: c, args: args, cmd: cmd, log: log, done: make(chan struct{})}
+	p := &process{component: c, args: args, cmd: cmd, log: log, done: make(chan struct{}), started: time.Now()}
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)

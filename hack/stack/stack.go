@@ -59,6 +59,9 @@ type Options struct {
 	TokenAddress string
 	// ControllerMetrics, ControllerProbes and TokenMetrics are the other listeners.
 	ControllerMetrics, ControllerProbes, TokenMetrics string
+	// ControllerArgs and TokenServerArgs are flags appended to the chart's (a
+	// benchmark's --pprof-bind-address).
+	ControllerArgs, TokenServerArgs []string
 	// Set are extra `helm install --set` values.
 	Set []string
 	// Log receives helm's output.

@@ -25,17 +25,19 @@ import (
 	"strings"
 )
 
-// CPUTimes reads user+system CPU seconds of this process and of the kube-apiserver
-// and etcd processes from /proc (Linux), to show where the controller's time goes.
+// CPUTimes reads user+system CPU seconds of this process and of the kube-apiserver,
+// etcd and servicekey-operator processes from /proc (Linux), to show where the
+// controller's time goes.
 func CPUTimes() map[string]float64 {
 	out := map[string]float64{"self": procCPU("self")}
+	const binary = "servicekey-oper" // the kernel keeps 15 bytes of a command name
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		comm, err := os.ReadFile(filepath.Join(d, "comm"))
 		if err != nil {
 			continue
 		}
-		if name := strings.TrimSpace(string(comm)); name == "kube-apiserver" || name == "etcd" {
+		if name := strings.TrimSpace(string(comm)); name == "kube-apiserver" || name == "etcd" || name == binary {
 			out[name] += procCPU(filepath.Base(d))
 		}
 	}
@@ -71,3 +73,22 @@ func StealSeconds() float64 {
 	steal, _ := strconv.ParseFloat(fields[8], 64)
 	return steal / 100
 }
+
+// RSSBytes is the resident set size of a process (VmRSS in /proc/PID/status), 0 when
+// it cannot be read.
+func RSSBytes(pid int) int64 {
+	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// CPUSeconds is the user+system CPU time of a process so far.
+func CPUSeconds(pid int) float64 { return procCPU(strconv.Itoa(pid)) }
