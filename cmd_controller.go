@@ -161,6 +161,7 @@ func runController(f *controllerFlags, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	warnPprof(f.pprofAddr, log)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(),

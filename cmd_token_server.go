@@ -133,14 +133,13 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	}
 	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
 	ctx := ctrl.SetupSignalHandler()
+	// Before Start, so that a slow cache sync can be profiled too.
+	if err := servePprof(ctx, f.pprofAddr, log); err != nil {
+		return err
+	}
 	running, err := tokenserver.Start(ctx, cfg, scheme, f.opts)
 	if err != nil {
 		return err
-	}
-	if f.pprofAddr != "" {
-		if err := tokenserver.ServePprof(ctx, f.pprofAddr); err != nil {
-			return err
-		}
 	}
 	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
 	<-ctx.Done()

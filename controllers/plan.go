@@ -137,14 +137,17 @@ func readSecret(s *corev1.Secret) secretState {
 		return secretState{}
 	}
 	sum := summarize(s.Data)
-	f := factsOf(sum)
-	if f.KeyID == "" {
-		return secretState{}
-	}
-	st := secretState{keyID: f.KeyID, bits: f.Bits, encoding: f.Encoding,
-		pemDigest: string(sum[v1.SecretKeyPrivateKey]), clientSecretHash: string(sum[v1.SecretKeyClientSecret])}
+	// The client secret is judged on its own: an unreadable private key is a reason
+	// for a new key pair, not for a new client secret.
+	st := secretState{clientSecretHash: string(sum[v1.SecretKeyClientSecret])}
 	if fullData(s.Data) {
-		st.pem, st.clientSecret = s.Data[v1.SecretKeyPrivateKey], string(s.Data[v1.SecretKeyClientSecret])
+		st.clientSecret = string(s.Data[v1.SecretKeyClientSecret])
+	}
+	if f := factsOf(sum); f.KeyID != "" {
+		st.keyID, st.bits, st.encoding, st.pemDigest = f.KeyID, f.Bits, f.Encoding, string(sum[v1.SecretKeyPrivateKey])
+		if fullData(s.Data) {
+			st.pem = s.Data[v1.SecretKeyPrivateKey]
+		}
 	}
 	return st
 }

@@ -19,6 +19,7 @@ package controllers
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -73,8 +74,17 @@ func SummarizeSecret(obj any) (any, error) {
 	}
 	s.ManagedFields = nil
 	s.Data = summarize(s.Data)
+	// A Secret once written with `kubectl apply` carries its whole data, private key
+	// included, in this annotation: keep it only as a digest too.
+	if v, ok := s.Annotations[lastApplied]; ok {
+		s.Annotations = maps.Clone(s.Annotations)
+		s.Annotations[lastApplied] = keyutil.HashClientSecret(v)
+	}
 	return s, nil
 }
+
+// lastApplied is kubectl's record of the last applied object.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // summarize returns the digests of data and its facts; data already summarized is
 // returned as is.

@@ -21,6 +21,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"maps"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,9 +57,13 @@ func summarized(s *corev1.Secret) *corev1.Secret {
 // secret, in any entry, and summarizing twice changes nothing.
 func TestSummaryHoldsNoSecret(t *testing.T) {
 	f := cachedFixture(t)
+	f.secret.Annotations[lastApplied] = `{"data":{"private-key.pem":"` + string(f.secret.Data[v1.SecretKeyPrivateKey]) + `"}}`
 	s := summarized(f.secret)
 	if s.ManagedFields != nil {
 		t.Error("managedFields kept")
+	}
+	if strings.Contains(s.Annotations[lastApplied], "PRIVATE KEY") || f.secret.Annotations[lastApplied] == s.Annotations[lastApplied] {
+		t.Error("kubectl's last-applied-configuration kept as is")
 	}
 	for name, value := range s.Data {
 		pem := f.secret.Data[v1.SecretKeyPrivateKey]
@@ -96,15 +101,15 @@ func TestSummaryMatchesLikeTheSecret(t *testing.T) {
 		// rekeys: the change is a reason for a new key or client secret, not a rewrite.
 		rekeys bool
 	}{
-		"as written": {func(map[string][]byte) {}, true},
+		"as written": {func(map[string][]byte) {}, true, false},
 		"key.json reformatted": {func(d map[string][]byte) {
 			d[v1.SecretKeyJSON] = bytes.ReplaceAll(d[v1.SecretKeyJSON], []byte("  "), []byte("\t"))
-		}, false},
+		}, false, false},
 		"another private key":         {func(d map[string][]byte) { d[v1.SecretKeyPrivateKey] = otherPEM }, false, true},
-		"key.json with another key":   {func(d map[string][]byte) { d[v1.SecretKeyJSON] = swapKey(t, d[v1.SecretKeyJSON], otherPEM) }, false},
+		"key.json with another key":   {func(d map[string][]byte) { d[v1.SecretKeyJSON] = swapKey(t, d[v1.SecretKeyJSON], otherPEM) }, false, false},
 		"client secret changed":       {func(d map[string][]byte) { d[v1.SecretKeyClientSecret] = []byte("another") }, false, true},
-		"token-uri changed":           {func(d map[string][]byte) { d[v1.SecretKeyTokenURI] = []byte("https://elsewhere") }, false},
-		"an entry added":              {func(d map[string][]byte) { d["extra"] = []byte("x") }, false},
+		"token-uri changed":           {func(d map[string][]byte) { d[v1.SecretKeyTokenURI] = []byte("https://elsewhere") }, false, false},
+		"an entry added":              {func(d map[string][]byte) { d["extra"] = []byte("x") }, false, false},
 		"the client secret file gone": {func(d map[string][]byte) { delete(d, v1.SecretKeyClientSecret) }, false, true},
 	}
 	for name, tc := range cases {
@@ -148,4 +153,20 @@ func swapKey(t *testing.T, keyJSON, pem []byte) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// An unreadable private key is a reason for a new key pair; the client secret, which
+// still matches its published hash, is kept.
+func TestUnreadableKeyKeepsClientSecret(t *testing.T) {
+	f := cachedFixture(t)
+	f.secret.Data[v1.SecretKeyPrivateKey] = []byte("not a key")
+	for _, observed := range []*corev1.Secret{f.secret, summarized(f.secret)} {
+		o := f.at(t0)
+		o.Secret = observed
+		d := Decide(o)
+		if d.Rekey != CauseSecretMismatch || d.NewClientSecret {
+			t.Errorf("full data %v: Rekey %q, NewClientSecret %v; want SecretMismatch and the client secret kept",
+				fullData(observed.Data), d.Rekey, d.NewClientSecret)
+		}
+	}
 }

@@ -109,6 +109,13 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		return ctrl.Result{}, err
 	}
+	if o.Key.DeletionTimestamp != nil {
+		// Being deleted (foreground, or held by a finalizer): the garbage collector
+		// removes the Secret; re-keying it now would hand out a key for a ServiceKey
+		// on its way out.
+		r.staged.forget(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
 	if o.NamespaceLabels == nil {
 		// The namespace is not in the cache yet; its arrival enqueues this key again.
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil

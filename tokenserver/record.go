@@ -36,8 +36,9 @@ import (
 //
 // What a token carries (subject, scopes, audiences, lifetime) comes from the spec,
 // which policies judge; the status supplies only what can narrow: the public keys
-// (authentication, not privileges), the client secret's hash (gated by the spec and
-// policy) and the Ready condition (False refuses). Nothing in status can widen a token.
+// (authentication, not privileges) and the client secret's hash (gated by the spec
+// and policy); conditions are not read (the cache drops them, see SlimServiceKey).
+// Nothing in status can widen a token.
 type KeyRecord struct {
 	UID types.UID
 	// ResourceVersion is the ServiceKey's, to tell an unchanged object in a fresh list.
@@ -50,6 +51,10 @@ type KeyRecord struct {
 	AccessTokenTTL time.Duration
 	AllowedCIDRs   []netip.Prefix
 	Suspended      bool
+	// Deleting: the ServiceKey has a deletionTimestamp. With foreground deletion (or a
+	// finalizer) it stays until its Secret is gone; its grants end when the delete is
+	// asked for, not when the object finally leaves.
+	Deleting bool
 	// Expiry is when the ServiceKey stops working; nil means never.
 	Expiry *time.Time
 	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
@@ -99,6 +104,7 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 		Scopes:          sk.Spec.Scopes,
 		Audiences:       sk.Spec.Audiences,
 		Suspended:       sk.Spec.Suspended,
+		Deleting:        sk.DeletionTimestamp != nil,
 		Request:         policy.RequestOf(sk),
 	}
 	if r.Subject == "" {
@@ -165,6 +171,8 @@ func (r *KeyRecord) refusal(now time.Time) string {
 	switch {
 	case r.Suspended:
 		return "the ServiceKey " + r.ClientID + " is suspended"
+	case r.Deleting:
+		return "the ServiceKey " + r.ClientID + " is being deleted"
 	case r.Expiry != nil && !now.Before(*r.Expiry):
 		return "the ServiceKey " + r.ClientID + " has expired"
 	}

@@ -112,3 +112,30 @@ func TestSlimServiceKeyKeepsTheRecord(t *testing.T) {
 		t.Errorf("records differ:\nfull %+v\nslim %+v", a, b)
 	}
 }
+
+// TestRecordRefusesADeletingServiceKey: with foreground deletion or a finalizer, a
+// deleted ServiceKey stays (its deletionTimestamp set) until its Secret is gone;
+// its grants end at once.
+func TestRecordRefusesADeletingServiceKey(t *testing.T) {
+	now := metav1.NewTime(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
+	cases := map[string]struct {
+		deleting *metav1.Time
+		refused  bool
+	}{
+		"not deleted":        {nil, false},
+		"deletion asked for": {&now, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app", DeletionTimestamp: tc.deleting}}
+			out, _ := SlimServiceKey(sk)
+			r, err := NewKeyRecord(out.(*v1.ServiceKey), ParsePublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.refusal(now.Time) != ""; got != tc.refused {
+				t.Errorf("refused = %v, want %v (%q)", got, tc.refused, r.refusal(now.Time))
+			}
+		})
+	}
+}

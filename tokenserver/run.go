@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -132,14 +131,9 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	// The Go runtime and process series (heap, RSS, open files), as every
-	// controller-runtime manager exposes them: what a memory alert is written against.
-	if err := reg.Register(collectors.NewGoCollector()); err != nil {
-		return nil, fmt.Errorf("register Go metrics: %w", err)
-	}
-	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		return nil, fmt.Errorf("register process metrics: %w", err)
+	reg, err := newRegistry()
+	if err != nil {
+		return nil, err
 	}
 	metrics, err := NewMetrics(reg, ix, api)
 	if err != nil {
@@ -178,6 +172,20 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	return listen(ctx, o, srv, ix, reg)
 }
 
+// newRegistry is the metrics registry with the Go runtime and process series (heap,
+// RSS, open files), as every controller-runtime manager exposes them: what a memory
+// alert is written against.
+func newRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("register Go metrics: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("register process metrics: %w", err)
+	}
+	return reg, nil
+}
+
 // checkOptions refuses options Start cannot run with.
 func checkOptions(o Options) error {
 	if o.ReplayCacheSize < 1 || o.ReplayPerClient < 1 {
@@ -208,24 +216,6 @@ func listen(ctx context.Context, o Options, srv *Server, ix *Index, reg *prometh
 		running.MetricsAddr = mln.Addr()
 	}
 	return running, nil
-}
-
-// ServePprof serves Go's /debug/pprof profiles on addr until ctx is done. It is off
-// unless asked for: profiles show how memory and CPU time are spent (the benchmarks
-// read the heap after a collection from it), never the contents of memory.
-func ServePprof(ctx context.Context, addr string) error {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	serve(ctx, ln, mux)
-	return nil
 }
 
 // serve runs an HTTP server on ln until ctx is done.

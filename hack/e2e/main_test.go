@@ -26,7 +26,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,7 +80,7 @@ func run(m *testing.M) int {
 }
 
 func setup(helm, bin string) (*stack.Stack, error) {
-	ports, err := freePorts(4)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -97,26 +96,6 @@ func setup(helm, bin string) (*stack.Stack, error) {
 		return nil, err
 	}
 	return s, s.Start(context.Background())
-}
-
-// freePorts reserves n loopback addresses the OS says are free.
-func freePorts(n int) ([]string, error) {
-	var addrs []string
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, nil
 }
 
 func printFile(path string) {

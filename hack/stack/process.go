@@ -102,10 +102,16 @@ func (s *Stack) Exited(c *Component) (bool, string) {
 
 // Pid is the process ID of the component's running process, 0 when none runs.
 func (s *Stack) Pid(c *Component) int {
-	if p := s.proc(c); p != nil {
+	p := s.proc(c)
+	if p == nil {
+		return 0
+	}
+	select {
+	case <-p.done:
+		return 0
+	default:
 		return p.cmd.Process.Pid
 	}
-	return 0
 }
 
 // Started is when the component's running process was started.

@@ -28,11 +28,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"time"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -54,7 +53,7 @@ func main() {
 	flag.IntVar(&f.n, "n", 200, "ServiceKeys created in one burst (the N of N-to-Ready, memory and revocation)")
 	flag.IntVar(&f.latency, "latency", 40, "ServiceKeys created one at a time per key size and pool state for apply-to-Ready")
 	flag.IntVar(&f.revocations, "revocations", 100, "ServiceKeys deleted one at a time under load for revocation latency (at most N)")
-	flag.IntVar(&f.workers, "workers", runtime.NumCPU(), "goroutines of the key generation baseline (the chart's default --max-concurrent-reconciles is the CPU count)")
+	flag.IntVar(&f.workers, "workers", chartWorkers, "goroutines of the key generation baseline, and the controller's --max-concurrent-reconciles")
 	flag.StringVar(&f.helm, "helm", "bin/helm", "helm executable")
 	flag.StringVar(&f.binary, "binary", "bin/servicekey-operator", "servicekey-operator executable (make build)")
 	flag.Parse()
@@ -66,17 +65,19 @@ func main() {
 
 // bench is the running system and what the phases share.
 type bench struct {
-	env                         *testenv.Env
-	s                           *stack.Stack
-	w                           *watcher
-	ctrlPprof, tokenPprof       string
-	ctrlMetrics, tokenMetrics   string
-	tokenURL                    string
-	baseCtrl, baseToken         memory
-	flags                       flags
-	created                     int
-	keysBefore, keysAfter, time time.Duration
+	env                       *testenv.Env
+	s                         *stack.Stack
+	w                         *watcher
+	ctrlPprof, tokenPprof     string
+	ctrlMetrics, tokenMetrics string
+	tokenURL                  string
+	baseCtrl, baseToken       memory
+	flags                     flags
+	created                   atomic.Int64
 }
+
+// chartWorkers is the chart's controller.maxConcurrentReconciles.
+const chartWorkers = 2
 
 func run(f flags) error {
 	log.SetLogger(logr.Discard())
@@ -109,7 +110,7 @@ func start(f flags) (*bench, func(), error) {
 		return nil, nil, err
 	}
 	cleanup := func() { _ = env.Stop(); _ = os.RemoveAll(dir) }
-	ports, err := freePorts(6)
+	ports, err := testenv.FreePorts(6)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -129,7 +130,8 @@ func start(f flags) (*bench, func(), error) {
 		TokenAddress: ports[0], ControllerMetrics: ports[1], ControllerProbes: ports[2], TokenMetrics: ports[3],
 		ControllerArgs:  []string{"--pprof-bind-address=" + b.ctrlPprof},
 		TokenServerArgs: []string{"--pprof-bind-address=" + b.tokenPprof},
-		Set:             []string{"tokenServer.rateLimit=0"}, Log: helmLog})
+		Set: []string{"tokenServer.rateLimit=0", fmt.Sprintf("controller.maxConcurrentReconciles=%d", f.workers),
+			fmt.Sprintf("controller.keyPool.depth=%d", poolDepth)}, Log: helmLog})
 	if err != nil {
 		cleanup()
 		return nil, nil, fmt.Errorf("%w (helm output: %s)", err, helmLog.Name())
@@ -162,29 +164,15 @@ func (b *bench) prepare(ctx context.Context) error {
 	if b.w, err = watch(ctx, b.env); err != nil {
 		return err
 	}
+	// The baseline includes a full pool, as the measurement at N does.
+	for _, bits := range []int32{2048, 4096} {
+		if err := b.poolFull(bits); err != nil {
+			return err
+		}
+	}
 	if b.baseCtrl, err = b.measure(&b.s.Controller, b.ctrlPprof); err != nil {
 		return err
 	}
 	b.baseToken, err = b.measure(&b.s.TokenServer, b.tokenPprof)
 	return err
-}
-
-// freePorts reserves n loopback addresses the OS says are free.
-func freePorts(n int) ([]string, error) {
-	var addrs []string
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, nil
 }

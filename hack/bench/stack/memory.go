@@ -55,7 +55,7 @@ func (b *bench) measure(c *stack.Component, pprofAddr string) (memory, error) {
 // memoryAtN waits until the token server's index holds every ServiceKey created so
 // far and reports both components' heap and RSS per ServiceKey against the start.
 func (b *bench) memoryAtN() error {
-	n := b.created
+	n := int(b.created.Load())
 	err := testenv.Poll("the token server indexes every ServiceKey", 5*time.Minute, func() (bool, string) {
 		v, err := scrapeValue(b.tokenMetrics, "servicekey_token_keys_indexed")
 		if err != nil {
@@ -94,7 +94,7 @@ func kibPer(b int64, n int) float64 { return float64(b) / 1024 / float64(n) }
 
 // scrape times five scrapes of each component's /metrics and reports the median.
 func (b *bench) scrape() error {
-	fmt.Printf("\n## Metrics scrape with %d ServiceKeys (median of 5 GETs)\n\n| component | time | size |\n|---|---|---|\n", b.created)
+	fmt.Printf("\n## Metrics scrape with %d ServiceKeys (median of 5 GETs)\n\n| component | time | size |\n|---|---|---|\n", b.created.Load())
 	for _, c := range []struct{ name, url string }{{"controller", b.ctrlMetrics}, {"token server", b.tokenMetrics}} {
 		var times []time.Duration
 		size := 0
@@ -127,7 +127,7 @@ func (b *bench) startup() error {
 	}
 	slices.Sort(runs)
 	fmt.Printf("\n## Token-server start-up with %d ServiceKeys (process start → /readyz 200; 3 restarts)\n\nmedian %v, min %v, max %v\n",
-		b.created, runs[1].Round(time.Millisecond), runs[0].Round(time.Millisecond), runs[2].Round(time.Millisecond))
+		b.created.Load(), runs[1].Round(time.Millisecond), runs[0].Round(time.Millisecond), runs[2].Round(time.Millisecond))
 	return nil
 }
 

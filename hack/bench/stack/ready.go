@@ -110,7 +110,7 @@ func (b *bench) create(ctx context.Context, name string, bits int32) error {
 	if err := b.env.Client.Create(ctx, sk); err != nil {
 		return fmt.Errorf("create ServiceKey %s: %w", name, err)
 	}
-	b.created++
+	b.created.Add(1)
 	return nil
 }
 
@@ -152,7 +152,7 @@ func (b *bench) poolFull(bits int32) error {
 	})
 }
 
-// poolDepth is the controller's default --key-pool-depth, what the chart runs.
+// poolDepth is the chart's default controller.keyPool.depth, set explicitly.
 const poolDepth = 4
 
 func (b *bench) latencyWarm() error {
@@ -197,8 +197,11 @@ func latencyRow(bits int32, pool string, lat []time.Duration) string {
 		pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 100))
 }
 
-// pct is the p-th percentile (nearest rank), rounded for the table.
+// pct is the p-th percentile (nearest rank), rounded for the table; 0 for no samples.
 func pct(lat []time.Duration, p int) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
 	s := slices.Clone(lat)
 	slices.Sort(s)
 	i := min(len(s)-1, (len(s)*p+99)/100-1)
