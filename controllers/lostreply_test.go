@@ -40,13 +40,7 @@ import (
 // the status apart, or let a key already promoted be reused as a "new" one.
 func TestLostReplies(t *testing.T) {
 	ctx := context.Background()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	live, err := client.NewWithWatch(adminConfig, client.Options{Scheme: k8s.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := raceNamespace(t)
 	lost := apierrors.NewTimeoutError("the reply was lost (fault injection)", 1)
 	cases := map[string]struct {
 		statusWrite int32 // lose the reply to this status write of the rotation (1 publish, 2 promote); 0: none

@@ -42,15 +42,7 @@ import (
 // an unpublished key behind (which the next reconcile would take for tampering).
 func TestRotationSurvivesConcurrentLastUsedWrite(t *testing.T) {
 	ctx := context.Background()
-	// The suite's manager does not cache this namespace's ServiceKeys (see
-	// startManager): only the reconciler below acts; the open policy permits its key.
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	live, err := client.NewWithWatch(adminConfig, client.Options{Scheme: k8s.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	live := raceNamespace(t)
 	var armed atomic.Bool
 	racy := interceptor.NewClient(live, interceptor.Funcs{
 		SubResourceApply: func(ctx context.Context, c client.Client, sub string, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
@@ -128,4 +120,21 @@ func writeLastUsed(t *testing.T, c client.Client, namespace, name string) {
 		client.FieldOwner("servicekey-token-server"), client.ForceOwnership); err != nil {
 		t.Fatalf("concurrent lastUsedTime write: %v", err)
 	}
+}
+
+// raceNamespace creates raceNS, whose ServiceKeys the suite's manager does not cache
+// (see startManager), so that only a test's own reconciler acts there; the open
+// policy permits its keys. It returns a live client (no cache) for the test's
+// reconciler to wrap.
+func raceNamespace(t *testing.T) client.WithWatch {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: raceNS, Labels: map[string]string{openLabel: "true"}}}
+	if err := k8s.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	live, err := client.NewWithWatch(adminConfig, client.Options{Scheme: k8s.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return live
 }

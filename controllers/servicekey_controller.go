@@ -100,37 +100,39 @@ type ServiceKeyReconciler struct {
 // Reconcile brings one ServiceKey's Secret and status to the desired state, in an
 // order that never hands out an unpublished key: anything new (a key pair, a client
 // secret) is first published in status, then written to the Secret, then promoted
-// (docs/controller.md, "Write order").
+// (docs/controller.md, "Write order"). It works from the cache, and starts over from
+// live reads when it is about to generate, retire or rewrite anything the cache cannot
+// vouch for.
 func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	o, err := r.observe(ctx, r.Client, req.NamespacedName)
-	if o.Key == nil || err != nil {
-		if err == nil {
-			r.staged.forget(req.NamespacedName)
-		}
+	return r.reconcile(ctx, req.NamespacedName, false)
+}
+
+// reconcile is Reconcile from the cache, or from live reads when live is set.
+func (r *ServiceKeyReconciler) reconcile(ctx context.Context, name types.NamespacedName, live bool) (ctrl.Result, error) {
+	var rd client.Reader = r.Client
+	if live {
+		rd = r.APIReader
+	}
+	o, err := r.observe(ctx, rd, name)
+	switch {
+	case err != nil:
 		return ctrl.Result{}, err
-	}
-	if o.Key.DeletionTimestamp != nil {
-		// Being deleted (foreground, or held by a finalizer): the garbage collector
-		// removes the Secret; re-keying it now would hand out a key for a ServiceKey
-		// on its way out.
-		r.staged.forget(req.NamespacedName)
+	case o.Key == nil || o.Key.DeletionTimestamp != nil:
+		// Gone, or being deleted (foreground, or held by a finalizer): the garbage
+		// collector removes the Secret; re-keying now would hand out a key for a
+		// ServiceKey on its way out.
+		r.staged.forget(name)
 		return ctrl.Result{}, nil
-	}
-	if o.NamespaceLabels == nil {
+	case o.NamespaceLabels == nil:
 		// The namespace is not in the cache yet; its arrival enqueues this key again.
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
 	}
 	d := Decide(o)
-	if d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil || r.needsPrivateKey(o, d)) {
+	if !live && d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil) {
 		// Read live before generating or retiring anything: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never
-		// overwritten), and it may lag behind this controller's own last write. Also
-		// before rewriting a Secret with the private key it holds: the cache keeps
-		// only its digest.
-		if o, err = r.observe(ctx, r.APIReader, req.NamespacedName); o.Key == nil || err != nil {
-			return ctrl.Result{}, err
-		}
-		d = Decide(o)
+		// overwritten), and it may lag behind this controller's own last write.
+		return r.reconcile(ctx, name, true)
 	}
 	if d.Generate() {
 		if o, err = r.publish(ctx, o, d); apierrors.IsConflict(err) {
@@ -142,7 +144,12 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	desired, err := Build(o, d, r.Config)
 	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", req.NamespacedName, err)
+		return ctrl.Result{}, fmt.Errorf("build desired state of %s: %w", name, err)
+	}
+	if !live && desired.Secret != nil && desired.Secret.Data == nil && !desired.Secret.matches(o.Secret, o.Key.UID) {
+		// The Secret is to be rewritten with the private key it holds, which the
+		// cache keeps only as a digest.
+		return r.reconcile(ctx, name, true)
 	}
 	if err := r.write(ctx, o, d, &desired); apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
@@ -150,17 +157,10 @@ func (r *ServiceKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	if pendingKey(desired.Status.Keys) == nil && meta.IsStatusConditionTrue(desired.Status.Conditions, v1.ConditionSynced) {
-		r.staged.forget(req.NamespacedName)
+		r.staged.forget(name)
 	}
 	r.emit(o.Key, desired)
 	return ctrl.Result{RequeueAfter: desired.RequeueAfter}, nil
-}
-
-// needsPrivateKey reports whether the Secret must be rewritten with a private key or
-// client secret that the cached observation knows by digest only.
-func (r *ServiceKeyReconciler) needsPrivateKey(o Observed, d Decision) bool {
-	desired, err := Build(o, d, r.Config)
-	return err == nil && desired.Secret != nil && desired.Secret.Data == nil && !desired.Secret.matches(o.Secret, o.Key.UID)
 }
 
 // publish generates what the decision asks for (or reuses what is staged from an
