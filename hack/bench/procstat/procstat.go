@@ -25,19 +25,17 @@ import (
 	"strings"
 )
 
-// CPUTimes reads user+system CPU seconds of this process and of the kube-apiserver,
-// etcd and servicekey-operator processes from /proc (Linux), to show where the
-// controller's time goes.
+// CPUTimes reads user+system CPU seconds of this process and of the kube-apiserver
+// and etcd processes from /proc (Linux), to show where the controller's time goes.
 func CPUTimes() map[string]float64 {
 	out := map[string]float64{"self": procCPU("self")}
-	const binary = "servicekey-oper" // the kernel keeps 15 bytes of a command name
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		comm, err := os.ReadFile(filepath.Join(d, "comm"))
 		if err != nil {
 			continue
 		}
-		if name := strings.TrimSpace(string(comm)); name == "kube-apiserver" || name == "etcd" || name == binary {
+		if name := strings.TrimSpace(string(comm)); name == "kube-apiserver" || name == "etcd" {
 			out[name] += procCPU(filepath.Base(d))
 		}
 	}

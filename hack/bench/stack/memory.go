@@ -20,7 +20,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -133,23 +132,11 @@ func (b *bench) startup() error {
 
 // get fetches url and returns the body of a 200 answer.
 func get(url string) (string, error) {
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
+	code, body := testenv.HTTPGet(url)
+	if code != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %d %s", url, code, body)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return string(body), nil
+	return body, nil
 }
 
 // scrapeValue reads one series (name with labels, exactly as exposed) from a
