@@ -161,13 +161,15 @@ func runController(f *controllerFlags, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	warnPprof(f.pprofAddr, log)
+	ctx := ctrl.SetupSignalHandler()
+	if err := servePprof(ctx, f.pprofAddr, log); err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
-		PprofBindAddress:        f.pprofAddr,
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        f.leaderElectionID,
 		LeaderElectionNamespace: f.leaderElectionNS,
@@ -200,7 +202,7 @@ func runController(f *controllerFlags, log logr.Logger) error {
 		return fmt.Errorf("add readiness check: %w", err)
 	}
 	log.Info("starting controller manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil

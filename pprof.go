@@ -34,7 +34,10 @@ func servePprof(ctx context.Context, addr string, log logr.Logger) error {
 	if addr == "" {
 		return nil
 	}
-	warnPprof(addr, log)
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		log.Info("--pprof-bind-address is not a loopback address: profiles are reachable from outside the pod", "address", addr)
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s for --pprof-bind-address: %w", addr, err)
@@ -52,16 +55,4 @@ func servePprof(ctx context.Context, addr string, log logr.Logger) error {
 		_ = hs.Close()
 	}()
 	return nil
-}
-
-// warnPprof logs when profiles are served beyond loopback: nobody outside the pod
-// needs them (kubectl port-forward reaches a loopback address).
-func warnPprof(addr string, log logr.Logger) {
-	if addr == "" {
-		return
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		log.Info("--pprof-bind-address is not a loopback address: profiles are reachable from outside the pod", "address", addr)
-	}
 }

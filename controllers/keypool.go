@@ -133,16 +133,17 @@ func (p *KeyPool) wake() {
 	}
 }
 
-// Start fills the pools until ctx is done (a manager.Runnable). It also wakes every
-// MaxAge, so stale keys are replaced even when nobody takes one.
+// Start fills the pools until ctx is done (a manager.Runnable). When they are full it
+// wakes as the oldest key turns stale, so no key stays in memory past MaxAge even when
+// nobody takes one.
 func (p *KeyPool) Start(ctx context.Context) error {
 	for {
 		bits, ok := p.nextToFill()
 		if !ok {
-			if !p.sleep(ctx, p.MaxAge) {
+			// Full: sleep until the oldest key turns stale, or a take wakes it.
+			if !p.sleep(ctx, p.dropStale()) {
 				return nil
 			}
-			p.dropStale()
 			continue
 		}
 		k, err := p.Source.New(bits, v1.PKCS8)
@@ -179,27 +180,32 @@ func (p *KeyPool) sleep(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// dropStale drops the keys older than MaxAge from every pool.
-func (p *KeyPool) dropStale() {
+// dropStale drops the keys older than MaxAge from every pool, keeping the others in
+// their order (oldest first), and returns how long until the oldest kept key turns
+// stale: MaxAge when none is kept. Only the refill goroutine sends, so there is room
+// to put the kept keys back.
+func (p *KeyPool) dropStale() time.Duration {
+	wait := p.MaxAge
 	for _, bits := range p.sizes {
-		p.dropStaleOf(p.pools[bits])
-	}
-}
-
-// dropStaleOf drops keys from the front of c (the oldest) until a fresh one, which it
-// puts back: only the refill goroutine sends, so there is room.
-func (p *KeyPool) dropStaleOf(c chan pooledKey) {
-	for {
-		select {
-		case k := <-c:
-			if p.Clock.Since(k.at) < p.MaxAge {
-				c <- k
-				return
+		c := p.pools[bits]
+		var kept []pooledKey
+	drain:
+		for range cap(c) {
+			select {
+			case k := <-c:
+				if age := p.Clock.Since(k.at); age < p.MaxAge {
+					kept = append(kept, k)
+					wait = min(wait, p.MaxAge-age)
+				}
+			default: // a take may have emptied it first
+				break drain
 			}
-		default:
-			return
+		}
+		for _, k := range kept {
+			c <- k
 		}
 	}
+	return wait
 }
 
 // nextToFill is the smallest size whose pool is not full, unless a reconcile is

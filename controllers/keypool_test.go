@@ -20,6 +20,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +32,7 @@ import (
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 // smallKeys generates 1024-bit keys whatever size is asked for (a pool test needs
@@ -37,6 +40,7 @@ import (
 type smallKeys struct {
 	mu    sync.Mutex
 	asked []int32
+	made  []*rsa.PrivateKey
 }
 
 func (g *smallKeys) New(bits int32, enc v1.PrivateKeyEncoding) (*NewKey, error) {
@@ -47,6 +51,9 @@ func (g *smallKeys) New(bits int32, enc v1.PrivateKeyEncoding) (*NewKey, error) 
 	if err != nil {
 		return nil, err
 	}
+	g.mu.Lock()
+	g.made = append(g.made, key)
+	g.mu.Unlock()
 	pem, err := keyutil.EncodePrivateKey(key, enc)
 	if err != nil {
 		return nil, err
@@ -56,12 +63,11 @@ func (g *smallKeys) New(bits int32, enc v1.PrivateKeyEncoding) (*NewKey, error) 
 
 func waitFull(t *testing.T, p *KeyPool, bits int32) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(p.pools[bits]) < cap(p.pools[bits]) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the %d-bit pool holds %d of %d keys after 30 s", bits, len(p.pools[bits]), cap(p.pools[bits]))
-		}
-		time.Sleep(5 * time.Millisecond)
+	err := testenv.Poll(fmt.Sprintf("the %d-bit pool full", bits), 30*time.Second, func() (bool, string) {
+		return p.Len(bits) == cap(p.pools[bits]), fmt.Sprintf("%d of %d keys", p.Len(bits), cap(p.pools[bits]))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -75,6 +81,9 @@ func TestKeyPool(t *testing.T) {
 	go func() { _ = p.Start(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	waitFull(t, p, 1024)
+	src.mu.Lock()
+	pooled := slices.Clone(src.made) // what the refill made: the pool's keys
+	src.mu.Unlock()
 
 	seen := map[*rsa.PrivateKey]bool{}
 	for i := range 5 { // 3 from the pool, then whatever the refill has made, then generated
@@ -89,6 +98,12 @@ func TestKeyPool(t *testing.T) {
 		if _, enc, err := keyutil.ParsePrivateKey(k.PEM); err != nil || enc != v1.PKCS1 {
 			t.Errorf("key %d: PEM in %s (%v), want the PKCS1 asked for", i, enc, err)
 		}
+		if i < 3 && !slices.Contains(pooled, k.Key) {
+			t.Errorf("key %d was not one of the pool's (the pool held 3)", i)
+		}
+	}
+	if got := testutil.ToFloat64(p.misses.WithLabelValues("1024")); got > 2 {
+		t.Errorf("%v misses for 5 keys from a pool of 3, want at most 2", got)
 	}
 	if _, err := p.New(3072, v1.PKCS8); err != nil {
 		t.Fatal(err)
@@ -146,10 +161,18 @@ func TestKeyPoolDropsStaleKeys(t *testing.T) {
 		t.Errorf("take handed out %p, want the fresh key %p (the stale one %p dropped)", got, fresh, old)
 	}
 	p.pools[1024] <- pooledKey{key: old, at: clk.Now()}
-	clk.Step(p.MaxAge)
-	p.dropStale()
-	if p.Len(1024) != 0 {
-		t.Errorf("%d keys left after dropping stale ones, want 0", p.Len(1024))
+	clk.Step(p.MaxAge / 2)
+	p.pools[1024] <- pooledKey{key: fresh, at: clk.Now()}
+	clk.Step(p.MaxAge / 2)
+	if wait := p.dropStale(); wait != p.MaxAge/2 || p.Len(1024) != 1 {
+		t.Errorf("dropStale: %d keys left, next in %v; want 1, and the refill to wake in %v when it turns stale",
+			p.Len(1024), wait, p.MaxAge/2)
+	}
+	if got := p.take(1024); got != fresh {
+		t.Errorf("the kept key is %p, want %p", got, fresh)
+	}
+	if wait := p.dropStale(); wait != p.MaxAge {
+		t.Errorf("empty pool: next check in %v, want MaxAge", wait)
 	}
 }
 
@@ -160,15 +183,14 @@ func TestKeyPoolRefusesWrongSize(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = p.Start(ctx); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for asked := 0; asked == 0; { // one attempt is enough: Start pools or refuses its result before it looks at ctx
-		if time.Now().After(deadline) {
-			t.Fatal("the refill never asked for a key")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// One attempt is enough: Start pools or refuses its result before it looks at ctx.
+	err := testenv.Poll("the refill asks for a key", 30*time.Second, func() (bool, string) {
 		src.mu.Lock()
-		asked = len(src.asked)
-		src.mu.Unlock()
+		defer src.mu.Unlock()
+		return len(src.asked) > 0, "not asked yet"
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	cancel()
 	<-done

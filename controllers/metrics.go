@@ -59,7 +59,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 	return &Metrics{
 		Rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "servicekey_rotations_total",
-			Help: "New key pairs issued, by cause (Initial, SecretMissing, SecretMismatch, PrivateKeyChanged, Requested, Scheduled).",
+			Help: "New key pairs issued, by cause (Initial, SecretMissing, SecretMismatch, PrivateKeyChanged, Requested, Scheduled, Resumed).",
 		}, []string{"cause"}),
 		PolicyDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "servicekey_policy_denied_total",

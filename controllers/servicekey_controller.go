@@ -128,6 +128,12 @@ func (r *ServiceKeyReconciler) reconcile(ctx context.Context, name types.Namespa
 		return ctrl.Result{RequeueAfter: namespaceRetry}, nil
 	}
 	d := Decide(o)
+	if d.BlockedReason != "" {
+		// Nothing is written while blocked (refused by policy, expired): no private key
+		// waits in memory for it. A Pending key left without it is retired with grace
+		// once the ServiceKey is unblocked.
+		r.staged.forget(name)
+	}
 	if !live && d.BlockedReason == "" && (d.Generate() || d.RetirePending || o.Secret == nil) {
 		// Read live before generating or retiring anything: the cache holds only
 		// labelled Secrets (a foreign one of that name must be found, never

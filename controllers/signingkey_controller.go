@@ -85,6 +85,9 @@ func (m *SigningKeyManager) SetupWithManager(mgr ctrl.Manager) error {
 		ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {
 			Namespaces: map[string]cache.Config{m.Secret.Namespace: {}},
 			Field:      fields.OneTermEqualSelector("metadata.name", m.Secret.Name),
+			// The watch only wakes the loop, which reads the Secret live: the signing
+			// keys are not kept in memory (on every replica) for it.
+			Transform: dropData,
 		}},
 	})
 	if err != nil {
@@ -105,6 +108,14 @@ func (m *SigningKeyManager) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("add signing-key manager: %w", err)
 	}
 	return nil
+}
+
+// dropData keeps a Secret's metadata only, without managedFields.
+func dropData(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok {
+		s.Data, s.StringData, s.ManagedFields = nil, nil, nil
+	}
+	return obj, nil
 }
 
 // eventHandler wakes the loop on every event of the watched Secret; a deletion is

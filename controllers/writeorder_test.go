@@ -260,6 +260,7 @@ func TestRedactQuotedSecret(t *testing.T) {
 		"fragment of base64":       {in: "data.key.json: ...ZXlKaGJHY2lPaUpTVXpJMU5pSXNJblI1Y0NJNklrcFhWQ0o5LmV5Sn...", want: "data.key.json: ..." + redactedText + "..."},
 		"bytes printed in decimal": {in: "denied: " + fmt.Sprint(map[string][]byte{"k": body}), want: "denied: map[k:[" + redactedText + "]]"},
 		"bytes printed in hex":     {in: fmt.Sprintf("denied: %x", body), want: "denied: " + redactedText},
+		"part of a client secret":  {in: "denied: cs=Xq3_v-9aZk2Lw8_-pQ4nR7sT1uV6yB0cD5e", want: "denied: cs=" + redactedText},
 		"long message cut":         {in: strings.Repeat("policy says no. ", 30), want: strings.Repeat("policy says no. ", 30)[:maxQuoted] + "..."},
 	}
 	for name, tc := range cases {
