@@ -22,7 +22,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,15 +84,17 @@ func waitRefusals(t *testing.T, before float64, n int) {
 // a Secret labelled as ServiceKey name's, until the returned lift (or the test's end).
 func refuseKeySecrets(t *testing.T, policy, name string) (lift func()) {
 	t.Helper()
-	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + name + "'"
-	return refuse(t, policy, "", "secrets", label, func() bool {
-		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: ns, Labels: map[string]string{v1.LabelServiceKey: name}}}
-		err := k8s.Create(context.Background(), p)
-		if err == nil {
-			_ = k8s.Delete(context.Background(), p)
+	lifter, err := testenv.RefuseKeySecrets(context.Background(), k8s, policy, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lift = func() {
+		if err := lifter(); err != nil {
+			t.Error(err)
 		}
-		return apierrors.IsForbidden(err)
-	})
+	}
+	t.Cleanup(lift)
+	return lift
 }
 
 func watchKeys(t *testing.T, name string) *testenv.KeyHistory {

@@ -94,7 +94,10 @@ func (ix *Index) deleted(id string) {
 // client-go resumes a watch only after its retry backoff (up to a minute or more), and
 // until then a ServiceKey deleted or suspended meanwhile would still be honoured. A
 // record is replaced or dropped only if it is still the one in the snapshot (compared
-// under the lock), so whatever the informer delivered since wins. ServiceKeys that are
+// under the lock), so whatever the informer delivered since wins. (An event the
+// informer delivers after Finish but older than the list, from a watch resumed at an
+// old resourceVersion, replaces the record again until the informer's own later events
+// arrive in the same stream.) ServiceKeys that are
 // not in the snapshot (created during the outage) are left to the informer: adding one
 // here could resurrect a key the informer deletes in between. Feed the list page by
 // page to Apply, then call Finish; only the names seen are kept between pages.

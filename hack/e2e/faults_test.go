@@ -34,7 +34,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -239,15 +238,7 @@ func TestControllerKilledBetweenPublishAndSecret(t *testing.T) {
 	sk := newServiceKey(t, "crash-window")
 	first := activeID(sk)
 	h := testenv.WatchKeysFor(t, env.Config, env.Scheme, sk.Namespace, sk.Name)
-	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" + v1.LabelServiceKey + "'] == '" + sk.Name + "'"
-	lift, err := testenv.Refuse(ctx, env.Client, "refuse-crash-window", "", "secrets", label, func() bool {
-		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: sk.Name + "-probe", Namespace: sk.Namespace, Labels: map[string]string{v1.LabelServiceKey: sk.Name}}}
-		err := env.Client.Create(ctx, p)
-		if err == nil {
-			_ = env.Client.Delete(ctx, p)
-		}
-		return apierrors.IsForbidden(err)
-	})
+	lift, err := testenv.RefuseKeySecrets(ctx, env.Client, "refuse-crash-window", sk.Namespace, sk.Name)
 	if err != nil {
 		t.Fatal(err)
 	}

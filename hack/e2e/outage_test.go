@@ -19,11 +19,9 @@ limitations under the License.
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,20 +310,9 @@ func controllerWorksAgain(t *testing.T) {
 // tokenServerMetric reads one unlabelled gauge from the token server's /metrics.
 func tokenServerMetric(t *testing.T, name string) float64 {
 	t.Helper()
-	code, body := testenv.HTTPGet(installed.TokenServerMetricsURL())
-	if code != http.StatusOK {
-		t.Fatalf("token server /metrics: %d %s", code, body)
+	v, err := testenv.MetricValue(installed.TokenServerMetricsURL(), name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("%s not in the token server's /metrics", name)
-	return 0
+	return v
 }

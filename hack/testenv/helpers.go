@@ -25,6 +25,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +153,19 @@ func FreePorts(n int) ([]string, error) {
 		addrs = append(addrs, ln.Addr().String())
 	}
 	return addrs, nil
+}
+
+// MetricValue reads one series (its name and labels exactly as exposed, e.g.
+// `servicekey_key_pool_keys{bits="2048"}`) from a Prometheus text endpoint.
+func MetricValue(url, series string) (float64, error) {
+	code, body := HTTPGet(url)
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %d %s", url, code, body)
+	}
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), series+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s not exposed at %s", series, url)
 }

@@ -22,10 +22,13 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 )
 
 // Refuse injects a fault the way a webhook, a quota or an etcd hiccup would: it
@@ -71,4 +74,20 @@ func Refuse(ctx context.Context, c client.Client, name, group, resource, express
 		return nil, err
 	}
 	return lift, nil
+}
+
+// RefuseKeySecrets refuses, through an admission policy named policy, every write of a
+// Secret labelled as the key Secret of ServiceKey namespace/name, and returns the
+// function that lifts it.
+func RefuseKeySecrets(ctx context.Context, c client.Client, policy, namespace, name string) (lift func() error, err error) {
+	label := "has(object.metadata.labels) && '" + v1.LabelServiceKey + "' in object.metadata.labels && object.metadata.labels['" +
+		v1.LabelServiceKey + "'] == '" + name + "'"
+	return Refuse(ctx, c, policy, "", "secrets", label, func() bool {
+		p := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-probe", Namespace: namespace, Labels: map[string]string{v1.LabelServiceKey: name}}}
+		err := c.Create(ctx, p)
+		if err == nil {
+			_ = c.Delete(ctx, p)
+		}
+		return apierrors.IsForbidden(err)
+	})
 }

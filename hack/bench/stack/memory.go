@@ -17,7 +17,6 @@ limitations under the License.
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -56,7 +55,7 @@ func (b *bench) measure(c *stack.Component, pprofAddr string) (memory, error) {
 func (b *bench) memoryAtN() error {
 	n := int(b.created.Load())
 	err := testenv.Poll("the token server indexes every ServiceKey", 5*time.Minute, func() (bool, string) {
-		v, err := scrapeValue(b.tokenMetrics, "servicekey_token_keys_indexed")
+		v, err := testenv.MetricValue(b.tokenMetrics, "servicekey_token_keys_indexed")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -137,21 +136,4 @@ func get(url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %d %s", url, code, body)
 	}
 	return body, nil
-}
-
-// scrapeValue reads one series (name with labels, exactly as exposed) from a
-// Prometheus text endpoint.
-func scrapeValue(url, series string) (float64, error) {
-	body, err := get(url)
-	if err != nil {
-		return 0, err
-	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("%s not exposed", series)
 }

@@ -144,7 +144,7 @@ func (b *bench) sequential(prefix string, n int, bits int32, warm bool) ([]time.
 func (b *bench) poolFull(bits int32) error {
 	series := fmt.Sprintf(`servicekey_key_pool_keys{bits="%d"}`, bits)
 	return testenv.Poll("the key pool full", 2*time.Minute, func() (bool, string) {
-		v, err := scrapeValue(b.ctrlMetrics, series)
+		v, err := testenv.MetricValue(b.ctrlMetrics, series)
 		if err != nil {
 			return false, err.Error()
 		}
