@@ -22,16 +22,22 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/redis/go-redis/v9"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/servicekey-operator/servicekey-operator/api/policy"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
+
+// sharedStatePasswordEnv holds the Redis password when it is not in the URL: the chart
+// fills it from a Secret, so it is in neither the pod spec nor the process list.
+const sharedStatePasswordEnv = "SERVICEKEY_SHARED_STATE_PASSWORD" //nolint:gosec // the variable's name, not a credential
 
 // tokenServerFlags are the token-server subcommand's flags.
 type tokenServerFlags struct {
@@ -65,6 +71,10 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 	fs.Float64Var(&f.opts.IntrospectionRateLimit, "introspection-rate-limit", 50, "introspection requests per second per caller (0 disables); excess gets 429 with Retry-After")
 	fs.IntVar(&f.opts.IntrospectionRateBurst, "introspection-rate-burst", 100, "burst of the per-caller introspection rate limit")
 	fs.IntVar(&f.opts.MaxInFlight, "max-in-flight", 512, "token and introspection requests answered at once (0: no bound); beyond it 503 with Retry-After")
+	fs.StringVar(&f.opts.SharedState, "shared-state", "", "redis://[user:password@]host:port/db (or rediss:// for TLS) of the Redis or Valkey the replicas share "+
+		"replay protection, rate limits and refresh tokens in; empty keeps them in this replica's memory. The password may come from $"+sharedStatePasswordEnv+" instead")
+	fs.IntVar(&f.opts.RefreshFamiliesPerClient, "refresh-token-families-per-client", tokenserver.DefaultFamiliesPerClient,
+		"live refresh-token families per client; beyond it the family that ends first is dropped")
 	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -105,8 +115,14 @@ func (f *tokenServerFlags) complete() error {
 		return fmt.Errorf("--introspection-scope must start with %q (a reserved scope no policy wildcard matches), got %q",
 			policy.ReservedScopePrefix, f.opts.IntrospectionScope)
 	}
-	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 || f.opts.ReplayPerClient < 1 {
-		return errors.New("--max-access-token-ttl, --replay-cache-size and --replay-cache-per-client must be positive")
+	if f.opts.MaxTTL <= 0 || f.opts.ReplayCacheSize < 1 || f.opts.ReplayPerClient < 1 || f.opts.RefreshFamiliesPerClient < 1 {
+		return errors.New("--max-access-token-ttl, --replay-cache-size, --replay-cache-per-client and --refresh-token-families-per-client must be positive")
+	}
+	f.opts.SharedStatePassword = os.Getenv(sharedStatePasswordEnv)
+	if f.opts.SharedState != "" {
+		if _, err := redis.ParseURL(f.opts.SharedState); err != nil {
+			return fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
+		}
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ limitations under the License.
 package tokenserver
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -46,6 +48,8 @@ type TokenResponse struct {
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
 	Scope       string `json:"scope,omitempty"`
+	// RefreshToken is sent when the ServiceKey has spec.refreshTokens (RFC 6749 §5.1).
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // Exchanger turns verified assertions into access tokens. Time and token IDs are
@@ -63,17 +67,19 @@ type Exchanger struct {
 	Lookup Lookup
 	// Keys returns the current signing keys (they rotate without a restart).
 	Keys func() *SigningKeys
-	// Replay remembers assertions (by jti, or whole without one) until they expire.
-	Replay *ReplayCache
-	// Clock and NewID are injected: time and randomness.
-	Clock clock.PassiveClock
-	NewID func() string
+	// State remembers used assertions, rate-limit buckets and refresh-token families
+	// (MemoryState, or RedisState shared by every replica).
+	State State
+	// Clock, NewID and Random are injected: time and randomness (Random: nil means
+	// crypto/rand), for token IDs and refresh tokens.
+	Clock  clock.PassiveClock
+	NewID  func() string
+	Random io.Reader
 	// Policies judges each ServiceKey's live spec against the ServiceKeyPolicies at
 	// every grant (nil: no policy is known and every grant is refused).
 	Policies *PolicyGate
-	// Limiter rate-limits each client (nil: no limit); Used records lastUsedTime (nil: off).
-	Limiter *Limiter
-	Used    *LastUsed
+	// Used records lastUsedTime (nil: off).
+	Used *LastUsed
 }
 
 // Request is one grant: the assertion, the requested scope (form parameter; empty
@@ -113,13 +119,8 @@ func (x *Exchanger) Exchange(r Request) (*TokenResponse, Outcome, *Error) {
 	} else {
 		d = AssertionDigest(r.Assertion)
 	}
-	if x.Replay.Seen(rec.ClientID, d, now) { // before the rate limit: a replay spends nothing
-		return nil, out, replayError(r.Code)
-	}
-	replay := func() *Error {
-		return x.Replay.Record(rec.ClientID, d, v.Claims.ExpiresAt.Add(x.Policy.Leeway), now, r.Code)
-	}
-	return x.issue(rec, out, requested, r.ClientAddr, now, []string{v.KeyID}, replay)
+	return x.issue(grant{rec: rec, out: out, requested: requested, addr: r.ClientAddr, now: now, keyIDs: []string{v.KeyID},
+		binding: v.KeyID, digest: &d, replayUntil: v.Claims.ExpiresAt.Add(x.Policy.Leeway), code: r.Code})
 }
 
 // requestedScope is the form's scope, or the assertion's scope claim when the form
@@ -169,49 +170,79 @@ func (x *Exchanger) ExchangeSecret(clientID, secret, scope string, addr netip.Ad
 	if why := rec.refusal(now); why != "" {
 		return nil, out, newError(CodeInvalidClient, why)
 	}
-	return x.issue(rec, out, scope, addr, now, nil, nil)
+	return x.issue(grant{rec: rec, out: out, requested: scope, addr: addr, now: now, binding: secretBinding(rec.ClientSecretHash)})
 }
 
-// issue runs the checks that follow client authentication — source address, rate
-// limit, policy (keyIDs: the keys that may have verified the grant), replay (when
-// given), scope — and mints the token.
-func (x *Exchanger) issue(rec *KeyRecord, out Outcome, requested string, addr netip.Addr, now time.Time, keyIDs []string, replay func() *Error) (*TokenResponse, Outcome, *Error) {
+// grant is an authenticated grant for issue: keyIDs are the keys that may have
+// verified it (nil for a client secret), binding what a refresh-token family it starts
+// dies with, digest the assertion to replay-check (nil for a client secret).
+type grant struct {
+	rec         *KeyRecord
+	out         Outcome
+	requested   string
+	addr        netip.Addr
+	now         time.Time
+	keyIDs      []string
+	binding     string
+	digest      *Digest
+	replayUntil time.Time
+	code        string
+}
+
+// issue runs the checks that follow client authentication — source address, policy,
+// scope, then the State's replay check and rate limit in one step — and mints the
+// token (with a refresh token when the key has them).
+func (x *Exchanger) issue(g grant) (*TokenResponse, Outcome, *Error) {
+	rec, out := g.rec, g.out
 	keys := x.Keys()
 	if keys == nil { // deleted while this request was being judged
 		return nil, out, errNoSigningKeys()
 	}
-	if !addrAllowed(rec.AllowedCIDRs, addr) {
-		if !addr.IsValid() {
-			return nil, out, newError(CodeUnauthorizedClient, "the client address is unknown (a trusted proxy sent no usable "+
-				"X-Forwarded-For), so spec.allowedCIDRs of "+rec.ClientID+" cannot admit the request")
-		}
-		return nil, out, newError(CodeUnauthorizedClient, "requests from "+addr.String()+
-			" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
+	if e := addrCheck(rec, g.addr); e != nil {
+		return nil, out, e
 	}
-	if ok, wait := x.Limiter.Allow(rec.ClientID, now); !ok {
-		return nil, out, &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + rec.ClientID +
-			"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
-	}
-	if e, denied := x.Policies.Check(rec, keyIDs); e != nil {
+	if e, denied := x.Policies.Check(rec, g.keyIDs); e != nil {
 		out.Denied = denied
 		return nil, out, e
 	}
-	if replay != nil {
-		if e := replay(); e != nil {
-			return nil, out, e
-		}
-	}
-	scopes, e := grantedScopes(requested, rec.Scopes)
+	scopes, e := grantedScopes(g.requested, rec.Scopes)
 	if e != nil {
 		return nil, out, e
 	}
 	out.Scopes = scopes
-	resp, err := x.mint(keys, rec, out.KeyID, scopes, now)
+	family, refresh, err := x.newFamily(rec, g.binding, strings.Join(scopes, " "), g.now)
 	if err != nil {
-		return nil, out, &Error{Code: "server_error", Description: "could not sign the access token", Status: http.StatusInternalServerError}
+		return nil, out, errServer("could not create a refresh token")
 	}
+	a := Admission{ClientID: rec.ClientID, Now: g.now, Digest: g.digest, ReplayUntil: g.replayUntil, Code: g.code, Family: family}
+	if e := x.State.Admit(context.Background(), a); e != nil {
+		return nil, out, e
+	}
+	resp, err := x.mint(keys, rec, out.KeyID, scopes, g.now)
+	if err != nil {
+		return nil, out, errServer("could not sign the access token")
+	}
+	resp.RefreshToken = refresh
 	x.Used.Note(rec.ClientID)
 	return resp, out, nil
+}
+
+// errServer is a 500 for what is the server's fault, never the request's.
+func errServer(description string) *Error {
+	return &Error{Code: "server_error", Description: description, Status: http.StatusInternalServerError}
+}
+
+// addrCheck enforces spec.allowedCIDRs.
+func addrCheck(rec *KeyRecord, addr netip.Addr) *Error {
+	if addrAllowed(rec.AllowedCIDRs, addr) {
+		return nil
+	}
+	if !addr.IsValid() {
+		return newError(CodeUnauthorizedClient, "the client address is unknown (a trusted proxy sent no usable "+
+			"X-Forwarded-For), so spec.allowedCIDRs of "+rec.ClientID+" cannot admit the request")
+	}
+	return newError(CodeUnauthorizedClient, "requests from "+addr.String()+
+		" are not allowed for "+rec.ClientID+" (spec.allowedCIDRs)")
 }
 
 func (x *Exchanger) mint(keys *SigningKeys, rec *KeyRecord, keyID string, scopes []string, now time.Time) (*TokenResponse, error) {

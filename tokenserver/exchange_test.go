@@ -61,8 +61,8 @@ func newExchangeFixture(t *testing.T) *exchangeFixture {
 			}
 			return nil
 		},
-		Replay: NewReplayCache(100, 100), Clock: clocktesting.NewFakeClock(now), NewID: func() string { return "id" }, Policies: openGate("team"),
-		Limiter: NewLimiter(1, 2)} // the fake clock stands still: two grants per test
+		State: NewMemoryState(NewReplayCache(100, 100), NewLimiter(1, 2), 10), // the fake clock stands still: two grants per test
+		Clock: clocktesting.NewFakeClock(now), NewID: func() string { return "id" }, Policies: openGate("team")}
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	t.Cleanup(srv.Close)
 	f.url = srv.URL

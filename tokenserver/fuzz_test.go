@@ -54,7 +54,7 @@ func fuzzHandler(t testing.TB) (http.Handler, keyPair) {
 	gate := openGate("team")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &Exchanger{Issuer: "https://token.test", MaxTTL: time.Hour, Policy: testPolicy, Lookup: lookup,
-			Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(10, 10), Clock: clocktesting.NewFakeClock(now),
+			Keys: func() *SigningKeys { return keys }, State: NewMemoryState(NewReplayCache(10, 10), nil, 10), Clock: clocktesting.NewFakeClock(now),
 			NewID: func() string { return "id" }, Policies: gate}
 		(&TokenHandler{Exchanger: x, Log: logr.Discard()}).ServeHTTP(w, r)
 	})

@@ -138,9 +138,11 @@ func (h *TokenHandler) dispatch(form url.Values, r *http.Request, addr netip.Add
 		return h.Exchanger.Exchange(Request{Assertion: form.Get("assertion"), Scope: form.Get("scope"), ClientAddr: addr, Code: CodeInvalidGrant})
 	case GrantTypeClientCreds:
 		return h.clientCredentials(form, r, addr)
+	case GrantTypeRefreshToken:
+		return h.refresh(form, r, addr)
 	default:
 		return nil, Outcome{}, newError(CodeUnsupportedGrantType, "grant_type "+safe(form.Get("grant_type"))+
-			" is not supported; use "+GrantTypeJWTBearer+" or client_credentials")
+			" is not supported; use "+GrantTypeJWTBearer+", client_credentials or refresh_token")
 	}
 }
 
@@ -174,6 +176,32 @@ func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr 
 		return nil, out, newError(CodeInvalidClient, "client_id does not match the client assertion's iss")
 	}
 	return resp, out, err
+}
+
+// refresh reads a refresh_token grant (RFC 6749 §6) and its client authentication: a
+// client secret by HTTP Basic or form, or none (a client_id alone may be sent).
+func (h *TokenHandler) refresh(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
+	if form.Get("refresh_token") == "" {
+		return nil, Outcome{}, newError(CodeInvalidRequest, "refresh_token is missing (RFC 6749 section 6)")
+	}
+	if form.Get("client_assertion") != "" || form.Get("client_assertion_type") != "" {
+		return nil, Outcome{}, newError(CodeInvalidRequest, "a refresh authenticates with the client secret or not at all, not with a client assertion")
+	}
+	rr := RefreshRequest{Token: form.Get("refresh_token"), Scope: form.Get("scope"), ClientAddr: addr,
+		ClientID: form.Get("client_id"), Secret: form.Get("client_secret"), HasSecret: form.Get("client_secret") != ""}
+	if id, secret, basic := r.BasicAuth(); basic {
+		if rr.HasSecret {
+			return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 section 2.3)")
+		}
+		var err1, err2 error
+		rr.ClientID, err1 = url.QueryUnescape(id)
+		rr.Secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil {
+			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
+		}
+		rr.HasSecret = true
+	}
+	return h.Exchanger.ExchangeRefresh(rr)
 }
 
 func (h *TokenHandler) audit(grantType string, addr netip.Addr, out Outcome, outcome string, err *Error) {

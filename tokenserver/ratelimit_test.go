@@ -67,8 +67,8 @@ func TestRateLimitOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := &Exchanger{Issuer: "https://token.test", MaxTTL: time.Hour, Policy: testPolicy, Lookup: lookup,
-		Keys: func() *SigningKeys { return keys }, Replay: NewReplayCache(100, 100), Clock: clocktesting.NewFakeClock(now),
-		NewID: func() string { return "id" }, Limiter: NewLimiter(1, 2), Policies: openGate("team")}
+		Keys: func() *SigningKeys { return keys }, State: NewMemoryState(NewReplayCache(100, 100), NewLimiter(1, 2), 10),
+		Clock: clocktesting.NewFakeClock(now), NewID: func() string { return "id" }, Policies: openGate("team")}
 	srv := httptest.NewServer(&TokenHandler{Exchanger: x, Log: logr.Discard()})
 	defer srv.Close()
 	type result struct {

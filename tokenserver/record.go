@@ -60,6 +60,9 @@ type KeyRecord struct {
 	// ClientSecretHash is status.clientSecretHash ("" when client secrets are off).
 	ClientSecretHash string
 	Keys             []PublicKey
+	// RefreshTTL is spec.refreshTokens.ttl: how long a refresh-token family lives
+	// (0: refresh tokens are off for this key).
+	RefreshTTL time.Duration
 	// Request is what ServiceKeyPolicies judge: the live spec.
 	Request policy.Request
 
@@ -112,6 +115,9 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 	}
 	if sk.Spec.ClientSecret != nil && sk.Spec.ClientSecret.Enabled {
 		r.ClientSecretHash = sk.Status.ClientSecretHash
+	}
+	if sk.Spec.RefreshTokens != nil {
+		r.RefreshTTL = sk.Spec.RefreshTokens.TTL.Duration
 	}
 	if sk.Spec.AccessTokenTTL != nil {
 		r.AccessTokenTTL = sk.Spec.AccessTokenTTL.Duration

@@ -20,7 +20,6 @@ import (
 	"container/heap"
 	"crypto/sha256"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -127,8 +126,7 @@ func (c *ReplayCache) Record(clientID string, d Digest, expires, now time.Time, 
 			return replayError(code)
 		}
 		if len(cl.seen) >= c.perClient {
-			return &Error{Code: CodeInvalidRequest, Status: http.StatusTooManyRequests, RetryAfter: until(cl.expiry[0].expires, now),
-				Description: clientID + " holds " + strconv.Itoa(c.perClient) + " unexpired assertions, its share of the replay cache; sign shorter-lived assertions or reuse access tokens until they expire"}
+			return errReplayShareFull(clientID, c.perClient, until(cl.expiry[0].expires, now))
 		}
 	}
 	if c.total >= c.max {

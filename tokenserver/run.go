@@ -75,6 +75,14 @@ type Options struct {
 	// bounds one client's share of it.
 	ReplayCacheSize int
 	ReplayPerClient int
+	// SharedState is the redis:// or rediss:// URL of the state the replicas share
+	// (replay, rate limits, refresh tokens); "" keeps it in this replica's memory.
+	// SharedStatePassword, when set, replaces the URL's password.
+	SharedState         string
+	SharedStatePassword string
+	// RefreshFamiliesPerClient bounds one client's live refresh-token families
+	// (0: DefaultFamiliesPerClient).
+	RefreshFamiliesPerClient int
 	// RateLimit is token requests per second per client (0: off), RateBurst its burst.
 	RateLimit float64
 	RateBurst int
@@ -139,20 +147,23 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, err
 	}
-	limiter := NewLimiter(o.RateLimit, o.RateBurst)
+	state, err := newState(ctx, o, reg)
+	if err != nil {
+		return nil, err
+	}
 	introLimiter := NewLimiter(o.IntrospectionRateLimit, o.IntrospectionRateBurst)
-	ix.OnDelete(limiter.Forget, introLimiter.Forget, used.Forget)
+	ix.OnDelete(state.Forget, introLimiter.Forget, used.Forget)
 	gate := NewPolicyGate()
 	x := &Exchanger{
-		Limiter: limiter, Used: used, Policies: gate,
+		State: state, Used: used, Policies: gate,
 		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
 		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
-		Lookup: ix, Replay: NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), Clock: o.Clock, NewID: randomID,
+		Lookup: ix, Clock: o.Clock, NewID: randomID,
 	}
 	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
-	srv.API = api
+	srv.API, srv.State = api, state
 	api.OnRecovered = catchUp(srv, ix, writer, o)
 	th.InFlight = NewInFlight(o.MaxInFlight)
 	srv.Introspect = &Introspector{Issuer: o.Issuer, Scope: o.IntrospectionScope, Keys: srv.SigningKeys, Lookup: ix,
@@ -170,6 +181,38 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	synced.Store(true)
 	go api.Run(ctx) // after the sync: a catch-up needs a complete index to compare with
 	return listen(ctx, o, srv, ix, reg)
+}
+
+// newState is the State the options ask for: Redis, probed until ctx is done and
+// exported as servicekey_shared_state_up, or this replica's memory.
+func newState(ctx context.Context, o Options, reg prometheus.Registerer) (State, error) {
+	families := cmp.Or(o.RefreshFamiliesPerClient, DefaultFamiliesPerClient)
+	if o.SharedState == "" {
+		return NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families), nil
+	}
+	rs, err := NewRedisState(RedisOptions{URL: o.SharedState, Password: o.SharedStatePassword, Rate: Rate{PerSecond: o.RateLimit, Burst: o.RateBurst},
+		ReplayPerClient: o.ReplayPerClient, FamiliesPerClient: families, Log: o.Log.WithName("shared-state")})
+	if err != nil {
+		return nil, err
+	}
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "servicekey_shared_state_up",
+		Help: "1 while the shared state (Redis) answers, 0 while grants are refused with 503 because it does not."},
+		func() float64 {
+			if rs.Problem() != "" {
+				return 0
+			}
+			return 1
+		})
+	if err := reg.Register(up); err != nil {
+		return nil, fmt.Errorf("register shared state metric: %w", err)
+	}
+	go rs.Run(ctx)
+	go func() {
+		<-ctx.Done()
+		_ = rs.Close()
+	}()
+	o.Log.Info("replay cache, rate limits and refresh tokens are shared in Redis", "redis", rs.Addr())
+	return rs, nil
 }
 
 // newRegistry is the metrics registry with the Go runtime and process series (heap,

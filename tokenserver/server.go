@@ -47,6 +47,8 @@ type Server struct {
 	Introspect *Introspector
 	// API tracks contact with the API server, for /readyz (nil: not tracked).
 	API *APIContact
+	// State is the grants' state, whose Problem /readyz reports (nil: not reported).
+	State State
 
 	keys atomic.Pointer[SigningKeys]
 	// keysDeleted says the keys were dropped because their Secret was deleted, for
@@ -231,7 +233,8 @@ func (s *Server) Handler() http.Handler {
 // replica loses its keys at the same moment, and taking them all out of the Service
 // would turn the handlers' 503 with Retry-After into refused connections. It also
 // stays true while the API server does not answer (see APIContact): the caches still
-// serve every key they hold, and all replicas lose the same API server at once.
+// serve every key they hold, and all replicas lose the same API server at once; and
+// while the shared state (Redis) does not answer, for the same reason.
 func (s *Server) Ready() bool { return s.Synced() && (s.keys.Load() != nil || s.keysDeleted.Load()) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -250,6 +253,11 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	if d := s.API.Degraded(); d != "" {
 		degraded = append(degraded, d)
+	}
+	if s.State != nil {
+		if p := s.State.Problem(); p != "" {
+			degraded = append(degraded, p)
+		}
 	}
 	if len(degraded) == 0 {
 		_, _ = w.Write([]byte("ok"))
@@ -293,7 +301,7 @@ func (s *Server) metadata(w http.ResponseWriter, _ *http.Request) {
 		Issuer:                     s.Issuer,
 		TokenEndpoint:              s.TokenURL,
 		JWKSURI:                    base + "/.well-known/jwks.json",
-		GrantTypesSupported:        []string{GrantTypeJWTBearer, GrantTypeClientCreds},
+		GrantTypesSupported:        []string{GrantTypeJWTBearer, GrantTypeClientCreds, GrantTypeRefreshToken},
 		ResponseTypesSupported:     []string{}, // no authorization endpoint
 		TokenEndpointAuthMethods:   []string{"private_key_jwt", "client_secret_basic", "client_secret_post"},
 		TokenEndpointAuthSigningAl: AllowedAlgorithms,

@@ -126,6 +126,25 @@ type ServiceKeySpec struct {
 	// travels as a reusable secret.
 	// +optional
 	ClientSecret *ClientSecretSpec `json:"clientSecret,omitempty"`
+
+	// RefreshTokens opts in to refresh tokens (RFC 6749 §6): token responses then carry
+	// a refresh_token that grant_type=refresh_token exchanges for a new access token
+	// and a new refresh token, without signing a new grant. Off by default, as RFC 6749
+	// §4.4.3 advises for client credentials. A refresh token dies with the key that
+	// got it: retired, suspended, deleted, expired, or no longer allowed by policy.
+	// +optional
+	RefreshTokens *RefreshTokensSpec `json:"refreshTokens,omitempty"`
+}
+
+// RefreshTokensSpec configures refresh tokens.
+type RefreshTokensSpec struct {
+	// TTL is how long a refresh-token family lives from the grant that started it;
+	// each refresh returns a new refresh token that ends at the same time. After it,
+	// the client signs a new grant.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m') && duration(self) <= duration('8760h')",message="refreshTokens.ttl must be a duration such as 720h, between 5m and 8760h (1 year)"
+	TTL metav1.Duration `json:"ttl"`
 }
 
 // ClientSecretSpec configures the optional client secret.

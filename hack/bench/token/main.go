@@ -88,7 +88,7 @@ func run(n int) error {
 	x := &tokenserver.Exchanger{Issuer: "https://token.bench", MaxTTL: time.Hour, Policies: gate,
 		Policy: tokenserver.AssertionPolicy{Audiences: []string{aud}, MaxLifetime: time.Hour, Leeway: time.Minute},
 		Lookup: lookup{"bench/app": rec}, Keys: func() *tokenserver.SigningKeys { return keys },
-		Replay: tokenserver.NewReplayCache(10*n, 10*n), Clock: clock.RealClock{}, NewID: func() string { return "id" }}
+		State: tokenserver.NewMemoryState(tokenserver.NewReplayCache(10*n, 10*n), nil, 10), Clock: clock.RealClock{}, NewID: func() string { return "id" }}
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

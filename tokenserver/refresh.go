@@ -1,0 +1,239 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+)
+
+// GrantTypeRefreshToken is RFC 6749 §6's grant type.
+const GrantTypeRefreshToken = "refresh_token"
+
+// Refresh tokens are opaque to clients: "<client_id>.<family>.<secret>", each part
+// base64url. The client ID says which ServiceKey to judge before the shared state is
+// asked (one round trip); the family ID (128 bits) names the family; the secret (256
+// random bits, RFC 9700 §4.14) is what makes the token a credential. Only the SHA-256
+// of the whole token is stored.
+const (
+	familyIDBytes     = 16
+	refreshSecretSize = 32
+)
+
+// RefreshDigest is what the state keeps of a refresh token.
+func RefreshDigest(token string) Digest { return sha256.Sum256([]byte("refresh\x00" + token)) }
+
+// secretBinding binds a family started with the client secret to that secret: a new
+// secret (or secrets turned off) ends it.
+func secretBinding(hash string) string {
+	if hash == "" {
+		return ""
+	}
+	return "secret:" + hash
+}
+
+// newFamily starts a refresh-token family for a grant of rec, and returns it with its
+// first token; nil and "" when rec has no refresh tokens.
+func (x *Exchanger) newFamily(rec *KeyRecord, binding, scope string, now time.Time) (*Family, string, error) {
+	if rec.RefreshTTL <= 0 || binding == "" {
+		return nil, "", nil
+	}
+	id := make([]byte, familyIDBytes)
+	if _, err := io.ReadFull(x.random(), id); err != nil {
+		return nil, "", fmt.Errorf("refresh-token family ID: %w", err)
+	}
+	f := &Family{ID: base64.RawURLEncoding.EncodeToString(id), ClientID: rec.ClientID, Binding: binding, UID: rec.UID,
+		Scope: scope, Expires: now.Add(rec.RefreshTTL)}
+	token, err := x.refreshToken(f.ClientID, f.ID)
+	if err != nil {
+		return nil, "", err
+	}
+	f.Current = RefreshDigest(token)
+	return f, token, nil
+}
+
+// refreshToken is a new token of family id.
+func (x *Exchanger) refreshToken(clientID, id string) (string, error) {
+	secret := make([]byte, refreshSecretSize)
+	if _, err := io.ReadFull(x.random(), secret); err != nil {
+		return "", fmt.Errorf("refresh token: %w", err)
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(clientID)) + "." + id + "." + enc.EncodeToString(secret), nil
+}
+
+func (x *Exchanger) random() io.Reader {
+	if x.Random != nil {
+		return x.Random
+	}
+	return rand.Reader
+}
+
+// parseRefreshToken reads the client ID and family ID of a token of this server.
+func parseRefreshToken(token string) (clientID, familyID string, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	enc := base64.RawURLEncoding
+	id, err := enc.DecodeString(parts[0])
+	fam, err2 := enc.DecodeString(parts[1])
+	secret, err3 := enc.DecodeString(parts[2])
+	if err != nil || err2 != nil || err3 != nil || len(fam) != familyIDBytes || len(secret) != refreshSecretSize {
+		return "", "", false
+	}
+	return string(id), parts[1], true
+}
+
+// RefreshRequest is a grant_type=refresh_token request (RFC 6749 §6): the token, the
+// scope asked for, and the client authentication sent (ClientID from Basic or the
+// form; Secret with HasSecret when a client secret was sent).
+type RefreshRequest struct {
+	Token, Scope, ClientID, Secret string
+	HasSecret                      bool
+	ClientAddr                     netip.Addr
+}
+
+// ExchangeRefresh exchanges a refresh token for an access token and the family's next
+// refresh token. The ServiceKey is judged first, as for any grant: a family whose key
+// is suspended, being deleted, expired or refused by policy is ended, not only
+// refused, so it does not come back with its key.
+func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome, *Error) {
+	now := x.Clock.Now()
+	clientID, familyID, ok := parseRefreshToken(rr.Token)
+	rec, known := x.Lookup.Record(clientID)
+	if !ok || !known {
+		return nil, Outcome{}, errRefreshUnknown()
+	}
+	out := Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
+	if e := refreshClientAuth(rec, rr); e != nil {
+		return nil, out, e
+	}
+	keys := x.Keys()
+	if keys == nil {
+		return nil, out, errNoSigningKeys()
+	}
+	if e := addrCheck(rec, rr.ClientAddr); e != nil {
+		return nil, out, e
+	}
+	if rr.Scope != "" { // the key's scopes now bound what a refresh asks for, as any grant
+		if _, e := grantedScopes(rr.Scope, rec.Scopes); e != nil {
+			return nil, out, e
+		}
+	}
+	rot := Rotation{ClientID: rec.ClientID, FamilyID: familyID, Presented: RefreshDigest(rr.Token), UID: rec.UID, Scope: rr.Scope, Now: now}
+	dead := x.refreshRefusal(rec, &out)
+	if dead == nil {
+		rot.Bindings = x.bindings(rec, now)
+	}
+	next, err := x.refreshToken(rec.ClientID, familyID)
+	if err != nil {
+		return nil, out, errServer("could not create a refresh token")
+	}
+	rot.Next = RefreshDigest(next)
+	f, e := x.State.Refresh(context.Background(), rot)
+	if dead != nil {
+		return nil, out, dead // the family was ended: no binding is usable
+	}
+	if e != nil {
+		return nil, out, e
+	}
+	return x.refreshed(keys, rec, out, f, rr.Scope, next, now)
+}
+
+// refreshRefusal is why the key can no longer refresh anything (nil when it can).
+func (x *Exchanger) refreshRefusal(rec *KeyRecord, out *Outcome) *Error {
+	if rec.RefreshTTL <= 0 {
+		return newError(CodeInvalidGrant, "refresh tokens are not enabled for "+rec.ClientID+" (spec.refreshTokens); sign a new assertion")
+	}
+	if why := rec.refusal(x.Clock.Now()); why != "" {
+		return newError(CodeInvalidGrant, why+"; its refresh tokens are ended")
+	}
+	if e, denied := x.Policies.Check(rec, nil); e != nil {
+		out.Denied = denied
+		return e
+	}
+	return nil
+}
+
+// bindings are what a family of rec may be bound to now: its usable keys that the
+// policies' minKeySize admits, and its client secret.
+func (x *Exchanger) bindings(rec *KeyRecord, now time.Time) []string {
+	var out []string
+	for _, k := range rec.usableKeys(now) {
+		if e, _ := x.Policies.Check(rec, []string{k.ID}); e == nil {
+			out = append(out, k.ID)
+		}
+	}
+	if b := secretBinding(rec.ClientSecretHash); b != "" {
+		out = append(out, b)
+	}
+	return out
+}
+
+// refreshed mints the access token of a rotated family: the scope asked for, or the
+// family's narrowed to what the key may still hold.
+func (x *Exchanger) refreshed(keys *SigningKeys, rec *KeyRecord, out Outcome, f Family, requested, next string, now time.Time) (*TokenResponse, Outcome, *Error) {
+	if requested == "" {
+		requested = f.Scope
+	}
+	var scopes []string
+	for _, s := range strings.Fields(requested) {
+		if slices.Contains(rec.Scopes, s) && !slices.Contains(scopes, s) {
+			scopes = append(scopes, s)
+		}
+	}
+	if !strings.HasPrefix(f.Binding, "secret:") {
+		out.KeyID = f.Binding
+	}
+	out.Scopes = scopes
+	resp, err := x.mint(keys, rec, out.KeyID, scopes, now)
+	if err != nil {
+		return nil, out, errServer("could not sign the access token")
+	}
+	resp.RefreshToken = next
+	x.Used.Note(rec.ClientID)
+	return resp, out, nil
+}
+
+// refreshClientAuth applies RFC 6749 §6: a key with a client secret is a confidential
+// client and must authenticate with it; a key without one sends no secret, and a
+// client_id, when sent, must be the token's.
+func refreshClientAuth(rec *KeyRecord, rr RefreshRequest) *Error {
+	if rr.ClientID != "" && rr.ClientID != rec.ClientID {
+		return newError(CodeInvalidGrant, "the refresh token was not issued to this client_id")
+	}
+	switch {
+	case rec.ClientSecretHash != "" && !keyutil.ClientSecretMatches(rr.Secret, rec.ClientSecretHash):
+		e := newError(CodeInvalidClient, "client authentication failed: "+rec.ClientID+" has a client secret, and a refresh must authenticate with it")
+		e.Cause = causeBadSecret
+		return e
+	case rec.ClientSecretHash == "" && rr.HasSecret:
+		return newError(CodeInvalidClient, "client secrets are not enabled for "+rec.ClientID+"; send the refresh token without one")
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// State is what grants need remembered between requests: the assertions already used
+// (RFC 7523 §3, item 7), each client's rate-limit bucket, and refresh-token families
+// (RFC 6749 §6). MemoryState keeps it in one replica; RedisState shares it between
+// replicas, so a replay sent to another replica is refused and a client gets one rate
+// limit however many replicas it reaches. Each call is one step (one round trip for
+// Redis) that either changes nothing and refuses, or commits everything it decided.
+type State interface {
+	// Admit decides a grant that passed every local check: it refuses a replayed
+	// digest, takes a token from the client's bucket, remembers the digest until
+	// ReplayUntil, and starts the refresh-token family when one is given.
+	Admit(ctx context.Context, a Admission) *Error
+	// Refresh exchanges a refresh token (RFC 6749 §6): it refuses one that is unknown,
+	// expired or was already used (revoking its family, RFC 9700 §4.14.2), whose key
+	// is no longer usable (forgetting its family), or that asks for a wider scope;
+	// otherwise it takes a token from the client's bucket and rotates the family to
+	// the next token. It returns the family as it was stored.
+	Refresh(ctx context.Context, r Rotation) (Family, *Error)
+	// Forget drops what is kept for a client whose ServiceKey was deleted.
+	Forget(clientID string)
+	// Problem says why the state cannot be used now ("" when it can), for /readyz.
+	Problem() string
+}
+
+// Admission is one grant to admit.
+type Admission struct {
+	ClientID string
+	Now      time.Time
+	// Digest is the assertion to remember until ReplayUntil (nil for a client secret:
+	// nothing to replay-check). Code is the error code of a replay.
+	Digest      *Digest
+	ReplayUntil time.Time
+	Code        string
+	// Family, when set, is the refresh-token family the grant starts.
+	Family *Family
+}
+
+// Family is a refresh-token family: the tokens that descend, one rotation at a time,
+// from one grant. Only the SHA-256 of its current token is stored.
+type Family struct {
+	ID       string
+	ClientID string
+	// Binding is what the family dies with besides its ServiceKey: the key ID that
+	// signed the grant, or the client secret's binding (secretBinding) for a grant
+	// made with the client secret.
+	Binding string
+	// UID is the ServiceKey's: a ServiceKey deleted and created again under the same
+	// name does not inherit its families.
+	UID types.UID
+	// Scope is what the grant was given; a refresh may narrow it, never widen it.
+	Scope   string
+	Expires time.Time
+	// Current is the SHA-256 of the family's current refresh token.
+	Current Digest
+}
+
+// Rotation is one refresh to judge.
+type Rotation struct {
+	ClientID, FamilyID string
+	// Presented is the SHA-256 of the token sent; Next that of the token to return.
+	Presented, Next Digest
+	// UID is the ServiceKey's now, and Bindings the key IDs (and client secret
+	// binding) usable now and allowed by policy: a family bound to anything else is dead.
+	UID      types.UID
+	Bindings []string
+	// Scope is the scope asked for ("" for the family's).
+	Scope string
+	Now   time.Time
+}
+
+// Rate is a per-client rate limit: PerSecond token requests (0: no limit) with Burst.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+// Refresh-token refusals, the same whichever State answers.
+func errRefreshUnknown() *Error {
+	return newError(CodeInvalidGrant, "the refresh token is not valid (unknown, expired or revoked); sign a new assertion")
+}
+
+func errRefreshReused() *Error {
+	return newError(CodeInvalidGrant, "the refresh token was already used, so its whole family is revoked (RFC 9700 section 4.14.2); sign a new assertion")
+}
+
+func errRefreshKeyGone(clientID string) *Error {
+	return newError(CodeInvalidGrant, "the key or client secret that got this refresh token is no longer usable for "+clientID+
+		" (rotated past its grace period, or refused by policy); sign a new assertion with the key the Secret holds now")
+}
+
+func errRefreshScope(scope string) *Error {
+	return newError(CodeInvalidScope, "a refresh may only narrow the scope it was granted ("+scope+"); sign a new assertion for a wider scope")
+}
+
+func errRateLimited(clientID string, wait time.Duration) *Error {
+	return &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + clientID +
+		"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
+}
+
+func errReplayShareFull(clientID string, perClient int, wait time.Duration) *Error {
+	return &Error{Code: CodeInvalidRequest, Status: http.StatusTooManyRequests, RetryAfter: wait,
+		Description: clientID + " holds " + strconv.Itoa(perClient) + " unexpired assertions, its share of the replay cache; " +
+			"sign shorter-lived assertions or reuse access tokens until they expire"}
+}
+
+// errStateUnavailable answers a grant that needs the shared state while it cannot be
+// reached: fail closed, nothing accepted that a replica could not check.
+func errStateUnavailable() *Error {
+	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: 2 * time.Second,
+		Description: "the token server cannot reach its shared state (Redis), which replay protection needs; retry shortly"}
+}
+
+// narrows says whether every scope-token of requested is in granted.
+func narrows(requested, granted string) bool {
+	have := strings.Fields(granted)
+	for _, s := range strings.Fields(requested) {
+		if !slices.Contains(have, s) {
+			return false
+		}
+	}
+	return true
+}
