@@ -1,0 +1,119 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a redis-server (the Debian package's) that a test started on a free
+// loopback port, with the append-only file on, as the docs advise: a restart keeps
+// the assertions already used. Stop and Start restart it on the same port.
+type Redis struct {
+	// Addr is host:port.
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartRedis starts redis-server and stops it when the test ends; it fails the test
+// when redis-server is not installed (.ci/run installs it).
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+	}
+	addrs, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Redis{Addr: addrs[0], dir: t.TempDir()}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// URL is the --shared-state value for this Redis.
+func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
+
+// Start runs redis-server and waits until it answers PING.
+func (r *Redis) Start() error {
+	_, port, err := net.SplitHostPort(r.Addr)
+	if err != nil {
+		return fmt.Errorf("redis address %s: %w", r.Addr, err)
+	}
+	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir, //nolint:gosec // test binary
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--loglevel", "warning")
+	r.cmd.Stdout, r.cmd.Stderr = os.Stderr, os.Stderr
+	if err := r.cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	r.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(r.cmd, r.done)
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer func() { _ = c.Close() }()
+	exited := false
+	err = Poll("redis-server at "+r.Addr+" to answer", 20*time.Second, func() (bool, string) {
+		select {
+		case <-r.done:
+			exited = true
+			return true, ""
+		default:
+		}
+		if err := c.Ping(context.Background()).Err(); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	if exited {
+		return errors.New("redis-server exited at start (its output is above)")
+	}
+	return err
+}
+
+// Stop stops redis-server (SIGTERM: it closes its append-only file) and waits for it.
+func (r *Redis) Stop() error {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-r.done:
+		return nil
+	default:
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(20 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+	return nil
+}

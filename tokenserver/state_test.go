@@ -1,0 +1,210 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// statesUnderTest are a State and what it was built with: the same rules hold in memory
+// and in Redis, so each case runs on both.
+func statesUnderTest(t *testing.T) map[string]State {
+	r := testenv.StartRedis(t)
+	rs, err := NewRedisState(RedisOptions{URL: r.URL(), Rate: Rate{PerSecond: 1, Burst: 2}, ReplayPerClient: 3, FamiliesPerClient: 2, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	return map[string]State{
+		"memory": NewMemoryState(NewReplayCache(100, 3), NewLimiter(1, 2), 2),
+		"redis":  rs,
+	}
+}
+
+func digestOf(s string) *Digest { d := Digest(sha256.Sum256([]byte(s))); return &d }
+
+// stateStep is one call and the answer it must get ("" for success, else the error
+// code and a part of its description).
+type stateStep struct {
+	at   time.Duration // after the case's start
+	call func(s State, client string, start time.Time) *Error
+	want string
+}
+
+func admit(jti string, family *Family) func(State, string, time.Time) *Error {
+	return func(s State, client string, start time.Time) *Error {
+		return s.Admit(context.Background(), Admission{ClientID: client, Now: start, Digest: digestOf(jti),
+			ReplayUntil: start.Add(10 * time.Second), Code: CodeInvalidGrant, Family: withClient(family, client, start)})
+	}
+}
+
+func withClient(f *Family, client string, start time.Time) *Family {
+	if f == nil {
+		return nil
+	}
+	g := *f
+	g.ClientID, g.Expires = client, start.Add(time.Minute)
+	return &g
+}
+
+func family(id, token string) *Family {
+	return &Family{ID: id, Binding: "kid-1", UID: "uid-1", Scope: "a b", Current: RefreshDigest(token)}
+}
+
+func refresh(id, presented, next, scope string, bindings ...string) func(State, string, time.Time) *Error {
+	return func(s State, client string, start time.Time) *Error {
+		if bindings == nil {
+			bindings = []string{"kid-1"}
+		}
+		_, e := s.Refresh(context.Background(), Rotation{ClientID: client, FamilyID: id, Presented: RefreshDigest(presented),
+			Next: RefreshDigest(next), UID: "uid-1", Bindings: bindings, Scope: scope, Now: start})
+		return e
+	}
+}
+
+// at runs call at start+d: the steps of a case keep one client and move its clock.
+func at(d time.Duration, call func(State, string, time.Time) *Error, want string) stateStep {
+	return stateStep{at: d, call: call, want: want}
+}
+
+func TestStateRules(t *testing.T) {
+	cases := map[string][]stateStep{
+		"a replay is refused until it expires": {
+			at(0, admit("j1", nil), ""), at(time.Second, admit("j1", nil), "invalid_grant already used"),
+			at(11*time.Second, admit("j1", nil), ""),
+		},
+		"the rate limit is one bucket": {
+			at(0, admit("j1", nil), ""), at(0, admit("j2", nil), ""), at(0, admit("j3", nil), "invalid_request too many token requests"),
+			at(time.Second, admit("j3", nil), ""),
+		},
+		"a client's share of the replay set is bounded": {
+			at(0, admit("j1", nil), ""), at(time.Second, admit("j2", nil), ""), at(2*time.Second, admit("j3", nil), ""),
+			at(3*time.Second, admit("j4", nil), "invalid_request its share of the replay cache"),
+			at(11*time.Second, admit("j4", nil), ""),
+		},
+		"a refresh token is used once; its reuse revokes the family": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(time.Second, refresh("f1", "t1", "t2", ""), ""),
+			at(2*time.Second, refresh("f1", "t1", "t3", ""), "invalid_grant already used"),
+			at(3*time.Second, refresh("f1", "t2", "t3", ""), "invalid_grant not valid"),
+		},
+		"scope narrows, never widens, and a refused widening changes nothing": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(time.Second, refresh("f1", "t1", "t2", "a"), ""),
+			at(2*time.Second, refresh("f1", "t2", "t3", "a c"), "invalid_scope only narrow"),
+			at(3*time.Second, refresh("f1", "t2", "t3", "b"), ""),
+		},
+		"a family dies with its key": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(time.Second, refresh("f1", "t1", "t2", "", "kid-2"), "invalid_grant no longer usable"),
+			at(2*time.Second, refresh("f1", "t1", "t2", ""), "invalid_grant not valid"),
+		},
+		"a family ends at its ttl": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(time.Minute, refresh("f1", "t1", "t2", ""), "invalid_grant not valid"),
+		},
+		"a client keeps its newest families": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(time.Second, admit("j2", family("f2", "t2")), ""),
+			at(2*time.Second, admit("j3", family("f3", "t3")), ""),
+			at(3*time.Second, refresh("f1", "t1", "x", ""), "invalid_grant not valid"),
+			at(4*time.Second, refresh("f3", "t3", "y", ""), ""),
+		},
+		"a refresh spends the rate limit and a refused one keeps its token": {
+			at(0, admit("j1", family("f1", "t1")), ""), at(0, admit("j2", nil), ""),
+			at(0, refresh("f1", "t1", "t2", ""), "invalid_request too many token requests"),
+			at(time.Second, refresh("f1", "t1", "t2", ""), ""),
+		},
+	}
+	for stateName, s := range statesUnderTest(t) {
+		for name, steps := range cases {
+			t.Run(stateName+"/"+name, func(t *testing.T) {
+				client := "ns/" + strings.ReplaceAll(name, " ", "-")
+				start := time.Now() // Redis expires keys on its own clock
+				for i, step := range steps {
+					e := step.call(s, client, start.Add(step.at))
+					checkStep(t, i, e, step.want)
+				}
+			})
+		}
+	}
+}
+
+func checkStep(t *testing.T, i int, e *Error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && e != nil:
+		t.Fatalf("step %d: %v", i, e)
+	case want == "":
+	case e == nil:
+		t.Fatalf("step %d accepted; want %s", i, want)
+	default:
+		code, part, _ := strings.Cut(want, " ")
+		if e.Code != code || !strings.Contains(e.Description, part) {
+			t.Fatalf("step %d: %v; want %s", i, e, want)
+		}
+		if e.Status == http.StatusTooManyRequests && e.RetryAfter <= 0 {
+			t.Fatalf("step %d: 429 without Retry-After", i)
+		}
+	}
+}
+
+// TestRedisStateFailsClosed: with Redis stopped every call is refused with 503 and
+// Retry-After, Problem says why, and the state answers again once Redis is back.
+func TestRedisStateFailsClosed(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rs, err := NewRedisState(RedisOptions{URL: r.URL(), ReplayPerClient: 10, FamiliesPerClient: 10, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rs.Close() }()
+	start := time.Now()
+	if e := admit("before", nil)(rs, "ns/app", start); e != nil || rs.Problem() != "" {
+		t.Fatalf("with Redis up: %v, problem %q", e, rs.Problem())
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, call := range []func(State, string, time.Time) *Error{admit("during", nil), refresh("f", "t", "u", "")} {
+		e := call(rs, "ns/app", start)
+		if e == nil || e.Status != http.StatusServiceUnavailable || e.Code != CodeTemporarilyUnavailable || e.RetryAfter <= 0 {
+			t.Fatalf("call %d with Redis stopped: %v", i, e)
+		}
+	}
+	if p := rs.Problem(); !strings.Contains(p, r.Addr) || !strings.Contains(p, "503") {
+		t.Errorf("Problem with Redis stopped: %q", p)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the state to answer again", func() (bool, string) {
+		if e := admit("after", nil)(rs, "ns/app", start); e != nil {
+			return false, e.Error()
+		}
+		return true, ""
+	})
+	if e := admit("before", nil)(rs, "ns/app", start); e == nil || e.Code != CodeInvalidGrant {
+		t.Errorf("an assertion used before the restart: %v; want a replay refusal (append-only file)", e)
+	}
+	if rs.Problem() != "" {
+		t.Errorf("Problem after recovery: %q", rs.Problem())
+	}
+}
