@@ -202,7 +202,7 @@ func TestMetadata(t *testing.T) {
 			t.Fatal(err)
 		}
 		if md.Issuer != "https://token.test" || md.TokenEndpoint != tokenURL || md.IntrospectionEndpoint != "https://token.test/oauth2/introspect" || md.JWKSURI != "https://token.test/.well-known/jwks.json" ||
-			!slices.Contains(md.GrantTypesSupported, tokenserver.GrantTypeJWTBearer) ||
+			!slices.Contains(md.GrantTypesSupported, tokenserver.GrantTypeJWTBearer) || !slices.Contains(md.GrantTypesSupported, tokenserver.GrantTypeRefreshToken) ||
 			!slices.Contains(md.TokenEndpointAuthMethods, "private_key_jwt") || !slices.Contains(md.TokenEndpointAuthSigningAl, "RS256") {
 			t.Errorf("%s: %+v", path, md)
 		}

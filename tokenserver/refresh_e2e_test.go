@@ -1,0 +1,189 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package tokenserver_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// refreshSpec is a ServiceKey with refresh tokens, two scopes and a short grace period.
+func refreshSpec() v1.ServiceKeySpec {
+	return v1.ServiceKeySpec{Scopes: []string{"read", "write"}, RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}},
+		Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 8 * time.Second}}}
+}
+
+// expectRefused checks a refusal's status, error code and description.
+func expectRefused(t *testing.T, what string, got response, status int, code, part string) {
+	t.Helper()
+	if got.status != status || !strings.Contains(got.body, `"`+code+`"`) || !strings.Contains(got.body, part) {
+		t.Fatalf("%s: %d %s; want %d %s (%s)", what, got.status, got.body, status, code, part)
+	}
+}
+
+// TestRefreshTokens runs a refresh-token family's life on two replicas sharing Redis
+// (each step alternates replicas) and on one replica in memory: issue, narrow,
+// a refused widening that changes nothing, reuse revoking the family, and death with
+// the key by suspension and by rotation past its grace period.
+func TestRefreshTokens(t *testing.T) {
+	r := testenv.StartRedis(t)
+	for name, url := range map[string]string{"redis": r.URL(), "memory": ""} {
+		t.Run(name, func(t *testing.T) {
+			a := startReplica(t, url, 0, 0)
+			b := a
+			if url != "" {
+				b = startReplica(t, url, 0, 0)
+			}
+			key := "refresh-" + name
+			kf := readyKey(t, key, refreshSpec())
+			first := reply(t, a.post(t, bearerForm(signAssertion(t, kf, nil))))
+			if first.RefreshToken == "" || first.Scope != "read write" {
+				t.Fatalf("a grant of a key with refresh tokens: scope %q, refresh token given %v", first.Scope, first.RefreshToken != "")
+			}
+			narrowed := reply(t, b.post(t, refreshForm(first.RefreshToken, "read")))
+			claims, _ := verifyAccessToken(t, narrowed.AccessToken)
+			if claims.Scope != "read" || claims.KeyID != kf.KeyID || claims.ClientID != kf.ClientID || narrowed.RefreshToken == first.RefreshToken {
+				t.Fatalf("refreshed with scope read: claims %+v, rotated %v", claims, narrowed.RefreshToken != first.RefreshToken)
+			}
+			expectRefused(t, "a wider scope", a.post(t, refreshForm(narrowed.RefreshToken, "read write admin")), 400, "invalid_scope", "admin")
+			whole := reply(t, b.post(t, refreshForm(narrowed.RefreshToken, "")))
+			if whole.Scope != "read write" {
+				t.Fatalf("after the refused widening, the family's scope: %q", whole.Scope)
+			}
+			expectRefused(t, "a reuse", a.post(t, refreshForm(narrowed.RefreshToken, "")), 400, "invalid_grant", "already used")
+			expectRefused(t, "the family after a reuse", b.post(t, refreshForm(whole.RefreshToken, "")), 400, "invalid_grant", "not valid")
+
+			diesWithSuspension(t, a, b, key, kf)
+			diesWithRotation(t, a, b, key, kf)
+		})
+	}
+}
+
+// diesWithSuspension: a refresh while the key is suspended is refused, and the token
+// stays dead once the key is resumed.
+func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFile) {
+	t.Helper()
+	rt := reply(t, a.post(t, bearerForm(signAssertion(t, kf, nil)))).RefreshToken
+	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
+	testenv.Eventually(t, "refresh refused while suspended", func() (bool, string) {
+		got := b.post(t, refreshForm(rt, ""))
+		if got.status == 200 {
+			rt = reply(t, got).RefreshToken // not suspended yet in this replica's cache
+			return false, "issued"
+		}
+		return got.status == 400 && strings.Contains(got.body, "is suspended"), got.body
+	})
+	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
+	testenv.Eventually(t, "grants again after resuming", func() (bool, string) {
+		got := a.post(t, bearerForm(signAssertion(t, kf, nil)))
+		return got.status == 200, got.body
+	})
+	testenv.Eventually(t, "both replicas see the key resumed", func() (bool, string) {
+		got := b.post(t, bearerForm(signAssertion(t, kf, nil)))
+		return got.status == 200, got.body
+	})
+	expectRefused(t, "a refresh token of the suspension, after resuming", a.post(t, refreshForm(rt, "")), 400, "invalid_grant", "not valid")
+}
+
+// diesWithRotation: a family keeps working within the rotated key's grace period and
+// is refused once the key that got it is retired.
+func diesWithRotation(t *testing.T, a, b replica, key string, old keyutil.KeyFile) {
+	t.Helper()
+	rt := reply(t, a.post(t, bearerForm(signAssertion(t, old, nil)))).RefreshToken
+	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Annotations = map[string]string{v1.AnnotationRotate: "now"} })
+	current := waitKeyFile(t, key, func(sk *v1.ServiceKey) bool {
+		return sk.Status.Keys[0].State == v1.KeyActive && sk.Status.Keys[0].KeyID != old.KeyID
+	})
+	if got := reply(t, b.post(t, bearerForm(signAssertion(t, current, nil)))); got.RefreshToken == "" {
+		t.Fatal("the new key's grant has no refresh token")
+	}
+	refreshed := 0
+	testenv.Eventually(t, "the old key's family refused after its grace period", func() (bool, string) {
+		got := []replica{a, b}[refreshed%2].post(t, refreshForm(rt, ""))
+		if got.status == 200 {
+			rt = reply(t, got).RefreshToken
+			refreshed++
+			return false, "still refreshed"
+		}
+		return got.status == 400 && strings.Contains(got.body, "no longer usable"), got.body
+	})
+	if refreshed == 0 {
+		t.Error("the family was never refreshed within the grace period")
+	}
+}
+
+// TestRefreshTokensOnlyWhenAsked: a key without spec.refreshTokens gets none, and a
+// refresh token of a key whose refresh tokens are turned off is refused.
+func TestRefreshTokensOnlyWhenAsked(t *testing.T) {
+	kf := readyKey(t, "no-refresh", v1.ServiceKeySpec{})
+	got := reply(t, postForm(t, bearerForm(signAssertion(t, kf, nil))))
+	if got.RefreshToken != "" {
+		t.Error("a key without spec.refreshTokens got a refresh token")
+	}
+	kf = readyKey(t, "refresh-off", refreshSpec())
+	rt := reply(t, postForm(t, bearerForm(signAssertion(t, kf, nil)))).RefreshToken
+	patchKey(t, "refresh-off", func(sk *v1.ServiceKey) { sk.Spec.RefreshTokens = nil })
+	testenv.Eventually(t, "refresh refused once turned off", func() (bool, string) {
+		got := postForm(t, refreshForm(rt, ""))
+		if got.status == 200 {
+			rt = reply(t, got).RefreshToken
+			return false, "issued"
+		}
+		return got.status == 400 && strings.Contains(got.body, "refresh tokens are not enabled"), got.body
+	})
+}
+
+// TestRefreshWithClientSecret: a key with a client secret must authenticate with it
+// to refresh; its family is bound to that secret.
+func TestRefreshWithClientSecret(t *testing.T) {
+	spec := refreshSpec()
+	spec.ClientSecret = &v1.ClientSecretSpec{Enabled: true}
+	readyKey(t, "refresh-secret", spec)
+	var secret string
+	eventually(t, "client secret in the Secret and the index", func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "refresh-secret"}, s); err != nil {
+			return false, err.Error()
+		}
+		secret = string(s.Data[v1.SecretKeyClientSecret])
+		rec, ok := server.Index.Record("apps/refresh-secret")
+		return secret != "" && ok && keyutil.ClientSecretMatches(secret, rec.ClientSecretHash), "not yet"
+	})
+	cc := postForm(t, map[string][]string{"grant_type": {"client_credentials"}, "client_id": {"apps/refresh-secret"}, "client_secret": {secret}})
+	rt := reply(t, cc).RefreshToken
+	if rt == "" {
+		t.Fatal("no refresh token for a client-secret grant")
+	}
+	expectRefused(t, "a refresh without the secret", postForm(t, refreshForm(rt, "")), http.StatusUnauthorized, "invalid_client", "authenticate with it")
+	form := refreshForm(rt, "")
+	form.Set("client_id", "apps/refresh-secret")
+	form.Set("client_secret", secret)
+	if got := reply(t, postForm(t, form)); got.RefreshToken == "" || got.RefreshToken == rt {
+		t.Error("a refresh with the secret was not rotated")
+	}
+}
