@@ -82,6 +82,9 @@ type TokenSource struct {
 	tok     *oauth2.Token
 	keyData []byte
 	cfg     *jwt.Config
+	// refresh is the refresh token the server gave with tok, when the ServiceKey has
+	// spec.refreshTokens ("" otherwise, and after a refusal or a new key file).
+	refresh string
 }
 
 // NewTokenSource checks the key file now, so a bad mount fails at startup with a clear
@@ -148,13 +151,16 @@ func (s *TokenSource) reload() error {
 	if err := secureURL(u, s.opts.AllowInsecureHTTP, "a grant"); err != nil {
 		return err
 	}
+	s.refresh = "" // a new key: its grants start new families
 	s.cfg = &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
 		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes, Expires: AssertionLifetime}
 	s.keyData = data
 	return nil
 }
 
-// Token returns the cached token, or a new one when it expires within RefreshBefore.
+// Token returns the cached token, or a new one when it expires within RefreshBefore:
+// from the refresh token the server gave with the last one, when there is one, else
+// (and when the server refuses the refresh token) from a newly signed grant.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -165,6 +171,13 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 		return nil, err
 	}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, s.opts.HTTPClient)
+	if s.refresh != "" {
+		tok, err := s.useRefreshToken(ctx)
+		if err == nil || !refused(err) {
+			return tok, err
+		}
+		s.refresh = "" // dead (reused, expired, or its key retired): sign a grant
+	}
 	// A fresh jti per assertion (RFC 7523 §3, item 7): the server remembers it until
 	// the assertion expires, so a captured assertion cannot be exchanged again.
 	jti, err := newJTI()
@@ -177,7 +190,30 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 		return nil, describe(err)
 	}
 	s.tok = tok
+	// golang.org/x/oauth2/jwt leaves refresh_token in the raw response only.
+	s.refresh, _ = tok.Extra("refresh_token").(string)
 	return tok, nil
+}
+
+// useRefreshToken exchanges the refresh token (RFC 6749 §6) with golang.org/x/oauth2,
+// sending the client_id and no secret, and keeps the rotated one.
+func (s *TokenSource) useRefreshToken(ctx context.Context) (*oauth2.Token, error) {
+	conf := &oauth2.Config{ClientID: s.cfg.Email,
+		Endpoint: oauth2.Endpoint{TokenURL: s.cfg.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+	tok, err := conf.TokenSource(ctx, &oauth2.Token{RefreshToken: s.refresh}).Token()
+	if err != nil {
+		return nil, describe(err)
+	}
+	s.tok, s.refresh = tok, tok.RefreshToken
+	return tok, nil
+}
+
+// refused says the token endpoint refused the request for good (400 or 401), rather
+// than asking to retry later (429, 503) or not answering.
+func refused(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil &&
+		(re.Response.StatusCode == http.StatusBadRequest || re.Response.StatusCode == http.StatusUnauthorized)
 }
 
 // newJTI is 128 random bits, base64url: unique without coordination.

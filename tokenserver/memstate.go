@@ -90,9 +90,9 @@ func (m *MemoryState) Refresh(_ context.Context, r Rotation) (Family, *Error) {
 	return was, nil
 }
 
-// Forget implements State: the ServiceKey is gone, and so are its families and bucket.
+// Forget implements State. The rate bucket stays (a tenant could otherwise refill it
+// by suspending its key); Start drops it when the ServiceKey is deleted.
 func (m *MemoryState) Forget(clientID string) {
-	m.Limiter.Forget(clientID)
 	m.families.mu.Lock()
 	delete(m.families.clients, clientID)
 	m.families.mu.Unlock()

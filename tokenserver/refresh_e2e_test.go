@@ -84,30 +84,30 @@ func TestRefreshTokens(t *testing.T) {
 	}
 }
 
-// diesWithSuspension: a refresh while the key is suspended is refused, and the token
-// stays dead once the key is resumed.
+// diesWithSuspension: a suspension ends the key's refresh tokens, used or not while
+// the key is suspended: they stay dead once it is resumed.
 func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFile) {
 	t.Helper()
-	rt := reply(t, a.post(t, bearerForm(signAssertion(t, kf, nil)))).RefreshToken
+	unused := reply(t, a.post(t, bearerForm(signAssertion(t, kf, nil)))).RefreshToken
+	used := reply(t, b.post(t, bearerForm(signAssertion(t, kf, nil)))).RefreshToken
 	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
-	testenv.Eventually(t, "refresh refused while suspended", func() (bool, string) {
-		got := b.post(t, refreshForm(rt, ""))
-		if got.status == 200 {
-			rt = reply(t, got).RefreshToken // not suspended yet in this replica's cache
-			return false, "issued"
-		}
-		return got.status == 400 && strings.Contains(got.body, "is suspended"), got.body
-	})
+	for _, r := range []replica{a, b} {
+		testenv.Eventually(t, "grants refused while suspended", func() (bool, string) {
+			got := r.post(t, bearerForm(signAssertion(t, kf, nil)))
+			return got.status == 400 && strings.Contains(got.body, "is suspended"), got.body
+		})
+	}
+	expectRefused(t, "a refresh while suspended", a.post(t, refreshForm(used, "")), 400, "invalid_grant", "is suspended")
 	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
-	testenv.Eventually(t, "grants again after resuming", func() (bool, string) {
-		got := a.post(t, bearerForm(signAssertion(t, kf, nil)))
-		return got.status == 200, got.body
-	})
-	testenv.Eventually(t, "both replicas see the key resumed", func() (bool, string) {
-		got := b.post(t, bearerForm(signAssertion(t, kf, nil)))
-		return got.status == 200, got.body
-	})
-	expectRefused(t, "a refresh token of the suspension, after resuming", a.post(t, refreshForm(rt, "")), 400, "invalid_grant", "not valid")
+	for _, r := range []replica{a, b} {
+		testenv.Eventually(t, "grants again after resuming", func() (bool, string) {
+			got := r.post(t, bearerForm(signAssertion(t, kf, nil)))
+			return got.status == 200, got.body
+		})
+	}
+	for name, rt := range map[string]string{"used while suspended": used, "unused while suspended": unused} {
+		expectRefused(t, "a refresh token "+name+", after resuming", b.post(t, refreshForm(rt, "")), 400, "invalid_grant", "not valid")
+	}
 }
 
 // diesWithRotation: a family keeps working within the rotated key's grace period and

@@ -153,6 +153,10 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	introLimiter := NewLimiter(o.IntrospectionRateLimit, o.IntrospectionRateBurst)
 	ix.OnDelete(state.Forget, introLimiter.Forget, used.Forget)
+	ix.OnRefreshEnd(state.Forget)
+	if m, ok := state.(*MemoryState); ok {
+		ix.OnDelete(m.Limiter.Forget)
+	}
 	gate := NewPolicyGate()
 	x := &Exchanger{
 		State: state, Used: used, Policies: gate,

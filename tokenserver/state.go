@@ -44,7 +44,8 @@ type State interface {
 	// otherwise it takes a token from the client's bucket and rotates the family to
 	// the next token. It returns the family as it was stored.
 	Refresh(ctx context.Context, r Rotation) (Family, *Error)
-	// Forget drops what is kept for a client whose ServiceKey was deleted.
+	// Forget drops a client's refresh-token families: its ServiceKey was deleted,
+	// suspended, or its refresh tokens turned off.
 	Forget(clientID string)
 	// Problem says why the state cannot be used now ("" when it can), for /readyz.
 	Problem() string
