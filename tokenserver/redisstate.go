@@ -151,7 +151,11 @@ func (s *RedisState) Problem() string {
 
 // key is the name of a client's entry; the {client} hash tag keeps a client's keys in
 // one slot.
-func key(clientID, kind string) string { return "servicekey:{" + clientID + "}:" + kind }
+func key(clientID, kind string) string { return keyPrefix + "{" + clientID + "}:" + kind }
+
+// keyPrefix starts every key the token server writes, so its keys can be told apart
+// in a Redis shared with other software (a database number keeps them further apart).
+const keyPrefix = "servicekey:"
 
 // rateLua takes a token from the bucket KEYS[2] (GCRA: the bucket is the theoretical
 // arrival time of the next request), or returns {'rate', wait in ms}. It reads now,

@@ -270,6 +270,60 @@ func TestChartOptionalObjects(t *testing.T) {
 	}
 }
 
+// TestChartSharedState: tokenServer.sharedState reaches the token server as
+// --shared-state and a password from a Secret, and NOTES warn when several replicas
+// run without it.
+func TestChartSharedState(t *testing.T) {
+	objs := render(t, "--set", "tokenServer.sharedState.url=redis://redis.cache:6379/2", "--set", "tokenServer.sharedState.passwordSecret.name=redis-auth")
+	ts, err := objs.Component(stack.Release + "-token-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFlags(t, ts.Args, "--shared-state=redis://redis.cache:6379/2", "--refresh-token-families-per-client=1000")
+	d, err := objs.Deployment(stack.Release + "-token-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := d.Spec.Template.Spec.Containers[0].Env
+	if len(env) != 1 || env[0].Name != "SERVICEKEY_SHARED_STATE_PASSWORD" || env[0].ValueFrom == nil ||
+		env[0].ValueFrom.SecretKeyRef == nil || env[0].ValueFrom.SecretKeyRef.Name != "redis-auth" || env[0].ValueFrom.SecretKeyRef.Key != "password" {
+		t.Errorf("token server env %+v; want the password from Secret redis-auth, key password", env)
+	}
+	defaults, err := render(t).Component(stack.Release + "-token-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range defaults.Args {
+		if strings.HasPrefix(a, "--shared-state") {
+			t.Errorf("the default values set %s", a)
+		}
+	}
+	notes := map[string]struct {
+		set  []string
+		warn bool
+	}{
+		"two replicas, no shared state": {warn: true},
+		"autoscaled, no shared state":   {set: []string{"tokenServer.replicas=1", "tokenServer.autoscaling.enabled=true"}, warn: true},
+		"one replica":                   {set: []string{"tokenServer.replicas=1"}},
+		"shared state":                  {set: []string{"tokenServer.sharedState.url=redis://redis:6379/0"}},
+	}
+	for name, tc := range notes {
+		t.Run(name, func(t *testing.T) {
+			args := []string{"install", stack.Release, stack.ChartDir(), "--dry-run=client"}
+			for _, s := range tc.set {
+				args = append(args, "--set", s)
+			}
+			out, err := installed.HelmOutput(context.Background(), args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(out), "WARNING: the token server runs more than one replica without shared state"); got != tc.warn {
+				t.Errorf("NOTES warn: %v, want %v", got, tc.warn)
+			}
+		})
+	}
+}
+
 // TestChartRefusesBadValues checks values.schema.json and the templates' own checks.
 func TestChartRefusesBadValues(t *testing.T) {
 	tests := map[string]struct {
@@ -284,6 +338,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		"log level above the cap":   {set: "logging.level=9", want: "logging/level"},
 		"zero token server pods":    {set: "tokenServer.replicas=0", want: "tokenServer/replicas"},
 		"signing Secret not a name": {set: "signingKey.secretName=Bad_Name", want: "signingKey/secretName"},
+		"shared state not Redis":    {set: "tokenServer.sharedState.url=http://redis:6379", want: "tokenServer/sharedState/url"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
