@@ -85,6 +85,9 @@ type TokenSource struct {
 	// refresh is the refresh token the server gave with tok, when the ServiceKey has
 	// spec.refreshTokens ("" otherwise, and after a refusal or a new key file).
 	refresh string
+	// noRefresh: the server wants client authentication to refresh (the key has a
+	// client secret, which this TokenSource does not hold), so grants are signed.
+	noRefresh bool
 }
 
 // NewTokenSource checks the key file now, so a bad mount fails at startup with a clear
@@ -176,6 +179,8 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 		if err == nil || !refused(err) {
 			return tok, err
 		}
+		var re *RefusedError
+		s.noRefresh = errors.As(err, &re) && re.Code == "invalid_client"
 		s.refresh = "" // dead (reused, expired, or its key retired): sign a grant
 	}
 	// A fresh jti per assertion (RFC 7523 §3, item 7): the server remembers it until
@@ -191,7 +196,9 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 	}
 	s.tok = tok
 	// golang.org/x/oauth2/jwt leaves refresh_token in the raw response only.
-	s.refresh, _ = tok.Extra("refresh_token").(string)
+	if !s.noRefresh {
+		s.refresh, _ = tok.Extra("refresh_token").(string)
+	}
 	return tok, nil
 }
 

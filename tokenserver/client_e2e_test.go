@@ -182,6 +182,38 @@ func TestTokenSourceUsesRefreshTokens(t *testing.T) {
 	}
 }
 
+// TestTokenSourceWithoutTheClientSecret: a key with a client secret must authenticate
+// to refresh; the TokenSource, which holds no secret, signs grants after the first refusal.
+func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
+	kf := readyKey(t, "kit-refresh-secret", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}},
+		ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
+	eventually(t, "the client secret in the index", func() (bool, string) {
+		rec, ok := server.Index.Record(kf.ClientID)
+		return ok && rec.ClientSecretHash != "", "not yet"
+	})
+	path := filepath.Join(t.TempDir(), "key.json")
+	writeKeyFile(t, path, kf)
+	clk := clocktesting.NewFakeClock(time.Now())
+	rt := &countingTransport{}
+	src, err := client.NewTokenSource(client.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		tok, err := src.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.SetTime(tok.Expiry)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	bearer := tokenserver.GrantTypeJWTBearer
+	if want := []string{bearer, tokenserver.GrantTypeRefreshToken, bearer, bearer}; !slices.Equal(rt.grants, want) {
+		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
+	}
+}
+
 func TestTokenSourcePicksUpRotatedKeyFile(t *testing.T) {
 	old := readyKey(t, "kit-rotate", v1.ServiceKeySpec{Rotation: v1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Second}}})
 	path := filepath.Join(t.TempDir(), "key.json")
