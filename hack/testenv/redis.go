@@ -23,6 +23,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,8 +33,9 @@ import (
 )
 
 // Redis is a redis-server (the Debian package's) that a test started on a free
-// loopback port, with the append-only file on, as the docs advise: a restart keeps
-// the assertions already used. Stop and Start restart it on the same port.
+// loopback port, with the append-only file on (fsync every second, Redis's default),
+// as the docs advise: a restart keeps the assertions already used. Stop and Start
+// restart it on the same port.
 type Redis struct {
 	// Addr is host:port.
 	Addr string
@@ -45,19 +48,35 @@ type Redis struct {
 // when redis-server is not installed (.ci/run installs it).
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatal("redis-server is not installed: apt-get install redis-server (.ci/run does)")
-	}
-	addrs, err := FreePorts(1)
+	r, err := RunRedis(t.TempDir())
 	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Redis{Addr: addrs[0], dir: t.TempDir()}
-	if err := r.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Stop() })
 	return r
+}
+
+// RunRedis starts redis-server on a free loopback port with its files in dir; the
+// caller stops it.
+func RunRedis(dir string) (*Redis, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, errors.New("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+	}
+	addrs, err := FreePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: addrs[0], dir: dir}
+	return r, r.Start()
+}
+
+// Version is redis-server's version line.
+func (r *Redis) Version() string {
+	out, err := exec.Command("redis-server", "--version").Output()
+	if err != nil {
+		return "(unknown version)"
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // URL is the --shared-state value for this Redis.
@@ -70,8 +89,13 @@ func (r *Redis) Start() error {
 		return fmt.Errorf("redis address %s: %w", r.Addr, err)
 	}
 	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir, //nolint:gosec // test binary
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--loglevel", "warning")
-	r.cmd.Stdout, r.cmd.Stderr = os.Stderr, os.Stderr
+		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--loglevel", "warning")
+	logFile, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("redis-server log: %w", err)
+	}
+	defer func() { _ = logFile.Close() }() // the child holds its own descriptor
+	r.cmd.Stdout, r.cmd.Stderr = logFile, logFile
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
@@ -93,7 +117,7 @@ func (r *Redis) Start() error {
 		return true, ""
 	})
 	if exited {
-		return errors.New("redis-server exited at start (its output is above)")
+		return fmt.Errorf("redis-server exited at start; see %s", filepath.Join(r.dir, "redis.log"))
 	}
 	return err
 }
