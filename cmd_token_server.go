@@ -37,7 +37,7 @@ import (
 
 // sharedStatePasswordEnv holds the Redis password when it is not in the URL: the chart
 // fills it from a Secret, so it is in neither the pod spec nor the process list.
-const sharedStatePasswordEnv = "SERVICEKEY_SHARED_STATE_PASSWORD" //nolint:gosec // the variable's name, not a credential
+const sharedStatePasswordEnv = "SERVICEKEY_SHARED_STATE_PASSWORD"
 
 // tokenServerFlags are the token-server subcommand's flags.
 type tokenServerFlags struct {

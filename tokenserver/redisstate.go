@@ -28,7 +28,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/redis/go-redis/v9"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // RedisOptions configure a RedisState.
@@ -296,7 +295,7 @@ func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 			break
 		}
 		ends, _ := strconv.ParseInt(res[3], 10, 64)
-		return Family{ID: r.FamilyID, ClientID: r.ClientID, Binding: res[1], UID: types.UID(r.UID), Scope: res[2],
+		return Family{ID: r.FamilyID, ClientID: r.ClientID, Binding: res[1], UID: r.UID, Scope: res[2],
 			Expires: time.UnixMilli(ends), Current: r.Presented}, nil
 	case "unknown":
 		return Family{}, errRefreshUnknown()
