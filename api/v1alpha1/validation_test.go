@@ -152,6 +152,16 @@ func TestValidationRejects(t *testing.T) {
 			spec:  func(s *v1.ServiceKeySpec) { s.AccessTokenTTL = dur(0) },
 			field: "spec.accessTokenTTL", message: "accessTokenTTL must be a duration such as 1h, between 1m and 24h",
 		},
+		"refresh token TTL over a year": {
+			spec: func(s *v1.ServiceKeySpec) {
+				s.RefreshTokens = &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: 9000 * time.Hour}}
+			},
+			field: "spec.refreshTokens.ttl", message: "refreshTokens.ttl must be a duration such as 720h, between 5m and 8760h (1 year)",
+		},
+		"refresh token TTL zero": {
+			spec:  func(s *v1.ServiceKeySpec) { s.RefreshTokens = &v1.RefreshTokensSpec{} },
+			field: "spec.refreshTokens.ttl", message: "refreshTokens.ttl must be a duration such as 720h, between 5m and 8760h (1 year)",
+		},
 		"validity negative": {
 			spec:  func(s *v1.ServiceKeySpec) { s.Validity = dur(-time.Minute) },
 			field: "spec.validity", message: "validity must be a duration such as 720h, between 1m and 87600h",
