@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/redis/go-redis/v9"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -120,8 +119,8 @@ func (f *tokenServerFlags) complete() error {
 	}
 	f.opts.SharedStatePassword = os.Getenv(sharedStatePasswordEnv)
 	if f.opts.SharedState != "" {
-		if _, err := redis.ParseURL(f.opts.SharedState); err != nil {
-			return fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
+		if _, err := tokenserver.ParseRedisURL(f.opts.SharedState); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -154,7 +154,7 @@ func (s *TokenSource) reload() error {
 	if err := secureURL(u, s.opts.AllowInsecureHTTP, "a grant"); err != nil {
 		return err
 	}
-	s.refresh = "" // a new key: its grants start new families
+	s.refresh, s.noRefresh = "", false // a new key: its grants start new families
 	s.cfg = &jwt.Config{Email: kf.ClientID, PrivateKey: []byte(kf.PrivateKey), PrivateKeyID: kf.KeyID,
 		TokenURL: tokenURL, Audience: kf.TokenURI, Scopes: s.opts.Scopes, Expires: AssertionLifetime}
 	s.keyData = data

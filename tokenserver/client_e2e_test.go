@@ -26,7 +26,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,80 +136,6 @@ func TestTokenSourceCachesAndRefreshesEarly(t *testing.T) {
 	rt.mu.Unlock()
 	if l := time.Duration(rt.lifetime.Load()) * time.Second; l <= 0 || l > client.AssertionLifetime {
 		t.Errorf("the grant expires in %v, want within client.AssertionLifetime (%v)", l, client.AssertionLifetime)
-	}
-}
-
-// TestTokenSourceUsesRefreshTokens: with spec.refreshTokens the TokenSource refreshes
-// instead of signing a grant, and falls back to a new grant when the refresh token is
-// refused (here: ended by a suspension).
-func TestTokenSourceUsesRefreshTokens(t *testing.T) {
-	kf := readyKey(t, "kit-refresh", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}}})
-	path := filepath.Join(t.TempDir(), "key.json")
-	writeKeyFile(t, path, kf)
-	clk := clocktesting.NewFakeClock(time.Now())
-	rt := &countingTransport{}
-	src, err := client.NewTokenSource(client.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := func() {
-		t.Helper()
-		tok, err := src.Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		clk.SetTime(tok.Expiry) // the next call needs a new token
-	}
-	next()
-	next()
-	next()
-	patchKey(t, "kit-refresh", func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
-	refusedWithin(t, kf, "is suspended")
-	patchKey(t, "kit-refresh", func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
-	eventually(t, "grants after resuming", func() (bool, string) {
-		r := grant(t, kf)
-		return r.status == 200, r.body
-	})
-	next()
-	next()
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	bearer, refresh := tokenserver.GrantTypeJWTBearer, tokenserver.GrantTypeRefreshToken
-	want := []string{bearer, refresh, refresh, refresh, bearer, refresh}
-	if !slices.Equal(rt.grants, want) {
-		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
-	}
-}
-
-// TestTokenSourceWithoutTheClientSecret: a key with a client secret must authenticate
-// to refresh; the TokenSource, which holds no secret, signs grants after the first refusal.
-func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
-	kf := readyKey(t, "kit-refresh-secret", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}},
-		ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
-	eventually(t, "the client secret in the index", func() (bool, string) {
-		rec, ok := server.Index.Record(kf.ClientID)
-		return ok && rec.ClientSecretHash != "", "not yet"
-	})
-	path := filepath.Join(t.TempDir(), "key.json")
-	writeKeyFile(t, path, kf)
-	clk := clocktesting.NewFakeClock(time.Now())
-	rt := &countingTransport{}
-	src, err := client.NewTokenSource(client.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		tok, err := src.Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		clk.SetTime(tok.Expiry)
-	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	bearer := tokenserver.GrantTypeJWTBearer
-	if want := []string{bearer, tokenserver.GrantTypeRefreshToken, bearer, bearer}; !slices.Equal(rt.grants, want) {
-		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
 	}
 }
 

@@ -57,6 +57,9 @@ type Error struct {
 	// kept generic for a caller that has not authenticated; Cause names it for metrics.
 	Reason string `json:"-"`
 	Cause  string `json:"-"`
+	// familyEnded: a refresh whose caller held the family's current token ended it
+	// (errRefreshKeyGone), so the caller may learn why.
+	familyEnded bool
 }
 
 // auditReason is what the audit line says: the precise reason when there is one.

@@ -193,13 +193,16 @@ func (h *TokenHandler) refresh(form url.Values, r *http.Request, addr netip.Addr
 		if rr.HasSecret {
 			return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 section 2.3)")
 		}
-		var err1, err2 error
-		rr.ClientID, err1 = url.QueryUnescape(id)
-		rr.Secret, err2 = url.QueryUnescape(secret)
+		basicID, err1 := url.QueryUnescape(id)
+		basicSecret, err2 := url.QueryUnescape(secret)
 		if err1 != nil || err2 != nil {
 			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
 		}
-		rr.HasSecret = true
+		if rr.ClientID != "" && rr.ClientID != basicID {
+			return nil, Outcome{}, newError(CodeInvalidRequest, "the form's client_id is not the one of HTTP Basic")
+		}
+		// A public client may send its client_id with an empty password (x/oauth2 does).
+		rr.ClientID, rr.Secret, rr.HasSecret = basicID, basicSecret, basicSecret != ""
 	}
 	return h.Exchanger.ExchangeRefresh(rr)
 }

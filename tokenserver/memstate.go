@@ -26,7 +26,7 @@ import (
 // DefaultFamiliesPerClient bounds the live refresh-token families of one client: each
 // grant of a key with refresh tokens starts one, so without a bound a client could
 // fill the state by signing grants. Beyond it the family that ends first is dropped.
-const DefaultFamiliesPerClient = 1000
+const DefaultFamiliesPerClient = 100
 
 // MemoryState is State in this replica's memory: right for one replica. With several,
 // each remembers only the assertions it saw, gives each client its own rate limit,

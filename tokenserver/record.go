@@ -43,7 +43,10 @@ type KeyRecord struct {
 	UID types.UID
 	// ResourceVersion is the ServiceKey's, to tell an unchanged object in a fresh list.
 	ResourceVersion string
-	ClientID        string
+	// Generation is the ServiceKey's metadata.generation: refresh-token families are
+	// bound to it, so any change to the spec ends them.
+	Generation int64
+	ClientID   string
 	// Subject is spec.subject, or the default system:servicekey:<namespace>:<name>.
 	Subject        string
 	Scopes         []string
@@ -102,6 +105,7 @@ func NewKeyRecord(sk *v1.ServiceKey, parse KeyParser) (*KeyRecord, error) {
 	r := &KeyRecord{
 		UID:             sk.UID,
 		ResourceVersion: sk.ResourceVersion,
+		Generation:      sk.Generation,
 		ClientID:        v1.ClientID(sk.Namespace, sk.Name),
 		Subject:         sk.Spec.Subject,
 		Scopes:          sk.Spec.Scopes,
@@ -157,6 +161,16 @@ func timeOf(t *metav1.Time) *time.Time {
 		return nil
 	}
 	return &t.Time
+}
+
+// incarnation is what a refresh-token family is bound to besides its key: this
+// ServiceKey (its UID: not one created again under the name) as its spec is now (its
+// generation). Suspending, resuming, moving the expiry or turning refresh tokens off
+// and on all change the generation, so a family does not come back with its key,
+// however the change was seen (an event, a resync, a restart) and whether or not the
+// family was used meanwhile.
+func (r *KeyRecord) incarnation() types.UID {
+	return types.UID(fmt.Sprintf("%s/%d", r.UID, r.Generation))
 }
 
 // usableKeys are the keys that verify grants at now: the Active key, a Pending key

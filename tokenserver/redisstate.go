@@ -17,10 +17,14 @@ limitations under the License.
 package tokenserver
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +47,14 @@ type RedisOptions struct {
 	ReplayPerClient int
 	// FamiliesPerClient bounds one client's live refresh-token families.
 	FamiliesPerClient int
-	Log               logr.Logger
+	// Issuer separates installations sharing one Redis database: it is hashed into
+	// every key name (see KeyPrefix).
+	Issuer string
+	// PoolSize is how many connections to keep at most (0: go-redis's default); set it
+	// to the in-flight bound so a burst waits for a request slot, not a connection.
+	PoolSize int
+	// Log receives the outage's start and end, and refusals Redis answers with.
+	Log logr.Logger
 }
 
 // RedisState is State in Redis (or Valkey): shared by every replica pointed at the same
@@ -60,18 +71,20 @@ type RedisOptions struct {
 type RedisState struct {
 	client  *redis.Client
 	addr    string
+	prefix  string
 	o       RedisOptions
 	mu      sync.Mutex
 	problem string
+	// refusedLogged is when a refusal by Redis (an error reply) was last logged.
+	refusedLogged time.Time
 }
 
 // NewRedisState connects lazily: a Redis that is down at start is reported by
 // Problem and retried, not fatal.
 func NewRedisState(o RedisOptions) (*RedisState, error) {
-	opt, err := redis.ParseURL(o.URL)
+	opt, err := ParseRedisURL(o.URL)
 	if err != nil {
-		// go-redis's parse errors quote no password, but say nothing of where: add the scheme.
-		return nil, fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
+		return nil, err
 	}
 	if o.Password != "" {
 		opt.Password = o.Password
@@ -79,19 +92,35 @@ func NewRedisState(o RedisOptions) (*RedisState, error) {
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = -1 // no retries: see the type's comment
 	}
-	opt.DialTimeout = cmpDuration(opt.DialTimeout, time.Second)
-	opt.ReadTimeout = cmpDuration(opt.ReadTimeout, time.Second)
-	opt.WriteTimeout = cmpDuration(opt.WriteTimeout, time.Second)
+	opt.DialTimeout = cmp.Or(opt.DialTimeout, time.Second)
+	opt.ReadTimeout = cmp.Or(opt.ReadTimeout, time.Second)
+	opt.WriteTimeout = cmp.Or(opt.WriteTimeout, time.Second)
+	opt.DialerRetries = cmp.Or(opt.DialerRetries, 1) // a down Redis answers 503 within seconds, not after five dials
+	opt.PoolSize = cmp.Or(opt.PoolSize, o.PoolSize)
 	o.ReplayPerClient = max(o.ReplayPerClient, 1)
 	o.FamiliesPerClient = max(o.FamiliesPerClient, 1)
-	return &RedisState{client: redis.NewClient(opt), addr: opt.Addr, o: o}, nil
+	return &RedisState{client: redis.NewClient(opt), addr: opt.Addr, prefix: KeyPrefix(o.Issuer), o: o}, nil
 }
 
-func cmpDuration(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
+// ParseRedisURL reads a --shared-state URL. Its errors never quote the URL: it may
+// hold a password (net/url's errors quote what they could not parse).
+func ParseRedisURL(raw string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return nil, fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
 	}
-	return d
+	return opt, nil
+}
+
+// KeyPrefix starts every key of the installation with this issuer:
+// servicekey:<first 8 bytes of SHA-256(issuer), hex>:.
+func KeyPrefix(issuer string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return "servicekey:" + hex.EncodeToString(sum[:8]) + ":"
 }
 
 // Close closes the connections.
@@ -126,8 +155,8 @@ func (s *RedisState) observe(err error) {
 	}
 	problem := ""
 	if err != nil {
-		problem = "the shared state (Redis at " + s.addr + ") does not answer: " + err.Error() +
-			"; grants are refused with 503 until it does"
+		// Generic: /readyz is on the public port. The address and error go to the log.
+		problem = "the shared state (Redis) does not answer; grants are refused with 503 until it does"
 	}
 	s.mu.Lock()
 	was := s.problem
@@ -150,11 +179,9 @@ func (s *RedisState) Problem() string {
 
 // key is the name of a client's entry; the {client} hash tag keeps a client's keys in
 // one slot.
-func key(clientID, kind string) string { return keyPrefix + "{" + clientID + "}:" + kind }
-
-// keyPrefix starts every key the token server writes, so its keys can be told apart
-// in a Redis shared with other software (a database number keeps them further apart).
-const keyPrefix = "servicekey:"
+func (s *RedisState) key(clientID, kind string) string {
+	return s.prefix + "{" + clientID + "}:" + kind
+}
 
 // rateLua takes a token from the bucket KEYS[2] (GCRA: the bucket is the theoretical
 // arrival time of the next request), or returns {'rate', wait in ms}. It reads now,
@@ -194,7 +221,7 @@ end
 if ARGV[7] ~= '' then
   local ends = tonumber(ARGV[12])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[13]) then
+  while redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[13]) do
     local oldest = redis.call('ZPOPMIN', KEYS[3])
     redis.call('DEL', ARGV[14] .. oldest[1])
   end
@@ -248,21 +275,20 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 func (s *RedisState) Admit(ctx context.Context, a Admission) *Error {
 	digest, until := "", int64(0)
 	if a.Digest != nil {
-		digest, until = string(a.Digest[:]), ms(a.ReplayUntil)
+		digest, until = string(a.Digest[:]), ms(a.ReplayUntil.Add(ClockSkewMargin))
 	}
 	f := a.Family
 	if f == nil {
 		f = &Family{}
 	}
-	famKey := key(a.ClientID, "family:"+f.ID)
+	famKey := s.key(a.ClientID, "family:"+f.ID)
 	res, err := admitScript.Run(ctx, s.client,
-		[]string{key(a.ClientID, "replay"), key(a.ClientID, "rate"), key(a.ClientID, "families"), famKey},
+		[]string{s.key(a.ClientID, "replay"), s.key(a.ClientID, "rate"), s.key(a.ClientID, "families"), famKey},
 		ms(a.Now), digest, until, s.o.ReplayPerClient, s.interval(), max(s.o.Rate.Burst, 1),
 		f.ID, string(f.Current[:]), f.Binding, string(f.UID), f.Scope, ms(f.Expires), s.o.FamiliesPerClient,
-		key(a.ClientID, "family:")).StringSlice()
+		s.key(a.ClientID, "family:")).StringSlice()
 	if err != nil {
-		s.observe(err)
-		return errStateUnavailable()
+		return s.failed(err)
 	}
 	s.observe(nil)
 	switch res[0] {
@@ -281,12 +307,11 @@ func (s *RedisState) Admit(ctx context.Context, a Admission) *Error {
 // Refresh implements State in one script run.
 func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 	res, err := refreshScript.Run(ctx, s.client,
-		[]string{key(r.ClientID, "family:"+r.FamilyID), key(r.ClientID, "rate"), key(r.ClientID, "families")},
+		[]string{s.key(r.ClientID, "family:"+r.FamilyID), s.key(r.ClientID, "rate"), s.key(r.ClientID, "families")},
 		ms(r.Now), string(r.Presented[:]), string(r.Next[:]), string(r.UID), strings.Join(r.Bindings, " "), r.Scope,
 		s.interval(), max(s.o.Rate.Burst, 1), r.FamilyID).StringSlice()
 	if err != nil {
-		s.observe(err)
-		return Family{}, errStateUnavailable()
+		return Family{}, s.failed(err)
 	}
 	s.observe(nil)
 	switch res[0] {
@@ -319,12 +344,39 @@ func (s *RedisState) Forget(clientID string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		err := forgetScript.Run(ctx, s.client, []string{key(clientID, "families")}, key(clientID, "family:")).Err()
+		err := forgetScript.Run(ctx, s.client, []string{s.key(clientID, "families")}, s.key(clientID, "family:")).Err()
 		if err != nil {
-			s.o.Log.Info("could not drop the refresh-token families of a deleted ServiceKey; they expire by themselves",
-				"client_id", clientID, "error", err.Error())
+			s.o.Log.Error(err, "could not drop the refresh-token families of a ServiceKey whose refresh tokens ended; "+
+				"its new generation refuses them anyway, and they expire by themselves", "client_id", clientID)
 		}
 	}()
+}
+
+// ClockSkewMargin is how much longer than exp plus the leeway Redis keeps an
+// assertion: replicas judge exp by their own clocks, and one whose clock is behind
+// must still find the entry that a replica ahead of it wrote.
+const ClockSkewMargin = time.Minute
+
+// failed answers a call whose script did not complete. An error reply (Redis out of
+// memory under noeviction, a script error) is Redis refusing, not an outage: /readyz
+// stays as it is, and the log says it at most every 10 seconds. Anything else (no
+// connection, a timeout, no free connection in time) is an outage.
+func (s *RedisState) failed(err error) *Error {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		s.observe(err)
+		return errStateUnavailable()
+	}
+	s.mu.Lock()
+	log := time.Since(s.refusedLogged) > 10*time.Second
+	if log {
+		s.refusedLogged = time.Now()
+	}
+	s.mu.Unlock()
+	if log {
+		s.o.Log.Error(err, "the shared state refused a grant's script; grants are answered 503", "redis", s.addr)
+	}
+	return errStateRefused()
 }
 
 // waitOf reads a script's wait (ms) as a Retry-After of at least one second.

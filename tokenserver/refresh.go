@@ -23,12 +23,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
+	"github.com/servicekey-operator/servicekey-operator/api/policy"
 )
 
 // GrantTypeRefreshToken is RFC 6749 §6's grant type.
@@ -66,7 +68,7 @@ func (x *Exchanger) newFamily(rec *KeyRecord, binding, scope string, now time.Ti
 	if _, err := io.ReadFull(x.random(), id); err != nil {
 		return nil, "", fmt.Errorf("refresh-token family ID: %w", err)
 	}
-	f := &Family{ID: base64.RawURLEncoding.EncodeToString(id), ClientID: rec.ClientID, Binding: binding, UID: rec.UID,
+	f := &Family{ID: base64.RawURLEncoding.EncodeToString(id), ClientID: rec.ClientID, Binding: binding, UID: rec.incarnation(),
 		Scope: scope, Expires: now.Add(rec.RefreshTTL)}
 	token, err := x.refreshToken(f.ClientID, f.ID)
 	if err != nil {
@@ -121,7 +123,9 @@ type RefreshRequest struct {
 // ExchangeRefresh exchanges a refresh token for an access token and the family's next
 // refresh token. The ServiceKey is judged first, as for any grant: a family whose key
 // is suspended, being deleted, expired or refused by policy is ended, not only
-// refused, so it does not come back with its key.
+// refused. Until the state has confirmed that the caller holds the family's current
+// token, a refusal says nothing about the key (the caller may be probing client IDs):
+// it reads as an unknown token, and the audit line has the reason.
 func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome, *Error) {
 	now := x.Clock.Now()
 	clientID, familyID, ok := parseRefreshToken(rr.Token)
@@ -137,17 +141,15 @@ func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome,
 	if keys == nil {
 		return nil, out, errNoSigningKeys()
 	}
-	if e := addrCheck(rec, rr.ClientAddr); e != nil {
-		return nil, out, e
+	if e := refreshRequestRefusal(rec, rr); e != nil { // this request only: the family stays
+		return nil, out, concealed(errRefreshUnknown(), e)
 	}
-	if rr.Scope != "" { // the key's scopes now bound what a refresh asks for, as any grant
-		if _, e := grantedScopes(rr.Scope, rec.Scopes); e != nil {
-			return nil, out, e
-		}
+	final, denied, retry := x.refreshRefusal(rec, now)
+	if retry != nil {
+		return nil, out, retry // nothing changed: the client retries with the same token
 	}
-	rot := Rotation{ClientID: rec.ClientID, FamilyID: familyID, Presented: RefreshDigest(rr.Token), UID: rec.UID, Scope: rr.Scope, Now: now}
-	dead := x.refreshRefusal(rec, &out)
-	if dead == nil {
+	rot := Rotation{ClientID: rec.ClientID, FamilyID: familyID, Presented: RefreshDigest(rr.Token), UID: rec.incarnation(), Scope: rr.Scope, Now: now}
+	if final == nil {
 		rot.Bindings = x.bindings(rec, now)
 	}
 	next, err := x.refreshToken(rec.ClientID, familyID)
@@ -155,29 +157,54 @@ func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome,
 		return nil, out, errServer("could not create a refresh token")
 	}
 	rot.Next = RefreshDigest(next)
-	f, e := x.State.Refresh(context.Background(), rot)
-	if dead != nil {
-		return nil, out, dead // the family was ended: no binding is usable
-	}
-	if e != nil {
+	f, e := x.State.Refresh(context.Background(), rot) // with no bindings, a held family is ended
+	switch {
+	case final != nil && e != nil && e.familyEnded: // the caller held it: say why
+		out.Denied = denied
+		return nil, out, final
+	case final != nil && e != nil:
+		return nil, out, concealed(e, final)
+	case e != nil:
 		return nil, out, e
 	}
 	return x.refreshed(keys, rec, out, f, rr.Scope, next, now)
 }
 
-// refreshRefusal is why the key can no longer refresh anything (nil when it can).
-func (x *Exchanger) refreshRefusal(rec *KeyRecord, out *Outcome) *Error {
-	if rec.RefreshTTL <= 0 {
-		return newError(CodeInvalidGrant, "refresh tokens are not enabled for "+rec.ClientID+" (spec.refreshTokens); sign a new assertion")
-	}
-	if why := rec.refusal(x.Clock.Now()); why != "" {
-		return newError(CodeInvalidGrant, why+"; its refresh tokens are ended")
-	}
-	if e, denied := x.Policies.Check(rec, nil); e != nil {
-		out.Denied = denied
+// concealed is answer, with the audit line saying why: reason.
+func concealed(answer, reason *Error) *Error {
+	e := *answer
+	e.Reason = reason.auditReason()
+	return &e
+}
+
+// refreshRequestRefusal is what refuses this request but not the family: the client
+// address (spec.allowedCIDRs) and a scope the key does not hold now.
+func refreshRequestRefusal(rec *KeyRecord, rr RefreshRequest) *Error {
+	if e := addrCheck(rec, rr.ClientAddr); e != nil {
 		return e
 	}
+	if rr.Scope != "" {
+		if _, e := grantedScopes(rr.Scope, rec.Scopes); e != nil {
+			return e
+		}
+	}
 	return nil
+}
+
+// refreshRefusal says why the key can no longer refresh anything (final: its families
+// end), or that it cannot now (retry: a 503 that changes nothing).
+func (x *Exchanger) refreshRefusal(rec *KeyRecord, now time.Time) (final *Error, denied []policy.Kind, retry *Error) {
+	if rec.RefreshTTL <= 0 {
+		return newError(CodeInvalidGrant, "refresh tokens are not enabled for "+rec.ClientID+" (spec.refreshTokens); sign a new assertion"), nil, nil
+	}
+	if why := rec.refusal(now); why != "" {
+		return newError(CodeInvalidGrant, why+"; its refresh tokens are ended"), nil, nil
+	}
+	e, denied := x.Policies.Check(rec, nil)
+	if e != nil && e.Status == http.StatusServiceUnavailable {
+		return nil, nil, e
+	}
+	return e, denied, nil
 }
 
 // bindings are what a family of rec may be bound to now: its usable keys that the
@@ -222,18 +249,22 @@ func (x *Exchanger) refreshed(keys *SigningKeys, rec *KeyRecord, out Outcome, f 
 
 // refreshClientAuth applies RFC 6749 §6: a key with a client secret is a confidential
 // client and must authenticate with it; a key without one sends no secret, and a
-// client_id, when sent, must be the token's.
+// client_id, when sent, must be the token's. Failures read alike (the audit line has
+// the reason), as for client_credentials.
 func refreshClientAuth(rec *KeyRecord, rr RefreshRequest) *Error {
 	if rr.ClientID != "" && rr.ClientID != rec.ClientID {
 		return newError(CodeInvalidGrant, "the refresh token was not issued to this client_id")
 	}
+	reason := ""
 	switch {
 	case rec.ClientSecretHash != "" && !keyutil.ClientSecretMatches(rr.Secret, rec.ClientSecretHash):
-		e := newError(CodeInvalidClient, "client authentication failed: "+rec.ClientID+" has a client secret, and a refresh must authenticate with it")
-		e.Cause = causeBadSecret
-		return e
+		reason = rec.ClientID + " has a client secret, and the refresh did not authenticate with it"
 	case rec.ClientSecretHash == "" && rr.HasSecret:
-		return newError(CodeInvalidClient, "client secrets are not enabled for "+rec.ClientID+"; send the refresh token without one")
+		reason = "client secrets are not enabled for " + rec.ClientID + "; a refresh sends the refresh token without one"
+	default:
+		return nil
 	}
-	return nil
+	e := newError(CodeInvalidClient, "client authentication failed: unknown client_id, client secrets not enabled for it, or wrong secret")
+	e.Reason, e.Cause = reason, causeBadSecret
+	return e
 }

@@ -19,17 +19,22 @@ package tokenserver_test
 import (
 	"context"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	skclient "github.com/servicekey-operator/servicekey-operator/client"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
 // refreshSpec is a ServiceKey with refresh tokens, two scopes and a short grace period.
@@ -41,7 +46,7 @@ func refreshSpec() v1.ServiceKeySpec {
 // expectRefused checks a refusal's status, error code and description.
 func expectRefused(t *testing.T, what string, got response, status int, code, part string) {
 	t.Helper()
-	if got.status != status || !strings.Contains(got.body, `"`+code+`"`) || !strings.Contains(got.body, part) {
+	if got.status != status || !strings.Contains(got.body, `"`+code+`"`) || !strings.Contains(got.body, part) { // part may be ""
 		t.Fatalf("%s: %d %s; want %d %s (%s)", what, got.status, got.body, status, code, part)
 	}
 }
@@ -61,8 +66,10 @@ func TestRefreshTokens(t *testing.T) {
 			}
 			key := "refresh-" + name
 			kf := readyKey(t, key, refreshSpec())
-			first := reply(t, a.post(t, bearerForm(signAssertion(t, kf, nil))))
-			if first.RefreshToken == "" || first.Scope != "read write" {
+			grantForm := bearerForm(signAssertion(t, kf, nil))
+			grantForm.Set("scope", "read")
+			first := reply(t, a.post(t, grantForm))
+			if first.RefreshToken == "" || first.Scope != "read" {
 				t.Fatalf("a grant of a key with refresh tokens: scope %q, refresh token given %v", first.Scope, first.RefreshToken != "")
 			}
 			narrowed := reply(t, b.post(t, refreshForm(first.RefreshToken, "read")))
@@ -70,9 +77,12 @@ func TestRefreshTokens(t *testing.T) {
 			if claims.Scope != "read" || claims.KeyID != kf.KeyID || claims.ClientID != kf.ClientID || narrowed.RefreshToken == first.RefreshToken {
 				t.Fatalf("refreshed with scope read: claims %+v, rotated %v", claims, narrowed.RefreshToken != first.RefreshToken)
 			}
-			expectRefused(t, "a wider scope", a.post(t, refreshForm(narrowed.RefreshToken, "read write admin")), 400, "invalid_scope", "admin")
+			// write is the key's but not the family's: refused, and the token stays valid.
+			expectRefused(t, "a wider scope", a.post(t, refreshForm(narrowed.RefreshToken, "read write")), 400, "invalid_scope", "only narrow")
+			// admin is not even the key's: refused as an unknown token would be (no probing).
+			expectRefused(t, "a scope beyond the key", b.post(t, refreshForm(narrowed.RefreshToken, "admin")), 400, "invalid_grant", "not valid")
 			whole := reply(t, b.post(t, refreshForm(narrowed.RefreshToken, "")))
-			if whole.Scope != "read write" {
+			if whole.Scope != "read" {
 				t.Fatalf("after the refused widening, the family's scope: %q", whole.Scope)
 			}
 			expectRefused(t, "a reuse", a.post(t, refreshForm(narrowed.RefreshToken, "")), 400, "invalid_grant", "already used")
@@ -97,7 +107,8 @@ func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFi
 			return got.status == 400 && strings.Contains(got.body, "is suspended"), got.body
 		})
 	}
-	expectRefused(t, "a refresh while suspended", a.post(t, refreshForm(used, "")), 400, "invalid_grant", "is suspended")
+	// The suspension dropped the family (not valid), or the refresh ends it (is suspended).
+	expectRefused(t, "a refresh while suspended", a.post(t, refreshForm(used, "")), 400, "invalid_grant", "")
 	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
 	for _, r := range []replica{a, b} {
 		testenv.Eventually(t, "grants again after resuming", func() (bool, string) {
@@ -105,9 +116,9 @@ func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFi
 			return got.status == 200, got.body
 		})
 	}
-	for name, rt := range map[string]string{"used while suspended": used, "unused while suspended": unused} {
-		expectRefused(t, "a refresh token "+name+", after resuming", b.post(t, refreshForm(rt, "")), 400, "invalid_grant", "not valid")
-	}
+	expectRefused(t, "a refresh token used while suspended, after resuming", b.post(t, refreshForm(used, "")), 400, "invalid_grant", "not valid")
+	// Ended by the new generation (no longer current), or already dropped (not valid).
+	expectRefused(t, "a refresh token unused while suspended, after resuming", b.post(t, refreshForm(unused, "")), 400, "invalid_grant", "refresh token")
 }
 
 // diesWithRotation: a family keeps working within the rotated key's grace period and
@@ -130,7 +141,7 @@ func diesWithRotation(t *testing.T, a, b replica, key string, old keyutil.KeyFil
 			refreshed++
 			return false, "still refreshed"
 		}
-		return got.status == 400 && strings.Contains(got.body, "no longer usable"), got.body
+		return got.status == 400 && strings.Contains(got.body, "no longer current"), got.body
 	})
 	if refreshed == 0 {
 		t.Error("the family was never refreshed within the grace period")
@@ -154,7 +165,8 @@ func TestRefreshTokensOnlyWhenAsked(t *testing.T) {
 			rt = reply(t, got).RefreshToken
 			return false, "issued"
 		}
-		return got.status == 400 && strings.Contains(got.body, "refresh tokens are not enabled"), got.body
+		// Ended: the caller is told why, or, when the family was already dropped, "not valid".
+		return got.status == 400 && strings.Contains(got.body, "invalid_grant"), got.body
 	})
 }
 
@@ -179,11 +191,85 @@ func TestRefreshWithClientSecret(t *testing.T) {
 	if rt == "" {
 		t.Fatal("no refresh token for a client-secret grant")
 	}
-	expectRefused(t, "a refresh without the secret", postForm(t, refreshForm(rt, "")), http.StatusUnauthorized, "invalid_client", "authenticate with it")
+	expectRefused(t, "a refresh without the secret", postForm(t, refreshForm(rt, "")), http.StatusUnauthorized, "invalid_client", "client authentication failed")
 	form := refreshForm(rt, "")
 	form.Set("client_id", "apps/refresh-secret")
 	form.Set("client_secret", secret)
 	if got := reply(t, postForm(t, form)); got.RefreshToken == "" || got.RefreshToken == rt {
 		t.Error("a refresh with the secret was not rotated")
+	}
+}
+
+// TestTokenSourceUsesRefreshTokens: with spec.refreshTokens the TokenSource refreshes
+// instead of signing a grant, and falls back to a new grant when the refresh token is
+// refused (here: ended by a suspension).
+func TestTokenSourceUsesRefreshTokens(t *testing.T) {
+	kf := readyKey(t, "kit-refresh", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}}})
+	path := filepath.Join(t.TempDir(), "key.json")
+	writeKeyFile(t, path, kf)
+	clk := clocktesting.NewFakeClock(time.Now())
+	rt := &countingTransport{}
+	src, err := skclient.NewTokenSource(skclient.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() {
+		t.Helper()
+		tok, err := src.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.SetTime(tok.Expiry) // the next call needs a new token
+	}
+	next()
+	next()
+	next()
+	patchKey(t, "kit-refresh", func(sk *v1.ServiceKey) { sk.Spec.Suspended = true })
+	refusedWithin(t, kf, "is suspended")
+	patchKey(t, "kit-refresh", func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
+	eventually(t, "grants after resuming", func() (bool, string) {
+		r := grant(t, kf)
+		return r.status == 200, r.body
+	})
+	next()
+	next()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	bearer, refresh := tokenserver.GrantTypeJWTBearer, tokenserver.GrantTypeRefreshToken
+	want := []string{bearer, refresh, refresh, refresh, bearer, refresh}
+	if !slices.Equal(rt.grants, want) {
+		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
+	}
+}
+
+// TestTokenSourceWithoutTheClientSecret: a key with a client secret must authenticate
+// to refresh; the TokenSource, which holds no secret, signs grants after the first refusal.
+func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
+	kf := readyKey(t, "kit-refresh-secret", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}},
+		ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
+	eventually(t, "the client secret in the index", func() (bool, string) {
+		rec, ok := server.Index.Record(kf.ClientID)
+		return ok && rec.ClientSecretHash != "", "not yet"
+	})
+	path := filepath.Join(t.TempDir(), "key.json")
+	writeKeyFile(t, path, kf)
+	clk := clocktesting.NewFakeClock(time.Now())
+	rt := &countingTransport{}
+	src, err := skclient.NewTokenSource(skclient.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		tok, err := src.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.SetTime(tok.Expiry)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	bearer := tokenserver.GrantTypeJWTBearer
+	if want := []string{bearer, tokenserver.GrantTypeRefreshToken, bearer, bearer}; !slices.Equal(rt.grants, want) {
+		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
 	}
 }

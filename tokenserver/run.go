@@ -147,16 +147,12 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	if err != nil {
 		return nil, err
 	}
-	state, err := newState(ctx, o, reg)
+	state, err := newState(ctx, o, reg, ix)
 	if err != nil {
 		return nil, err
 	}
 	introLimiter := NewLimiter(o.IntrospectionRateLimit, o.IntrospectionRateBurst)
-	ix.OnDelete(state.Forget, introLimiter.Forget, used.Forget)
-	ix.OnRefreshEnd(state.Forget)
-	if m, ok := state.(*MemoryState); ok {
-		ix.OnDelete(m.Limiter.Forget)
-	}
+	ix.OnDelete(introLimiter.Forget, used.Forget)
 	gate := NewPolicyGate()
 	x := &Exchanger{
 		State: state, Used: used, Policies: gate,
@@ -188,14 +184,19 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 }
 
 // newState is the State the options ask for: Redis, probed until ctx is done and
-// exported as servicekey_shared_state_up, or this replica's memory.
-func newState(ctx context.Context, o Options, reg prometheus.Registerer) (State, error) {
+// exported as servicekey_shared_state_up, or this replica's memory. The index tells it
+// which clients' families end (and, in memory, whose rate bucket to drop).
+func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Index) (State, error) {
 	families := cmp.Or(o.RefreshFamiliesPerClient, DefaultFamiliesPerClient)
 	if o.SharedState == "" {
-		return NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families), nil
+		m := NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families)
+		ix.OnDelete(m.Forget, m.Limiter.Forget)
+		ix.OnRefreshEnd(m.Forget)
+		return m, nil
 	}
 	rs, err := NewRedisState(RedisOptions{URL: o.SharedState, Password: o.SharedStatePassword, Rate: Rate{PerSecond: o.RateLimit, Burst: o.RateBurst},
-		ReplayPerClient: o.ReplayPerClient, FamiliesPerClient: families, Log: o.Log.WithName("shared-state")})
+		ReplayPerClient: o.ReplayPerClient, FamiliesPerClient: families, Issuer: o.Issuer, PoolSize: o.MaxInFlight,
+		Log: o.Log.WithName("shared-state")})
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +211,8 @@ func newState(ctx context.Context, o Options, reg prometheus.Registerer) (State,
 	if err := reg.Register(up); err != nil {
 		return nil, fmt.Errorf("register shared state metric: %w", err)
 	}
+	ix.OnDelete(rs.Forget)
+	ix.OnRefreshEnd(rs.Forget)
 	go rs.Run(ctx)
 	go func() {
 		<-ctx.Done()

@@ -19,6 +19,7 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -27,10 +28,12 @@ import (
 	"testing"
 	"time"
 
+	gojwt "github.com/golang-jwt/jwt/v5"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
@@ -164,13 +167,14 @@ func TestSharedStateOutage(t *testing.T) {
 		defer mu.Unlock()
 		return len(outcomes) > 0 && outcomes[len(outcomes)-1].status == status
 	}
+	sign := assertionSigner(t, kf)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
 			o := outcome{start: time.Now()}
-			resp, err := http.PostForm([]replica{a, b}[i%2].url+"/oauth2/token", bearerForm(signAssertion(t, kf, nil)))
+			resp, err := http.PostForm([]replica{a, b}[i%2].url+"/oauth2/token", bearerForm(sign(i)))
 			if err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				_ = resp.Body.Close()
@@ -219,6 +223,22 @@ func TestSharedStateOutage(t *testing.T) {
 		code, body := readyz(b)
 		return code == 200 && body == "ok", body
 	})
+}
+
+// assertionSigner signs fresh grants of kf without the testing.T, for a load goroutine.
+func assertionSigner(t *testing.T, kf keyutil.KeyFile) func(i int) string {
+	key, err := gojwt.ParseRSAPrivateKeyFromPEM([]byte(kf.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(i int) string {
+		now := time.Now()
+		tok := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
+			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": fmt.Sprintf("load-%d-%d", now.UnixNano(), i)})
+		tok.Header["kid"] = kf.KeyID
+		signed, _ := tok.SignedString(key) // a failure shows as a refused grant
+		return signed
+	}
 }
 
 // checkOutage asserts that no request made entirely while Redis was down was issued a

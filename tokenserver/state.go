@@ -73,8 +73,8 @@ type Family struct {
 	// signed the grant, or the client secret's binding (secretBinding) for a grant
 	// made with the client secret.
 	Binding string
-	// UID is the ServiceKey's: a ServiceKey deleted and created again under the same
-	// name does not inherit its families.
+	// UID is the ServiceKey's UID and generation (KeyRecord.incarnation): a
+	// ServiceKey created again under the name, or any change to its spec, ends the family.
 	UID types.UID
 	// Scope is what the grant was given; a refresh may narrow it, never widen it.
 	Scope   string
@@ -88,7 +88,7 @@ type Rotation struct {
 	ClientID, FamilyID string
 	// Presented is the SHA-256 of the token sent; Next that of the token to return.
 	Presented, Next Digest
-	// UID is the ServiceKey's now, and Bindings the key IDs (and client secret
+	// UID is the ServiceKey's incarnation now, and Bindings the key IDs (and client secret
 	// binding) usable now and allowed by policy: a family bound to anything else is dead.
 	UID      types.UID
 	Bindings []string
@@ -113,8 +113,10 @@ func errRefreshReused() *Error {
 }
 
 func errRefreshKeyGone(clientID string) *Error {
-	return newError(CodeInvalidGrant, "the key or client secret that got this refresh token is no longer usable for "+clientID+
-		" (rotated past its grace period, or refused by policy); sign a new assertion with the key the Secret holds now")
+	e := newError(CodeInvalidGrant, "the key, client secret or spec that got this refresh token is no longer current for "+clientID+
+		" (the key rotated past its grace period, the spec changed, or a policy refuses the key); sign a new assertion with the key the Secret holds now")
+	e.familyEnded = true
+	return e
 }
 
 func errRefreshScope(scope string) *Error {
@@ -137,6 +139,13 @@ func errReplayShareFull(clientID string, perClient int, wait time.Duration) *Err
 func errStateUnavailable() *Error {
 	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: 2 * time.Second,
 		Description: "the token server cannot reach its shared state (Redis), which replay protection needs; retry shortly"}
+}
+
+// errStateRefused answers a grant whose script Redis refused (an error reply: out of
+// memory under noeviction, most likely); nothing was changed.
+func errStateRefused() *Error {
+	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: 2 * time.Second,
+		Description: "the token server's shared state (Redis) refused the request (out of memory?); retry later"}
 }
 
 // narrows says whether every scope-token of requested is in granted.

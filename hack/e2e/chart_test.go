@@ -279,7 +279,7 @@ func TestChartSharedState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFlags(t, ts.Args, "--shared-state=redis://redis.cache:6379/2", "--refresh-token-families-per-client=1000")
+	wantFlags(t, ts.Args, "--shared-state=redis://redis.cache:6379/2", "--refresh-token-families-per-client=100")
 	d, err := objs.Deployment(stack.Release + "-token-server")
 	if err != nil {
 		t.Fatal(err)
