@@ -315,18 +315,26 @@ func TestLastUsedTimeAndMetrics(t *testing.T) {
 	}
 }
 
-func TestClientSecretWithGolangOAuth2(t *testing.T) {
-	readyKey(t, "secret-client", v1.ServiceKeySpec{Scopes: []string{"metrics:read"}, ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
+// clientSecretOf waits until the ServiceKey's Secret holds a client secret that the
+// suite's token server knows, and returns it.
+func clientSecretOf(t *testing.T, name string) string {
+	t.Helper()
 	var secret string
 	eventually(t, "client secret in the Secret and the index", func() (bool, string) {
 		s := &corev1.Secret{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "secret-client"}, s); err != nil {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
 			return false, err.Error()
 		}
 		secret = string(s.Data[v1.SecretKeyClientSecret])
-		rec, ok := server.Index.Record("apps/secret-client")
+		rec, ok := server.Index.Record(ns + "/" + name)
 		return secret != "" && ok && keyutil.ClientSecretMatches(secret, rec.ClientSecretHash), "not yet"
 	})
+	return secret
+}
+
+func TestClientSecretWithGolangOAuth2(t *testing.T) {
+	readyKey(t, "secret-client", v1.ServiceKeySpec{Scopes: []string{"metrics:read"}, ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
+	secret := clientSecretOf(t, "secret-client")
 	for name, style := range map[string]oauth2.AuthStyle{"HTTP Basic": oauth2.AuthStyleInHeader, "form": oauth2.AuthStyleInParams} {
 		t.Run(name, func(t *testing.T) {
 			cc := clientcredentials.Config{ClientID: "apps/secret-client", ClientSecret: secret, TokenURL: tokenURL,

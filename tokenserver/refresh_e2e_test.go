@@ -17,7 +17,6 @@ limitations under the License.
 package tokenserver_test
 
 import (
-	"context"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -25,10 +24,8 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/servicekey-operator/servicekey-operator/api/keyutil"
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -176,16 +173,7 @@ func TestRefreshWithClientSecret(t *testing.T) {
 	spec := refreshSpec()
 	spec.ClientSecret = &v1.ClientSecretSpec{Enabled: true}
 	readyKey(t, "refresh-secret", spec)
-	var secret string
-	eventually(t, "client secret in the Secret and the index", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "refresh-secret"}, s); err != nil {
-			return false, err.Error()
-		}
-		secret = string(s.Data[v1.SecretKeyClientSecret])
-		rec, ok := server.Index.Record("apps/refresh-secret")
-		return secret != "" && ok && keyutil.ClientSecretMatches(secret, rec.ClientSecretHash), "not yet"
-	})
+	secret := clientSecretOf(t, "refresh-secret")
 	cc := postForm(t, map[string][]string{"grant_type": {"client_credentials"}, "client_id": {"apps/refresh-secret"}, "client_secret": {secret}})
 	rt := reply(t, cc).RefreshToken
 	if rt == "" {
