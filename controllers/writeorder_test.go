@@ -272,18 +272,26 @@ func TestRedactQuotedSecret(t *testing.T) {
 	}
 }
 
+// heldRetiring is n Retiring keys pods were given ("held-<i>"), created step apart
+// before t0, until notAfter.
+func heldRetiring(n int, step time.Duration, notAfter metav1.Time) []v1.PublicKey {
+	var keys []v1.PublicKey
+	for i := range n {
+		created := metav1.NewTime(t0.Add(-time.Duration(i+2) * step))
+		superseded := metav1.NewTime(created.Add(time.Minute))
+		keys = append(keys, v1.PublicKey{KeyID: fmt.Sprint("held-", i), Created: created,
+			Superseded: &superseded, NotAfter: &notAfter, State: v1.KeyRetiring})
+	}
+	return keys
+}
+
 // TestNeverActiveKeysLeaveFirst: a controller crashing between publishing and writing
 // the Secret leaves Pending keys nobody holds; retired, they must not push out of a
 // full list a Retiring key that pods were given.
 func TestNeverActiveKeysLeaveFirst(t *testing.T) {
 	f := newFixture(t)
 	until := metav1.NewTime(t0.Add(time.Hour))
-	for i := range maxKeys - 1 {
-		created := metav1.NewTime(t0.Add(-time.Duration(i+2) * time.Minute))
-		superseded := metav1.NewTime(created.Add(time.Minute))
-		f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: fmt.Sprint("held-", i), Created: created,
-			Superseded: &superseded, NotAfter: &until, State: v1.KeyRetiring})
-	}
+	f.key.Status.Keys = append(f.key.Status.Keys, heldRetiring(maxKeys-1, time.Minute, until)...)
 	f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: "never-held", Created: metav1.NewTime(t0), State: v1.KeyPending})
 	o := f.at(t0.Add(time.Second))
 	d := Decide(o)
@@ -308,12 +316,7 @@ func TestPublishKeepsTheListWithinTheLimit(t *testing.T) {
 	until := metav1.NewTime(t0.Add(time.Hour))
 	f.key.Status.Keys = f.key.Status.Keys[:1] // the fixture's issued, Active key
 	activeID := f.key.Status.Keys[0].KeyID
-	for i := range maxKeys - 1 {
-		created := metav1.NewTime(t0.Add(-time.Duration(i+2) * time.Hour))
-		superseded := metav1.NewTime(created.Add(time.Minute))
-		f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: fmt.Sprint("held-", i), Created: created,
-			Superseded: &superseded, NotAfter: &until, State: v1.KeyRetiring})
-	}
+	f.key.Status.Keys = append(f.key.Status.Keys, heldRetiring(maxKeys-1, time.Hour, until)...)
 	f.key.Status.Keys = append(f.key.Status.Keys, v1.PublicKey{KeyID: "never-held", Created: metav1.NewTime(t0), State: v1.KeyPending})
 	nk, err := (RSAKeys{}).New(2048, v1.PKCS1)
 	if err != nil {

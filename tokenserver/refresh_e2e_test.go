@@ -188,11 +188,9 @@ func TestRefreshWithClientSecret(t *testing.T) {
 	}
 }
 
-// TestTokenSourceUsesRefreshTokens: with spec.refreshTokens the TokenSource refreshes
-// instead of signing a grant, and falls back to a new grant when the refresh token is
-// refused (here: ended by a suspension).
-func TestTokenSourceUsesRefreshTokens(t *testing.T) {
-	kf := readyKey(t, "kit-refresh", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}}})
+// countedTokenSource is a TokenSource of kf on a fake clock, with its grants recorded.
+func countedTokenSource(t *testing.T, kf keyutil.KeyFile) (*skclient.TokenSource, *countingTransport, *clocktesting.FakeClock) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "key.json")
 	writeKeyFile(t, path, kf)
 	clk := clocktesting.NewFakeClock(time.Now())
@@ -201,6 +199,15 @@ func TestTokenSourceUsesRefreshTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return src, rt, clk
+}
+
+// TestTokenSourceUsesRefreshTokens: with spec.refreshTokens the TokenSource refreshes
+// instead of signing a grant, and falls back to a new grant when the refresh token is
+// refused (here: ended by a suspension).
+func TestTokenSourceUsesRefreshTokens(t *testing.T) {
+	kf := readyKey(t, "kit-refresh", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}}})
+	src, rt, clk := countedTokenSource(t, kf)
 	next := func() {
 		t.Helper()
 		tok, err := src.Token()
@@ -239,14 +246,7 @@ func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
 		rec, ok := server.Index.Record(kf.ClientID)
 		return ok && rec.ClientSecretHash != "", "not yet"
 	})
-	path := filepath.Join(t.TempDir(), "key.json")
-	writeKeyFile(t, path, kf)
-	clk := clocktesting.NewFakeClock(time.Now())
-	rt := &countingTransport{}
-	src, err := skclient.NewTokenSource(skclient.Options{KeyFile: path, HTTPClient: &http.Client{Transport: rt}, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, rt, clk := countedTokenSource(t, kf)
 	for range 3 {
 		tok, err := src.Token()
 		if err != nil {

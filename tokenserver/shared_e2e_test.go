@@ -73,6 +73,13 @@ func startReplica(t *testing.T, sharedState string, rate float64, burst int) rep
 	return r
 }
 
+// replicaPair starts a Redis and two replicas sharing it.
+func replicaPair(t *testing.T, rate float64, burst int) (replica, replica, *testenv.Redis) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	return startReplica(t, r.URL(), rate, burst), startReplica(t, r.URL(), rate, burst), r
+}
+
 func readyz(r replica) (int, string) {
 	resp, err := http.Get(r.url + "/readyz")
 	if err != nil {
@@ -102,8 +109,7 @@ func bearerForm(assertion string) url.Values {
 // TestReplicasShareReplayProtection: an assertion accepted by one replica is refused
 // by the other.
 func TestReplicasShareReplayProtection(t *testing.T) {
-	r := testenv.StartRedis(t)
-	a, b := startReplica(t, r.URL(), 0, 0), startReplica(t, r.URL(), 0, 0)
+	a, b, _ := replicaPair(t, 0, 0)
 	kf := readyKey(t, "shared-replay", v1.ServiceKeySpec{})
 	assertion := signAssertion(t, kf, nil)
 	if got := a.post(t, bearerForm(assertion)); got.status != 200 {
@@ -119,8 +125,7 @@ func TestReplicasShareReplayProtection(t *testing.T) {
 // replicas gets its one budget, and 429 with Retry-After for the rest.
 func TestReplicasShareTheRateLimit(t *testing.T) {
 	const burst, rate = 5, 0.05 // one more token every 20 s
-	r := testenv.StartRedis(t)
-	a, b := startReplica(t, r.URL(), rate, burst), startReplica(t, r.URL(), rate, burst)
+	a, b, _ := replicaPair(t, rate, burst)
 	kf := readyKey(t, "shared-rate", v1.ServiceKeySpec{})
 	start := time.Now()
 	issued, limited := 0, 0
@@ -153,8 +158,7 @@ type outcome struct {
 // why, and service resumes by itself when Redis is back, still refusing an assertion
 // used before the outage.
 func TestSharedStateOutage(t *testing.T) {
-	r := testenv.StartRedis(t)
-	a, b := startReplica(t, r.URL(), 0, 0), startReplica(t, r.URL(), 0, 0)
+	a, b, r := replicaPair(t, 0, 0)
 	kf := readyKey(t, "shared-outage", v1.ServiceKeySpec{})
 	used := signAssertion(t, kf, nil)
 	if got := a.post(t, bearerForm(used)); got.status != 200 {

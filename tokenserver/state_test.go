@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
@@ -236,5 +237,37 @@ func TestRedisStateFailsClosed(t *testing.T) {
 	}
 	if rs.Problem() != "" {
 		t.Errorf("Problem after recovery: %q", rs.Problem())
+	}
+}
+
+// TestRedisRefusalIsNotAnOutage: a script Redis answers with an error reply (here a
+// key of the wrong type; in production most likely maxmemory under noeviction) gets
+// 503 with Retry-After and changes nothing, but Redis is not reported down: it
+// answers, and /readyz would only flap.
+func TestRedisRefusalIsNotAnOutage(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rs, err := NewRedisState(RedisOptions{URL: r.URL(), ReplayPerClient: 10, FamiliesPerClient: 10, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rs.Close() }()
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer func() { _ = admin.Close() }()
+	ctx, start, replaySet := context.Background(), time.Now(), rs.key("ns/app", "replay")
+	if err := admin.Set(ctx, replaySet, "not a sorted set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e := admit("j1", nil)(rs, "ns/app", start)
+	if e == nil || e.Status != http.StatusServiceUnavailable || e.RetryAfter <= 0 || !strings.Contains(e.Description, "refused") {
+		t.Fatalf("with the script refused: %v; want 503 refused with Retry-After", e)
+	}
+	if p := rs.Problem(); p != "" {
+		t.Errorf("a refusal reported as an outage: %q", p)
+	}
+	if err := admin.Del(ctx, replaySet).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if e := admit("j1", nil)(rs, "ns/app", start); e != nil {
+		t.Errorf("the refused assertion afterwards: %v; want it accepted (the refusal recorded nothing)", e)
 	}
 }
