@@ -210,7 +210,7 @@ func (x *Exchanger) issue(g grant) (*TokenResponse, Outcome, *Error) {
 		return nil, out, e
 	}
 	out.Scopes = scopes
-	family, refresh, err := x.newFamily(rec, g.binding, strings.Join(scopes, " "), g.now)
+	family, refresh, err := x.newFamily(rec, g.binding, scopes, g.now)
 	if err != nil {
 		return nil, out, errServer("could not create a refresh token")
 	}

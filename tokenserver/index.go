@@ -36,21 +36,6 @@ type Index struct {
 	byClient map[string]*KeyRecord
 	log      logr.Logger
 	onDelete []func(clientID string)
-	onEnd    []func(clientID string)
-}
-
-// OnRefreshEnd registers functions called with the client_id of a ServiceKey whose
-// update ends its refresh tokens: suspended, being deleted, refresh tokens turned off,
-// or deleted and created again (a new UID). A refresh token dies with its key even if
-// it is not used while the key is suspended. Register them before the informer starts.
-func (ix *Index) OnRefreshEnd(fns ...func(clientID string)) {
-	ix.onEnd = append(ix.onEnd, fns...)
-}
-
-// endsRefresh says whether going from prev to rec ends the refresh tokens of prev.
-func endsRefresh(prev, rec *KeyRecord) bool {
-	live := func(r *KeyRecord) bool { return !r.Suspended && !r.Deleting && r.RefreshTTL > 0 }
-	return prev != nil && live(prev) && (!live(rec) || prev.UID != rec.UID)
 }
 
 // OnDelete registers functions called with the client_id of every deleted
@@ -189,11 +174,6 @@ func (ix *Index) upsert(obj any) {
 	ix.mu.Lock()
 	ix.byClient[id] = rec
 	ix.mu.Unlock()
-	if endsRefresh(prev, rec) {
-		for _, fn := range ix.onEnd {
-			fn(id)
-		}
-	}
 }
 
 // memoParser reuses the parsed keys of the previous record of the same ServiceKey.

@@ -76,7 +76,9 @@ func (m *MemoryState) Refresh(_ context.Context, r Rotation) (Family, *Error) {
 	case f.Current != r.Presented:
 		s.drop(r.ClientID, r.FamilyID)
 		return Family{}, errRefreshReused()
-	case f.UID != r.UID || !slices.Contains(r.Bindings, f.Binding):
+	case f.UID == r.UID && f.Generation > r.Generation:
+		return Family{}, errRefreshLagging()
+	case f.UID != r.UID || f.Generation < r.Generation || !slices.Contains(r.Bindings, f.Binding):
 		s.drop(r.ClientID, r.FamilyID)
 		return Family{}, errRefreshKeyGone(r.ClientID)
 	case !narrows(r.Scope, f.Scope):
@@ -90,9 +92,10 @@ func (m *MemoryState) Refresh(_ context.Context, r Rotation) (Family, *Error) {
 	return was, nil
 }
 
-// Forget implements State. The rate bucket stays (a tenant could otherwise refill it
-// by suspending its key); Start drops it when the ServiceKey is deleted.
+// Forget drops a deleted ServiceKey's rate bucket and refresh-token families, so they
+// do not grow with every ServiceKey ever seen.
 func (m *MemoryState) Forget(clientID string) {
+	m.Limiter.Forget(clientID)
 	m.families.mu.Lock()
 	delete(m.families.clients, clientID)
 	m.families.mu.Unlock()

@@ -163,16 +163,6 @@ func timeOf(t *metav1.Time) *time.Time {
 	return &t.Time
 }
 
-// incarnation is what a refresh-token family is bound to besides its key: this
-// ServiceKey (its UID: not one created again under the name) as its spec is now (its
-// generation). Suspending, resuming, moving the expiry or turning refresh tokens off
-// and on all change the generation, so a family does not come back with its key,
-// however the change was seen (an event, a resync, a restart) and whether or not the
-// family was used meanwhile.
-func (r *KeyRecord) incarnation() types.UID {
-	return types.UID(fmt.Sprintf("%s/%d", r.UID, r.Generation))
-}
-
 // usableKeys are the keys that verify grants at now: the Active key, a Pending key
 // (published before its private half is written to the Secret, so a pod that loaded
 // it is never refused) and Retiring keys within their grace period.

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -69,12 +70,13 @@ type RedisOptions struct {
 // command on its own: a script whose reply was lost may have run, and running it again
 // would refuse the grant as a replay.
 type RedisState struct {
-	client  *redis.Client
-	addr    string
-	prefix  string
-	o       RedisOptions
-	mu      sync.Mutex
-	problem string
+	client *redis.Client
+	addr   string
+	prefix string
+	o      RedisOptions
+	// down is true while Redis does not answer.
+	down atomic.Bool
+	mu   sync.Mutex
 	// refusedLogged is when a refusal by Redis (an error reply) was last logged.
 	refusedLogged time.Time
 }
@@ -103,14 +105,16 @@ func NewRedisState(o RedisOptions) (*RedisState, error) {
 }
 
 // ParseRedisURL reads a --shared-state URL. Its errors never quote the URL: it may
-// hold a password (net/url's errors quote what they could not parse).
+// hold a password, and net/url's errors quote what they could not parse (a password
+// with '/' or '%' in it, unescaped), so those are replaced by a fixed text.
 func ParseRedisURL(raw string) (*redis.Options, error) {
 	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		var urlErr *url.Error
-		if errors.As(err, &urlErr) {
-			err = urlErr.Err
-		}
+	var urlErr *url.Error
+	switch {
+	case errors.As(err, &urlErr):
+		return nil, errors.New("--shared-state is not a URL (the text is not shown: it may hold a password); " +
+			"percent-encode the password, or pass it in $SERVICEKEY_SHARED_STATE_PASSWORD")
+	case err != nil: // go-redis's own: the scheme, the database number, an option
 		return nil, fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
 	}
 	return opt, nil
@@ -147,34 +151,30 @@ func (s *RedisState) Run(ctx context.Context) {
 	}
 }
 
+// unreachable is what Problem says while Redis does not answer. Generic: /readyz is on
+// the public port; the address and the error go to the log.
+const unreachable = "the shared state (Redis) does not answer; grants are refused with 503 until it does"
+
 // observe records whether Redis answered, logging the changes only (a down Redis under
-// load would otherwise log every request).
+// load would otherwise log every request). An answer costs one atomic load.
 func (s *RedisState) observe(err error) {
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	problem := ""
-	if err != nil {
-		// Generic: /readyz is on the public port. The address and error go to the log.
-		problem = "the shared state (Redis) does not answer; grants are refused with 503 until it does"
-	}
-	s.mu.Lock()
-	was := s.problem
-	s.problem = problem
-	s.mu.Unlock()
 	switch {
-	case was == "" && problem != "":
+	case errors.Is(err, context.Canceled):
+	case err == nil:
+		if s.down.Load() && s.down.Swap(false) {
+			s.o.Log.Info("shared state reachable again", "redis", s.addr)
+		}
+	case !s.down.Swap(true):
 		s.o.Log.Error(err, "shared state unreachable: grants are refused with 503 temporarily_unavailable", "redis", s.addr)
-	case was != "" && problem == "":
-		s.o.Log.Info("shared state reachable again", "redis", s.addr)
 	}
 }
 
 // Problem implements State.
 func (s *RedisState) Problem() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.problem
+	if s.down.Load() {
+		return unreachable
+	}
+	return ""
 }
 
 // key is the name of a client's entry; the {client} hash tag keeps a client's keys in
@@ -199,7 +199,8 @@ end
 
 // admitScript is Admit. KEYS: replay set, bucket, family index, new family.
 // ARGV: now, digest (empty for none), replay until, replay share, interval, burst, family ID
-// (empty for none), its hash, binding, UID, scope, end, families per client, family key prefix.
+// (empty for none), its hash, binding, UID, scope, end, families per client, family key
+// prefix, generation.
 var admitScript = redis.NewScript(rateLua + `
 local now = tonumber(ARGV[1])
 local digest = ARGV[2]
@@ -225,7 +226,7 @@ if ARGV[7] ~= '' then
     local oldest = redis.call('ZPOPMIN', KEYS[3])
     redis.call('DEL', ARGV[14] .. oldest[1])
   end
-  redis.call('HSET', KEYS[4], 'h', ARGV[8], 'b', ARGV[9], 'u', ARGV[10], 's', ARGV[11], 'e', ARGV[12])
+  redis.call('HSET', KEYS[4], 'h', ARGV[8], 'b', ARGV[9], 'u', ARGV[10], 's', ARGV[11], 'e', ARGV[12], 'g', ARGV[15])
   redis.call('PEXPIREAT', KEYS[4], ends)
   redis.call('ZADD', KEYS[3], ends, ARGV[7])
   if redis.call('PTTL', KEYS[3]) < ends - now then redis.call('PEXPIREAT', KEYS[3], ends) end
@@ -235,16 +236,18 @@ return {'ok'}
 
 // refreshScript is Refresh. KEYS: family, bucket, family index. ARGV: now, presented
 // hash, next hash, UID, bindings (space-separated), requested scope, interval, burst,
-// family ID.
+// family ID, generation.
 var refreshScript = redis.NewScript(rateLua + `
 local now = tonumber(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'h', 'b', 'u', 's', 'e')
+local f = redis.call('HMGET', KEYS[1], 'h', 'b', 'u', 's', 'e', 'g')
 local function drop() redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[3], ARGV[9]) end
 if not f[1] or tonumber(f[5]) <= now then drop(); return {'unknown'} end
 if f[1] ~= ARGV[2] then drop(); return {'reused'} end
 local bound = false
 for b in string.gmatch(ARGV[5], '%S+') do if b == f[2] then bound = true end end
-if f[3] ~= ARGV[4] or not bound then drop(); return {'gone'} end
+local fgen, gen = tonumber(f[6] or '0'), tonumber(ARGV[10])
+if f[3] == ARGV[4] and fgen > gen then return {'lagging'} end
+if f[3] ~= ARGV[4] or fgen < gen or not bound then drop(); return {'gone'} end
 local have = {}
 for sc in string.gmatch(f[4], '%S+') do have[sc] = true end
 for sc in string.gmatch(ARGV[6], '%S+') do if not have[sc] then return {'scope', f[4]} end end
@@ -252,13 +255,6 @@ local limited = take(KEYS[2], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
 if limited then return limited end
 redis.call('HSET', KEYS[1], 'h', ARGV[3])
 return {'ok', f[2], f[4], f[5]}
-`)
-
-// forgetScript drops a client's families. KEYS: family index. ARGV: family key prefix.
-var forgetScript = redis.NewScript(`
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do redis.call('DEL', ARGV[1] .. id) end
-redis.call('DEL', KEYS[1])
-return 1
 `)
 
 // interval is the bucket's milliseconds per token (0: no limit).
@@ -286,7 +282,7 @@ func (s *RedisState) Admit(ctx context.Context, a Admission) *Error {
 		[]string{s.key(a.ClientID, "replay"), s.key(a.ClientID, "rate"), s.key(a.ClientID, "families"), famKey},
 		ms(a.Now), digest, until, s.o.ReplayPerClient, s.interval(), max(s.o.Rate.Burst, 1),
 		f.ID, string(f.Current[:]), f.Binding, string(f.UID), f.Scope, ms(f.Expires), s.o.FamiliesPerClient,
-		s.key(a.ClientID, "family:")).StringSlice()
+		s.key(a.ClientID, "family:"), f.Generation).StringSlice()
 	if err != nil {
 		return s.failed(err)
 	}
@@ -309,7 +305,7 @@ func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 	res, err := refreshScript.Run(ctx, s.client,
 		[]string{s.key(r.ClientID, "family:"+r.FamilyID), s.key(r.ClientID, "rate"), s.key(r.ClientID, "families")},
 		ms(r.Now), string(r.Presented[:]), string(r.Next[:]), string(r.UID), strings.Join(r.Bindings, " "), r.Scope,
-		s.interval(), max(s.o.Rate.Burst, 1), r.FamilyID).StringSlice()
+		s.interval(), max(s.o.Rate.Burst, 1), r.FamilyID, r.Generation).StringSlice()
 	if err != nil {
 		return Family{}, s.failed(err)
 	}
@@ -320,7 +316,7 @@ func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 			break
 		}
 		ends, _ := strconv.ParseInt(res[3], 10, 64)
-		return Family{ID: r.FamilyID, ClientID: r.ClientID, Binding: res[1], UID: r.UID, Scope: res[2],
+		return Family{ID: r.FamilyID, ClientID: r.ClientID, Binding: res[1], UID: r.UID, Generation: r.Generation, Scope: res[2],
 			Expires: time.UnixMilli(ends), Current: r.Presented}, nil
 	case "unknown":
 		return Family{}, errRefreshUnknown()
@@ -328,6 +324,8 @@ func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 		return Family{}, errRefreshReused()
 	case "gone":
 		return Family{}, errRefreshKeyGone(r.ClientID)
+	case "lagging":
+		return Family{}, errRefreshLagging()
 	case "scope":
 		if len(res) > 1 {
 			return Family{}, errRefreshScope(res[1])
@@ -336,20 +334,6 @@ func (s *RedisState) Refresh(ctx context.Context, r Rotation) (Family, *Error) {
 		return Family{}, errRateLimited(r.ClientID, waitOf(res))
 	}
 	return Family{}, errStateUnavailable()
-}
-
-// Forget implements State: the client's families go at once (their UID check would
-// refuse them anyway); its replay set and bucket expire by themselves.
-func (s *RedisState) Forget(clientID string) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := forgetScript.Run(ctx, s.client, []string{s.key(clientID, "families")}, s.key(clientID, "family:")).Err()
-		if err != nil {
-			s.o.Log.Error(err, "could not drop the refresh-token families of a ServiceKey whose refresh tokens ended; "+
-				"its new generation refuses them anyway, and they expire by themselves", "client_id", clientID)
-		}
-	}()
 }
 
 // ClockSkewMargin is how much longer than exp plus the leeway Redis keeps an

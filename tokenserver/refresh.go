@@ -17,6 +17,7 @@ limitations under the License.
 package tokenserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,7 +26,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -60,7 +60,7 @@ func secretBinding(hash string) string {
 
 // newFamily starts a refresh-token family for a grant of rec, and returns it with its
 // first token; nil and "" when rec has no refresh tokens.
-func (x *Exchanger) newFamily(rec *KeyRecord, binding, scope string, now time.Time) (*Family, string, error) {
+func (x *Exchanger) newFamily(rec *KeyRecord, binding string, scopes []string, now time.Time) (*Family, string, error) {
 	if rec.RefreshTTL <= 0 || binding == "" {
 		return nil, "", nil
 	}
@@ -68,8 +68,8 @@ func (x *Exchanger) newFamily(rec *KeyRecord, binding, scope string, now time.Ti
 	if _, err := io.ReadFull(x.random(), id); err != nil {
 		return nil, "", fmt.Errorf("refresh-token family ID: %w", err)
 	}
-	f := &Family{ID: base64.RawURLEncoding.EncodeToString(id), ClientID: rec.ClientID, Binding: binding, UID: rec.incarnation(),
-		Scope: scope, Expires: now.Add(rec.RefreshTTL)}
+	f := &Family{ID: base64.RawURLEncoding.EncodeToString(id), ClientID: rec.ClientID, Binding: binding, UID: rec.UID, Generation: rec.Generation,
+		Scope: strings.Join(scopes, " "), Expires: now.Add(rec.RefreshTTL)}
 	token, err := x.refreshToken(f.ClientID, f.ID)
 	if err != nil {
 		return nil, "", err
@@ -129,11 +129,21 @@ type RefreshRequest struct {
 func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome, *Error) {
 	now := x.Clock.Now()
 	clientID, familyID, ok := parseRefreshToken(rr.Token)
-	rec, known := x.Lookup.Record(clientID)
-	if !ok || !known {
+	if !ok {
 		return nil, Outcome{}, errRefreshUnknown()
 	}
-	out := Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
+	if rr.ClientID != "" && rr.ClientID != clientID {
+		return nil, Outcome{}, newError(CodeInvalidGrant, "the refresh token was not issued to this client_id")
+	}
+	rec, known := x.Lookup.Record(clientID)
+	var out Outcome
+	if known {
+		out = Outcome{ClientID: rec.ClientID, Subject: rec.Subject}
+	} else {
+		// Judged like a key without refresh tokens, the state asked all the same: an
+		// unknown client_id answers as a known one would, at the same cost.
+		rec = &KeyRecord{ClientID: clientID}
+	}
 	if e := refreshClientAuth(rec, rr); e != nil {
 		return nil, out, e
 	}
@@ -148,7 +158,8 @@ func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome,
 	if retry != nil {
 		return nil, out, retry // nothing changed: the client retries with the same token
 	}
-	rot := Rotation{ClientID: rec.ClientID, FamilyID: familyID, Presented: RefreshDigest(rr.Token), UID: rec.incarnation(), Scope: rr.Scope, Now: now}
+	rot := Rotation{ClientID: rec.ClientID, FamilyID: familyID, Presented: RefreshDigest(rr.Token),
+		UID: rec.UID, Generation: rec.Generation, Scope: rr.Scope, Now: now}
 	if final == nil {
 		rot.Bindings = x.bindings(rec, now)
 	}
@@ -164,6 +175,8 @@ func (x *Exchanger) ExchangeRefresh(rr RefreshRequest) (*TokenResponse, Outcome,
 		return nil, out, final
 	case final != nil && e != nil:
 		return nil, out, concealed(e, final)
+	case final != nil: // no State may let a dead key refresh
+		return nil, out, concealed(errRefreshUnknown(), final)
 	case e != nil:
 		return nil, out, e
 	}
@@ -208,11 +221,12 @@ func (x *Exchanger) refreshRefusal(rec *KeyRecord, now time.Time) (final *Error,
 }
 
 // bindings are what a family of rec may be bound to now: its usable keys that the
-// policies' minKeySize admits, and its client secret.
+// policies' minKeySize admits (the verdict is cached per record), and its client secret.
 func (x *Exchanger) bindings(rec *KeyRecord, now time.Time) []string {
 	var out []string
+	minBits := int(x.Policies.Verdict(rec).MinKeySize)
 	for _, k := range rec.usableKeys(now) {
-		if e, _ := x.Policies.Check(rec, []string{k.ID}); e == nil {
+		if k.Key.N.BitLen() >= minBits {
 			out = append(out, k.ID)
 		}
 	}
@@ -222,17 +236,13 @@ func (x *Exchanger) bindings(rec *KeyRecord, now time.Time) []string {
 	return out
 }
 
-// refreshed mints the access token of a rotated family: the scope asked for, or the
-// family's narrowed to what the key may still hold.
+// refreshed mints the access token of a rotated family: the scope asked for (the
+// state checked it narrows the family's), or the family's. The key's scopes cannot
+// have changed since the family started: that would be a new generation.
 func (x *Exchanger) refreshed(keys *SigningKeys, rec *KeyRecord, out Outcome, f Family, requested, next string, now time.Time) (*TokenResponse, Outcome, *Error) {
-	if requested == "" {
-		requested = f.Scope
-	}
-	var scopes []string
-	for _, s := range strings.Fields(requested) {
-		if slices.Contains(rec.Scopes, s) && !slices.Contains(scopes, s) {
-			scopes = append(scopes, s)
-		}
+	scopes, e := grantedScopes(cmp.Or(requested, f.Scope), rec.Scopes)
+	if e != nil {
+		return nil, out, e
 	}
 	if !strings.HasPrefix(f.Binding, "secret:") {
 		out.KeyID = f.Binding
@@ -249,12 +259,9 @@ func (x *Exchanger) refreshed(keys *SigningKeys, rec *KeyRecord, out Outcome, f 
 
 // refreshClientAuth applies RFC 6749 §6: a key with a client secret is a confidential
 // client and must authenticate with it; a key without one sends no secret, and a
-// client_id, when sent, must be the token's. Failures read alike (the audit line has
-// the reason), as for client_credentials.
+// client_id, when sent, must be the token's (checked before). Failures read alike (the
+// audit line has the reason), as for client_credentials.
 func refreshClientAuth(rec *KeyRecord, rr RefreshRequest) *Error {
-	if rr.ClientID != "" && rr.ClientID != rec.ClientID {
-		return newError(CodeInvalidGrant, "the refresh token was not issued to this client_id")
-	}
 	reason := ""
 	switch {
 	case rec.ClientSecretHash != "" && !keyutil.ClientSecretMatches(rr.Secret, rec.ClientSecretHash):

@@ -17,7 +17,9 @@ limitations under the License.
 package tokenserver_test
 
 import (
+	"encoding/base64"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -104,8 +106,8 @@ func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFi
 			return got.status == 400 && strings.Contains(got.body, "is suspended"), got.body
 		})
 	}
-	// The suspension dropped the family (not valid), or the refresh ends it (is suspended).
-	expectRefused(t, "a refresh while suspended", a.post(t, refreshForm(used, "")), 400, "invalid_grant", "")
+	// The caller holds the family's current token, so it is told why the family ends.
+	expectRefused(t, "a refresh while suspended", a.post(t, refreshForm(used, "")), 400, "invalid_grant", "is suspended; its refresh tokens are ended")
 	patchKey(t, key, func(sk *v1.ServiceKey) { sk.Spec.Suspended = false })
 	for _, r := range []replica{a, b} {
 		testenv.Eventually(t, "grants again after resuming", func() (bool, string) {
@@ -114,8 +116,8 @@ func diesWithSuspension(t *testing.T, a, b replica, key string, kf keyutil.KeyFi
 		})
 	}
 	expectRefused(t, "a refresh token used while suspended, after resuming", b.post(t, refreshForm(used, "")), 400, "invalid_grant", "not valid")
-	// Ended by the new generation (no longer current), or already dropped (not valid).
-	expectRefused(t, "a refresh token unused while suspended, after resuming", b.post(t, refreshForm(unused, "")), 400, "invalid_grant", "refresh token")
+	// The spec changed twice since the family started: a new generation ends it.
+	expectRefused(t, "a refresh token unused while suspended, after resuming", b.post(t, refreshForm(unused, "")), 400, "invalid_grant", "no longer current")
 }
 
 // diesWithRotation: a family keeps working within the rotated key's grace period and
@@ -162,8 +164,7 @@ func TestRefreshTokensOnlyWhenAsked(t *testing.T) {
 			rt = reply(t, got).RefreshToken
 			return false, "issued"
 		}
-		// Ended: the caller is told why, or, when the family was already dropped, "not valid".
-		return got.status == 400 && strings.Contains(got.body, "invalid_grant"), got.body
+		return got.status == 400 && strings.Contains(got.body, "refresh tokens are not enabled"), got.body
 	})
 }
 
@@ -242,10 +243,7 @@ func TestTokenSourceUsesRefreshTokens(t *testing.T) {
 func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
 	kf := readyKey(t, "kit-refresh-secret", v1.ServiceKeySpec{RefreshTokens: &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: time.Hour}},
 		ClientSecret: &v1.ClientSecretSpec{Enabled: true}})
-	eventually(t, "the client secret in the index", func() (bool, string) {
-		rec, ok := server.Index.Record(kf.ClientID)
-		return ok && rec.ClientSecretHash != "", "not yet"
-	})
+	clientSecretOf(t, "kit-refresh-secret")
 	src, rt, clk := countedTokenSource(t, kf)
 	for range 3 {
 		tok, err := src.Token()
@@ -259,5 +257,40 @@ func TestTokenSourceWithoutTheClientSecret(t *testing.T) {
 	bearer := tokenserver.GrantTypeJWTBearer
 	if want := []string{bearer, tokenserver.GrantTypeRefreshToken, bearer, bearer}; !slices.Equal(rt.grants, want) {
 		t.Errorf("grant types sent: %q; want %q", rt.grants, want)
+	}
+}
+
+// TestRefreshDoesNotTellClientIDs: a forged refresh token naming a ServiceKey that
+// exists (with refresh tokens, suspended, or without them) is answered exactly as one
+// naming no ServiceKey, whatever else the request carries.
+func TestRefreshDoesNotTellClientIDs(t *testing.T) {
+	readyKey(t, "refresh-probed", refreshSpec())
+	readyKey(t, "refresh-probed-off", v1.ServiceKeySpec{Scopes: []string{"read"}})
+	forged := func(clientID string) string {
+		enc := base64.RawURLEncoding
+		return enc.EncodeToString([]byte(clientID)) + "." + enc.EncodeToString(make([]byte, 16)) + "." + enc.EncodeToString(make([]byte, 32))
+	}
+	requests := map[string]func(clientID string) url.Values{
+		"token alone":  func(id string) url.Values { return refreshForm(forged(id), "") },
+		"with a scope": func(id string) url.Values { return refreshForm(forged(id), "read") },
+		"with a secret": func(id string) url.Values {
+			f := refreshForm(forged(id), "")
+			f.Set("client_secret", "guess")
+			return f
+		},
+		"with client_id": func(id string) url.Values { f := refreshForm(forged(id), ""); f.Set("client_id", id); return f },
+	}
+	for name, form := range requests {
+		t.Run(name, func(t *testing.T) {
+			unknown := postForm(t, form(ns+"/no-such-key"))
+			if unknown.status < 400 {
+				t.Fatalf("a forged token was accepted: %d", unknown.status)
+			}
+			for _, id := range []string{ns + "/refresh-probed", ns + "/refresh-probed-off"} {
+				if got := postForm(t, form(id)); got.status != unknown.status || got.body != unknown.body {
+					t.Errorf("%s: %d %s; an unknown client_id gets %d %s", id, got.status, got.body, unknown.status, unknown.body)
+				}
+			}
+		})
 	}
 }

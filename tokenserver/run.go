@@ -184,14 +184,13 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 }
 
 // newState is the State the options ask for: Redis, probed until ctx is done and
-// exported as servicekey_shared_state_up, or this replica's memory. The index tells it
-// which clients' families end (and, in memory, whose rate bucket to drop).
+// exported as servicekey_shared_state_up, or this replica's memory, which forgets a
+// deleted ServiceKey's bucket and families (in Redis they expire by themselves).
 func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Index) (State, error) {
 	families := cmp.Or(o.RefreshFamiliesPerClient, DefaultFamiliesPerClient)
 	if o.SharedState == "" {
 		m := NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families)
-		ix.OnDelete(m.Forget, m.Limiter.Forget)
-		ix.OnRefreshEnd(m.Forget)
+		ix.OnDelete(m.Forget)
 		return m, nil
 	}
 	rs, err := NewRedisState(RedisOptions{URL: o.SharedState, Password: o.SharedStatePassword, Rate: Rate{PerSecond: o.RateLimit, Burst: o.RateBurst},
@@ -211,8 +210,6 @@ func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Ind
 	if err := reg.Register(up); err != nil {
 		return nil, fmt.Errorf("register shared state metric: %w", err)
 	}
-	ix.OnDelete(rs.Forget)
-	ix.OnRefreshEnd(rs.Forget)
 	go rs.Run(ctx)
 	go func() {
 		<-ctx.Done()

@@ -44,9 +44,6 @@ type State interface {
 	// otherwise it takes a token from the client's bucket and rotates the family to
 	// the next token. It returns the family as it was stored.
 	Refresh(ctx context.Context, r Rotation) (Family, *Error)
-	// Forget drops a client's refresh-token families: its ServiceKey was deleted,
-	// suspended, or its refresh tokens turned off.
-	Forget(clientID string)
 	// Problem says why the state cannot be used now ("" when it can), for /readyz.
 	Problem() string
 }
@@ -73,9 +70,10 @@ type Family struct {
 	// signed the grant, or the client secret's binding (secretBinding) for a grant
 	// made with the client secret.
 	Binding string
-	// UID is the ServiceKey's UID and generation (KeyRecord.incarnation): a
-	// ServiceKey created again under the name, or any change to its spec, ends the family.
-	UID types.UID
+	// UID and Generation are the ServiceKey's when the family started: one created
+	// again under the name, or any change to the spec, ends the family.
+	UID        types.UID
+	Generation int64
 	// Scope is what the grant was given; a refresh may narrow it, never widen it.
 	Scope   string
 	Expires time.Time
@@ -88,10 +86,14 @@ type Rotation struct {
 	ClientID, FamilyID string
 	// Presented is the SHA-256 of the token sent; Next that of the token to return.
 	Presented, Next Digest
-	// UID is the ServiceKey's incarnation now, and Bindings the key IDs (and client secret
-	// binding) usable now and allowed by policy: a family bound to anything else is dead.
-	UID      types.UID
-	Bindings []string
+	// UID and Generation are the ServiceKey's as this replica knows it now: a family
+	// of an earlier generation is dead, one of a later generation is answered 503
+	// (this replica has not seen the change yet). Bindings are the key IDs (and the
+	// client secret's binding) usable now and allowed by policy: a family bound to
+	// anything else is dead.
+	UID        types.UID
+	Generation int64
+	Bindings   []string
 	// Scope is the scope asked for ("" for the family's).
 	Scope string
 	Now   time.Time
@@ -123,6 +125,13 @@ func errRefreshScope(scope string) *Error {
 	return newError(CodeInvalidScope, "a refresh may only narrow the scope it was granted ("+scope+"); sign a new assertion for a wider scope")
 }
 
+// errRefreshLagging answers a refresh of a family started at a generation of the
+// ServiceKey this replica has not seen yet; nothing is changed.
+func errRefreshLagging() *Error {
+	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: time.Second,
+		Description: "this token server replica has not yet seen the latest change to the ServiceKey; retry shortly"}
+}
+
 func errRateLimited(clientID string, wait time.Duration) *Error {
 	return &Error{Code: CodeInvalidRequest, Description: "too many token requests for " + clientID +
 		"; reuse tokens until they expire", Status: http.StatusTooManyRequests, RetryAfter: wait}
@@ -142,10 +151,10 @@ func errStateUnavailable() *Error {
 }
 
 // errStateRefused answers a grant whose script Redis refused (an error reply: out of
-// memory under noeviction, most likely); nothing was changed.
+// memory under noeviction, a wrong password, an ACL without EVALSHA).
 func errStateRefused() *Error {
 	return &Error{Code: CodeTemporarilyUnavailable, Status: http.StatusServiceUnavailable, RetryAfter: 2 * time.Second,
-		Description: "the token server's shared state (Redis) refused the request (out of memory?); retry later"}
+		Description: "the token server's shared state (Redis) refused the request; retry later (the token server log says why)"}
 }
 
 // narrows says whether every scope-token of requested is in granted.

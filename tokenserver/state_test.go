@@ -74,17 +74,23 @@ func withClient(f *Family, client string, start time.Time) *Family {
 	return &g
 }
 
+// family starts at generation 2 of ServiceKey uid-1, bound to kid-1.
 func family(id, token string) *Family {
-	return &Family{ID: id, Binding: "kid-1", UID: "uid-1", Scope: "a b", Current: RefreshDigest(token)}
+	return &Family{ID: id, Binding: "kid-1", UID: "uid-1", Generation: 2, Scope: "a b", Current: RefreshDigest(token)}
 }
 
+// refresh is a refresh by a replica that knows uid-1 at generation 2.
 func refresh(id, presented, next, scope string, bindings ...string) func(State, string, time.Time) *Error {
+	return refreshAt(2, id, presented, next, scope, bindings...)
+}
+
+func refreshAt(generation int64, id, presented, next, scope string, bindings ...string) func(State, string, time.Time) *Error {
 	return func(s State, client string, start time.Time) *Error {
 		if bindings == nil {
 			bindings = []string{"kid-1"}
 		}
 		_, e := s.Refresh(context.Background(), Rotation{ClientID: client, FamilyID: id, Presented: RefreshDigest(presented),
-			Next: RefreshDigest(next), UID: "uid-1", Bindings: bindings, Scope: scope, Now: start})
+			Next: RefreshDigest(next), UID: "uid-1", Generation: generation, Bindings: bindings, Scope: scope, Now: start})
 		return e
 	}
 }
@@ -123,6 +129,13 @@ func TestStateRules(t *testing.T) {
 		"a family dies with its key": {
 			at(0, admit("j1", family("f1", "t1")), ""), at(time.Second, refresh("f1", "t1", "t2", "", "kid-2"), "invalid_grant no longer current"),
 			at(2*time.Second, refresh("f1", "t1", "t2", ""), "invalid_grant not valid"),
+		},
+		"a replica that lags waits; a newer spec ends the family": {
+			at(0, admit("j1", family("f1", "t1")), ""),
+			at(time.Second, refreshAt(1, "f1", "t1", "t2", ""), "temporarily_unavailable not yet seen"),
+			at(2*time.Second, refresh("f1", "t1", "t2", ""), ""),
+			at(3*time.Second, refreshAt(3, "f1", "t2", "t3", ""), "invalid_grant no longer current"),
+			at(4*time.Second, refresh("f1", "t2", "t3", ""), "invalid_grant not valid"),
 		},
 		"a family ends at its ttl": {
 			at(0, admit("j1", family("f1", "t1")), ""), at(time.Minute, refresh("f1", "t1", "t2", ""), "invalid_grant not valid"),
@@ -269,5 +282,30 @@ func TestRedisRefusalIsNotAnOutage(t *testing.T) {
 	}
 	if e := admit("j1", nil)(rs, "ns/app", start); e != nil {
 		t.Errorf("the refused assertion afterwards: %v; want it accepted (the refusal recorded nothing)", e)
+	}
+}
+
+// TestRedisURLErrorsHideThePassword: whatever is wrong with the URL, the error quotes
+// no part of the password.
+func TestRedisURLErrorsHideThePassword(t *testing.T) {
+	cases := map[string]string{
+		"slash in the password": "redis://user:Zq7/pW#x9@redis:6379/0",
+		"bad escape":            "redis://user:Zq7%zzpWx9@redis:6379/0",
+		"bad database":          "redis://user:Zq7pWx9@redis:6379/x",
+		"another scheme":        "http://user:Zq7pWx9@redis:6379/0",
+		"control character":     "redis://user:Zq7\x7fpWx9@redis:6379/0",
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseRedisURL(raw)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, part := range []string{"Zq7", "pW", "x9"} {
+				if strings.Contains(err.Error(), part) {
+					t.Errorf("error %q quotes %q", err, part)
+				}
+			}
+		})
 	}
 }
