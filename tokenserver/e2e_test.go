@@ -18,6 +18,7 @@ package tokenserver_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -222,7 +223,13 @@ func postForm(t *testing.T, form url.Values) response {
 
 func do(t *testing.T, method, contentType, body string) response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(context.Background(), method, tokenURL, strings.NewReader(body))
+	return doAt(t, tokenURL, method, contentType, body)
+}
+
+// doAt sends a request to endpoint.
+func doAt(t *testing.T, endpoint, method, contentType, body string) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, endpoint, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,6 +253,16 @@ func signAssertion(t *testing.T, kf keyutil.KeyFile, mutate func(gojwt.MapClaims
 	if err != nil {
 		t.Fatal(err)
 	}
+	s, err := signWith(key, kf, mutate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// signWith is signAssertion without a testing.T (for load goroutines): a fresh jti
+// per call, from the time in nanoseconds.
+func signWith(key *rsa.PrivateKey, kf keyutil.KeyFile, mutate func(gojwt.MapClaims)) (string, error) {
 	now := time.Now()
 	c := gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
 		"jti": fmt.Sprintf("jti-%d", now.UnixNano())}
@@ -271,11 +288,7 @@ func signAssertion(t *testing.T, kf keyutil.KeyFile, mutate func(gojwt.MapClaims
 	for name, v := range header {
 		tok.Header[name] = v
 	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return tok.SignedString(key)
 }
 
 func TestLastUsedTimeAndMetrics(t *testing.T) {
@@ -326,6 +339,7 @@ func clientSecretOf(t *testing.T, name string) string {
 			return false, err.Error()
 		}
 		secret = string(s.Data[v1.SecretKeyClientSecret])
+		issued.add(secret)
 		rec, ok := server.Index.Record(ns + "/" + name)
 		return secret != "" && ok && keyutil.ClientSecretMatches(secret, rec.ClientSecretHash), "not yet"
 	})

@@ -150,7 +150,10 @@ func (h *TokenHandler) dispatch(form url.Values, r *http.Request, addr netip.Add
 // private_key_jwt), or with a client secret by HTTP Basic or form (RFC 6749 §2.3.1),
 // exactly one method per request — and issues a token for its own identity.
 func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr netip.Addr) (*TokenResponse, Outcome, *Error) {
-	basicID, basicSecret, basic := r.BasicAuth()
+	basicID, basicSecret, basic, e := basicAuth(r)
+	if e != nil {
+		return nil, Outcome{}, e
+	}
 	hasAssertion := form.Get("client_assertion") != "" || form.Get("client_assertion_type") != ""
 	hasFormSecret := form.Get("client_secret") != ""
 	if methods := btoi(basic) + btoi(hasAssertion) + btoi(hasFormSecret); methods > 1 {
@@ -158,12 +161,7 @@ func (h *TokenHandler) clientCredentials(form url.Values, r *http.Request, addr 
 	}
 	switch {
 	case basic:
-		id, err1 := url.QueryUnescape(basicID)
-		secret, err2 := url.QueryUnescape(basicSecret)
-		if err1 != nil || err2 != nil {
-			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
-		}
-		return h.Exchanger.ExchangeSecret(id, secret, form.Get("scope"), addr)
+		return h.Exchanger.ExchangeSecret(basicID, basicSecret, form.Get("scope"), addr)
 	case hasFormSecret:
 		return h.Exchanger.ExchangeSecret(form.Get("client_id"), form.Get("client_secret"), form.Get("scope"), addr)
 	}
@@ -189,14 +187,13 @@ func (h *TokenHandler) refresh(form url.Values, r *http.Request, addr netip.Addr
 	}
 	rr := RefreshRequest{Token: form.Get("refresh_token"), Scope: form.Get("scope"), ClientAddr: addr,
 		ClientID: form.Get("client_id"), Secret: form.Get("client_secret"), HasSecret: form.Get("client_secret") != ""}
-	if id, secret, basic := r.BasicAuth(); basic {
+	basicID, basicSecret, basic, e := basicAuth(r)
+	if e != nil {
+		return nil, Outcome{}, e
+	}
+	if basic {
 		if rr.HasSecret {
 			return nil, Outcome{}, newError(CodeInvalidRequest, "use exactly one client authentication method (RFC 6749 section 2.3)")
-		}
-		basicID, err1 := url.QueryUnescape(id)
-		basicSecret, err2 := url.QueryUnescape(secret)
-		if err1 != nil || err2 != nil {
-			return nil, Outcome{}, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
 		}
 		if rr.ClientID != "" && rr.ClientID != basicID {
 			return nil, Outcome{}, newError(CodeInvalidRequest, "the form's client_id is not the one of HTTP Basic")
@@ -205,6 +202,21 @@ func (h *TokenHandler) refresh(form url.Values, r *http.Request, addr netip.Addr
 		rr.ClientID, rr.Secret, rr.HasSecret = basicID, basicSecret, basicSecret != ""
 	}
 	return h.Exchanger.ExchangeRefresh(rr)
+}
+
+// basicAuth reads HTTP Basic client credentials, form-urlencoded first as RFC 6749
+// §2.3.1 says (and golang.org/x/oauth2 does).
+func basicAuth(r *http.Request) (id, secret string, ok bool, e *Error) {
+	rawID, rawSecret, ok := r.BasicAuth()
+	if !ok {
+		return "", "", false, nil
+	}
+	id, err1 := url.QueryUnescape(rawID)
+	secret, err2 := url.QueryUnescape(rawSecret)
+	if err1 != nil || err2 != nil {
+		return "", "", true, newError(CodeInvalidClient, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
+	}
+	return id, secret, true, nil
 }
 
 func (h *TokenHandler) audit(grantType string, addr netip.Addr, out Outcome, outcome string, err *Error) {

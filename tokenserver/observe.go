@@ -146,13 +146,13 @@ func NewMetrics(reg prometheus.Registerer, ix *Index, api *APIContact) (*Metrics
 	return m, nil
 }
 
-// Observe records one request. The grant type is client input: anything but the two
+// Observe records one request. The grant type is client input: anything but the
 // supported types is counted as "other", so labels stay bounded.
 func (m *Metrics) Observe(grantType, outcome string, took time.Duration) {
 	switch grantType {
 	case GrantTypeJWTBearer:
 		grantType = "jwt-bearer"
-	case GrantTypeClientCreds:
+	case GrantTypeClientCreds, GrantTypeRefreshToken:
 	default:
 		grantType = "other"
 	}

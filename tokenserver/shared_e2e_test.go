@@ -19,7 +19,6 @@ package tokenserver_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -67,7 +66,7 @@ func startReplica(t *testing.T, sharedState string, rate float64, burst int) rep
 	}
 	r := replica{url: "http://" + running.Addr.String(), metrics: "http://" + running.MetricsAddr.String() + "/metrics"}
 	testenv.Eventually(t, "replica ready", func() (bool, string) {
-		code, body := readyz(r)
+		code, body := testenv.HTTPGet(r.url + "/readyz")
 		return code == 200, body
 	})
 	return r
@@ -80,26 +79,10 @@ func replicaPair(t *testing.T, rate float64, burst int) (replica, replica, *test
 	return startReplica(t, r.URL(), rate, burst), startReplica(t, r.URL(), rate, burst), r
 }
 
-func readyz(r replica) (int, string) {
-	resp, err := http.Get(r.url + "/readyz")
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // post sends a token request to a replica.
 func (r replica) post(t *testing.T, form url.Values) response {
 	t.Helper()
-	resp, err := http.PostForm(r.url+"/oauth2/token", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return response{resp.StatusCode, resp.Header, string(b)}
+	return doAt(t, r.url+"/oauth2/token", http.MethodPost, "application/x-www-form-urlencoded", form.Encode())
 }
 
 func bearerForm(assertion string) url.Values {
@@ -178,7 +161,7 @@ func TestSharedStateOutage(t *testing.T) {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
 			o := outcome{start: time.Now()}
-			resp, err := http.PostForm([]replica{a, b}[i%2].url+"/oauth2/token", bearerForm(sign(i)))
+			resp, err := http.PostForm([]replica{a, b}[i%2].url+"/oauth2/token", bearerForm(sign()))
 			if err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				_ = resp.Body.Close()
@@ -208,7 +191,7 @@ func TestSharedStateOutage(t *testing.T) {
 		return n >= 20, "fewer"
 	})
 	testenv.Eventually(t, "readyz and the metric report the outage", func() (bool, string) {
-		code, body := readyz(a)
+		code, body := testenv.HTTPGet(a.url + "/readyz")
 		up, err := testenv.MetricValue(a.metrics, "servicekey_shared_state_up")
 		return code == 200 && strings.Contains(body, "degraded") && strings.Contains(body, "Redis") && err == nil && up == 0, body
 	})
@@ -224,23 +207,20 @@ func TestSharedStateOutage(t *testing.T) {
 		t.Errorf("an assertion used before the outage: %d %s; want it refused", got.status, got.body)
 	}
 	testenv.Eventually(t, "readyz without the outage", func() (bool, string) {
-		code, body := readyz(b)
+		code, body := testenv.HTTPGet(b.url + "/readyz")
 		return code == 200 && body == "ok", body
 	})
 }
 
-// assertionSigner signs fresh grants of kf without the testing.T, for a load goroutine.
-func assertionSigner(t *testing.T, kf keyutil.KeyFile) func(i int) string {
+// assertionSigner signs fresh grants of kf without the testing.T, for a load goroutine
+// (a failure shows as a refused grant).
+func assertionSigner(t *testing.T, kf keyutil.KeyFile) func() string {
 	key, err := gojwt.ParseRSAPrivateKeyFromPEM([]byte(kf.PrivateKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(i int) string {
-		now := time.Now()
-		tok := gojwt.NewWithClaims(gojwt.SigningMethodRS256, gojwt.MapClaims{"iss": kf.ClientID, "aud": kf.TokenURI,
-			"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": fmt.Sprintf("load-%d-%d", now.UnixNano(), i)})
-		tok.Header["kid"] = kf.KeyID
-		signed, _ := tok.SignedString(key) // a failure shows as a refused grant
+	return func() string {
+		signed, _ := signWith(key, kf, nil)
 		return signed
 	}
 }
@@ -281,6 +261,7 @@ func reply(t *testing.T, got response) tokenReply {
 	if err := json.Unmarshal([]byte(got.body), &r); err != nil {
 		t.Fatal(err)
 	}
+	issued.add(r.RefreshToken)
 	return r
 }
 

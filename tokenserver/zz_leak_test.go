@@ -19,6 +19,7 @@ package tokenserver_test
 import (
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	gojwt "github.com/golang-jwt/jwt/v5"
@@ -27,10 +28,28 @@ import (
 	"github.com/servicekey-operator/servicekey-operator/tokenserver"
 )
 
+// issuedSecrets are refresh tokens and client secrets the tests were given, for
+// TestNoSecretsInLogs to look for verbatim.
+type issuedSecrets struct {
+	mu   sync.Mutex
+	list []string
+}
+
+var issued issuedSecrets
+
+func (s *issuedSecrets) add(secret string) {
+	if secret != "" {
+		s.mu.Lock()
+		s.list = append(s.list, secret)
+		s.mu.Unlock()
+	}
+}
+
 // TestNoSecretsInLogs: after a grant issued and a grant refused here (and, as it runs
 // last in file order, whatever the other tests did), the token server's logs, audit
-// lines included, never contain an assertion, an access token or key material. JWTs
-// are recognised by their base64url-encoded '{"' header prefix.
+// lines included, never contain an assertion, an access token, key material, or any
+// refresh token or client secret the tests were given. JWTs are recognised by their
+// base64url-encoded '{"' header prefix.
 func TestNoSecretsInLogs(t *testing.T) {
 	kf := readyKey(t, "leak-check", v1.ServiceKeySpec{})
 	if r := grant(t, kf); r.status != 200 {
@@ -42,6 +61,16 @@ func TestNoSecretsInLogs(t *testing.T) {
 	text := logs.String()
 	if !strings.Contains(text, `"token request"`) && !strings.Contains(text, "token request") {
 		t.Fatal("no audit lines were captured; the check would prove nothing")
+	}
+	issued.mu.Lock()
+	defer issued.mu.Unlock()
+	if len(issued.list) == 0 {
+		t.Log("no refresh token or client secret was issued before this test (run alone?)")
+	}
+	for _, secret := range issued.list {
+		if strings.Contains(text, secret) {
+			t.Errorf("the logs contain a refresh token or client secret a test was given")
+		}
 	}
 	for _, needle := range []string{"eyJ", "PRIVATE KEY", "BEGIN"} {
 		if strings.Contains(text, needle) {

@@ -339,6 +339,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		"zero token server pods":    {set: "tokenServer.replicas=0", want: "tokenServer/replicas"},
 		"signing Secret not a name": {set: "signingKey.secretName=Bad_Name", want: "signingKey/secretName"},
 		"shared state not Redis":    {set: "tokenServer.sharedState.url=http://redis:6379", want: "tokenServer/sharedState/url"},
+		"password in the URL":       {set: "tokenServer.sharedState.url=redis://user:secret@redis:6379/0", want: "tokenServer/sharedState/url"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
