@@ -22,6 +22,8 @@ log() { printf '[envtest] %s\n' "$*" >&2; }
 die() { printf '[envtest] ERROR: %s\n' "$*" >&2; exit 1; }
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/k8s-module.sh
+source "$root/hack/k8s-module.sh"
 command -v go >/dev/null || die "go is not on PATH"
 
 if [[ -z "${K8S_VERSION:-}" ]]; then
@@ -83,34 +85,10 @@ EOF
 build_apiserver() {
   [[ -x "$assets/kube-apiserver" ]] && return 0
   log "building kube-apiserver $K8S_VERSION (first run: 5-15 minutes on 2 cores)"
-  local d="$work/apiserver" mod
-  mkdir -p "$d"
-  mod=$(cd "$cache" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | awk -F'"' '$2 == "GoMod" {print $4}')
-  {
-    echo "module envtest/apiserver"
-    echo
-    awk '$1 == "go" {print; exit}' "$mod"
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    echo "replace ("
-    awk -v v="$staging_version" '$2 == "=>" && $3 ~ /^\.\/staging\// {print "\t" $1 " => " $1 " " v}' "$mod"
-    echo ")"
-  } >"$d/go.mod"
-  cat >"$d/tools.go" <<'EOF'
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-EOF
-  (cd "$d" && go mod tidy >"$d/tidy.log" 2>&1) ||
-    { cat "$d/tidy.log" >&2; die "resolving k8s.io/kubernetes@$K8S_VERSION with staging modules at $staging_version failed"; }
-  local pkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version minor
-  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-  local ld="-s -w"
-  for p in $pkg $cpkg; do
-    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  done
-  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] kube-apiserver" go build -trimpath -ldflags="$ld" -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) ||
+  local d="$work/apiserver"
+  (cd "$cache" && k8s_module "$d" envtest/apiserver "$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver) ||
+    die "resolving k8s.io/kubernetes@$K8S_VERSION with staging modules at $staging_version failed"
+  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] kube-apiserver" go build -trimpath -ldflags="$(k8s_ldflags "$K8S_VERSION")" -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) ||
     die "building kube-apiserver failed"
   mv "$assets/kube-apiserver.tmp" "$assets/kube-apiserver"
   log "kube-apiserver ready"

@@ -1,0 +1,35 @@
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+//go:build cluster
+
+package cluster
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+func TestSmoke(t *testing.T) {
+	c, err := Start(context.Background(), Options{Assets: os.Getenv("CLUSTER_ASSETS"), Node: os.Getenv("CLUSTER_NODE"), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
