@@ -17,6 +17,7 @@ limitations under the License.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +47,7 @@ type tokenServerFlags struct {
 	namespaces     string
 	audiences      string
 	trustedProxies string
+	shutdownDelay  time.Duration
 }
 
 func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, error) {
@@ -74,6 +76,8 @@ func parseTokenServerFlags(args []string, stderr io.Writer) (*tokenServerFlags, 
 		"replay protection, rate limits and refresh tokens in; empty keeps them in this replica's memory. The password may come from $"+sharedStatePasswordEnv+" instead")
 	fs.IntVar(&f.opts.RefreshFamiliesPerClient, "refresh-token-families-per-client", tokenserver.DefaultFamiliesPerClient,
 		"live refresh-token families per client; beyond it the family that ends first is dropped")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 5*time.Second, "after SIGTERM, keep serving this long with /readyz failing and connections closed after each response, "+
+		"so the Service stops sending requests here before the listener closes (keep it under the pod's terminationGracePeriodSeconds)")
 	fs.StringVar(&f.opts.IntrospectionScope, "introspection-scope", tokenserver.DefaultIntrospectionScope, "scope a caller's access token needs for /oauth2/introspect")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -147,7 +151,10 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 		return err
 	}
 	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
-	ctx := ctrl.SetupSignalHandler()
+	signalled := ctrl.SetupSignalHandler()
+	// The servers outlive the signal by --shutdown-delay (Running.Drain).
+	ctx, stop := context.WithCancel(context.WithoutCancel(signalled))
+	defer stop()
 	// Before Start, so that a slow cache sync can be profiled too.
 	if err := servePprof(ctx, f.pprofAddr, log); err != nil {
 		return err
@@ -157,6 +164,11 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 		return err
 	}
 	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
-	<-ctx.Done()
+	<-signalled.Done()
+	log.Info("shutting down: not ready, serving on for the shutdown delay", "delay", f.shutdownDelay.String())
+	// A second signal ends the delay at once (SetupSignalHandler exits on it).
+	running.Drain(context.Background(), f.shutdownDelay)
+	stop()
+	running.Wait()
 	return nil
 }

@@ -202,6 +202,19 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 	return tok, nil
 }
 
+// KeyID is the private_key_id of the key this TokenSource signs grants with: the key
+// file as read at the last token request ("" before one). A rotated key shows here
+// from the first token requested after the kubelet updated the mounted file, so a
+// workload can log which key it uses.
+func (s *TokenSource) KeyID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg == nil {
+		return ""
+	}
+	return s.cfg.PrivateKeyID
+}
+
 // useRefreshToken exchanges the refresh token (RFC 6749 §6) with golang.org/x/oauth2,
 // sending the client_id and no secret, and keeps the rotated one.
 func (s *TokenSource) useRefreshToken(ctx context.Context) (*oauth2.Token, error) {

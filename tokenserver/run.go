@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -114,7 +115,36 @@ type Running struct {
 	Addr net.Addr
 	// MetricsAddr is the metrics listener's address (nil: no metrics listener).
 	MetricsAddr net.Addr
+
+	servers []*http.Server
+	stopped sync.WaitGroup
 }
+
+// Drain prepares this replica to stop without failing a client: /readyz answers 503,
+// so the Service's endpoints drop the replica, and every response closes its
+// connection, so clients reconnect to a replica that stays. It returns after delay
+// (or when ctx is done), long enough for the endpoint change to reach every node;
+// the listeners keep accepting until then, because until then the Service may still
+// send connections here. Cancel Start's context afterwards and call Wait.
+func (r *Running) Drain(ctx context.Context, delay time.Duration) {
+	r.Server.draining.Store(true)
+	for _, hs := range r.servers {
+		hs.SetKeepAlivesEnabled(false)
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Wait returns once the listeners are closed and the requests in flight answered (at
+// most ShutdownTimeout after Start's context is done).
+func (r *Running) Wait() { r.stopped.Wait() }
+
+// ShutdownTimeout bounds how long requests in flight may take once the listeners close.
+const ShutdownTimeout = 5 * time.Second
 
 // Start starts the caches and the HTTP listener; both stop when ctx is done.
 func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Options) (*Running, error) {
@@ -250,8 +280,8 @@ func listen(ctx context.Context, o Options, srv *Server, ix *Index, reg *prometh
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.Listen, err)
 	}
-	serve(ctx, ln, srv.Handler())
 	running := &Running{Server: srv, Index: ix, Addr: ln.Addr()}
+	running.serve(ctx, ln, srv.Handler())
 	if o.MetricsListen != "" {
 		mln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", o.MetricsListen)
 		if err != nil {
@@ -259,20 +289,23 @@ func listen(ctx context.Context, o Options, srv *Server, ix *Index, reg *prometh
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		serve(ctx, mln, mux)
+		running.serve(ctx, mln, mux)
 		running.MetricsAddr = mln.Addr()
 	}
 	return running, nil
 }
 
 // serve runs an HTTP server on ln until ctx is done.
-func serve(ctx context.Context, ln net.Listener, h http.Handler) {
+func (r *Running) serve(ctx context.Context, ln net.Listener, h http.Handler) {
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	r.servers = append(r.servers, hs)
+	r.stopped.Add(1)
 	go func() { _ = hs.Serve(ln) }()
 	go func() {
+		defer r.stopped.Done()
 		<-ctx.Done()
 		// ctx is done: shutting down needs a fresh deadline of its own.
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 		defer cancel()
 		_ = hs.Shutdown(shutdown)
 	}()

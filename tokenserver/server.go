@@ -54,6 +54,8 @@ type Server struct {
 	// keysDeleted says the keys were dropped because their Secret was deleted, for
 	// /readyz to say why nothing is signed.
 	keysDeleted atomic.Bool
+	// draining: the replica is stopping (Running.Drain); /readyz answers 503.
+	draining atomic.Bool
 	// signingMu orders informer events against ResyncSigningKeys; signingEvents counts
 	// the events and signingRV is the resourceVersion the keys were loaded from.
 	signingMu     sync.Mutex
@@ -238,6 +240,10 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) Ready() bool { return s.Synced() && (s.keys.Load() != nil || s.keysDeleted.Load()) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.draining.Load() {
+		http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	if !s.Ready() {
 		msg := "not ready: waiting for the ServiceKey cache and the signing key"
 		if d := s.API.Degraded(); d != "" {

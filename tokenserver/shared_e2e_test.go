@@ -41,6 +41,8 @@ import (
 // replica is one token server started by a test, beside the suite's.
 type replica struct {
 	url, metrics string
+	running      *tokenserver.Running
+	stop         context.CancelFunc
 }
 
 // startReplica starts a token server against the suite's API server with the given
@@ -64,7 +66,7 @@ func startReplica(t *testing.T, sharedState string, rate float64, burst int) rep
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := replica{url: "http://" + running.Addr.String(), metrics: "http://" + running.MetricsAddr.String() + "/metrics"}
+	r := replica{url: "http://" + running.Addr.String(), metrics: "http://" + running.MetricsAddr.String() + "/metrics", running: running, stop: cancel}
 	testenv.Eventually(t, "replica ready", func() (bool, string) {
 		code, body := testenv.HTTPGet(r.url + "/readyz")
 		return code == 200, body

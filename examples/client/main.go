@@ -18,14 +18,23 @@ limitations under the License.
 // cached, refreshed and retried by the client kit.
 //
 //	go run ./examples/client --key-file /var/run/servicekey/key.json --url https://billing.internal/hello
+//
+// With --interval it calls the API again and again until it is stopped, one line per
+// call naming the key that signed the grant, and the key the mounted file holds: a
+// running pod's switch to a rotated key shows in its log.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/servicekey-operator/servicekey-operator/client"
 )
@@ -35,19 +44,65 @@ func main() {
 	url := flag.String("url", "", "the protected URL to GET")
 	scopes := flag.String("scope", "", "comma-separated scopes")
 	origins := flag.String("allowed-origin", "", "comma-separated origins the token may be sent to; default: the key's URL audiences")
+	insecure := flag.Bool("allow-insecure-http", false, "send grants and tokens over plain http to hosts other than loopback (only where the network encrypts the hop, such as a mesh with mTLS, or in a test cluster)")
+	interval := flag.Duration("interval", 0, "call the URL every interval until SIGTERM (0: once)")
 	flag.Parse()
 	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) }
-	httpClient, err := client.NewHTTPClient(client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowedOrigins: split(*origins)})
+	opts := client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowInsecureHTTP: *insecure}
+	src, err := client.NewTokenSource(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	resp, err := httpClient.Get(*url) //nolint:noctx // an example
+	httpClient := &http.Client{Timeout: 10 * time.Second, Transport: &client.Transport{Source: src, AllowedOrigins: split(*origins), AllowInsecureHTTP: *insecure}}
+	if *interval <= 0 {
+		status, body, err := call(httpClient, *url)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("%s\n%s\n", status, body)
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	calls, failed := 0, 0
+	for t := time.NewTicker(*interval); ; {
+		select {
+		case <-ctx.Done():
+			fmt.Printf("stopped: %d calls, %d failed\n", calls, failed)
+			return
+		case <-t.C:
+		}
+		calls++
+		status, body, err := call(httpClient, *url)
+		fileKey := "?"
+		if kf, err := client.LoadKeyFile(*keyFile); err == nil {
+			fileKey = kf.KeyID
+		}
+		line := fmt.Sprintf("%s call=%d key=%s file_key=%s", time.Now().UTC().Format(time.RFC3339Nano), calls, src.KeyID(), fileKey)
+		if err == nil && !strings.HasPrefix(status, "200") {
+			err = fmt.Errorf("%s: %s", status, body)
+		}
+		if err != nil {
+			failed++
+			fmt.Printf("%s error=%q\n", line, err.Error())
+			continue
+		}
+		fmt.Printf("%s status=%q body=%q\n", line, status, body)
+	}
+}
+
+// call GETs url and returns the status line and the body, trimmed.
+func call(c *http.Client, url string) (string, string, error) {
+	resp, err := c.Get(url) //nolint:noctx // the client's Timeout bounds it
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return "", "", err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Printf("%s\n%s\n", resp.Status, body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", "", fmt.Errorf("read body: %w", err)
+	}
+	return resp.Status, strings.TrimSpace(string(body)), nil
 }

@@ -89,6 +89,8 @@ type Cluster struct {
 	Clientset kubernetes.Interface
 	// NodeIP is the address the node and the API server are reached at from pods.
 	NodeIP string
+	// KeepLogs: Stop moves the components' logs to Dir+"-logs" instead of deleting them.
+	KeepLogs bool
 
 	ca     *ca
 	ports  map[string]string
@@ -323,6 +325,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--kubelet-client-key=" + pki + "/apiserver-kubelet-client.key",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + pki + "/sa.pub", "--service-account-signing-key-file=" + pki + "/sa.key",
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--profiling=false", "--v=1",
 	})

@@ -47,6 +47,10 @@ func (c *Cluster) prepareHost(context.Context) error {
 
 // startContainerd writes containerd's configuration (every path under Dir, the CRI
 // plugin using runc with cgroupfs and the CNI bridge) and imports the pause image.
+// restrict_oom_score_adj (made for rootless containerd) keeps every container's
+// oom_score_adj at or above containerd's own: root on the machines this runs on lacks
+// CAP_SYS_RESOURCE, and runc fails to start a sandbox at the kubelet's -998 with
+// "nsexec: failed to update /proc/self/oom_score_adj: Permission denied".
 func (c *Cluster) startContainerd(ctx context.Context) error {
 	if err := c.writeCNIConfig(); err != nil {
 		return err
@@ -63,6 +67,7 @@ state = %[2]q
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = %[5]q
 [plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]

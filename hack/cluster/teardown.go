@@ -39,8 +39,10 @@ const timeoutShort = time.Minute
 type hostState struct {
 	links    []string
 	iptables []string
-	sysctls  map[string]string
-	existed  map[string]bool
+	// saved is iptables-save and ip6tables-save output, restored by Stop.
+	saved   map[string][]byte
+	sysctls map[string]string
+	existed map[string]bool
 }
 
 // hostPaths are written by the node outside Dir whatever its configuration: shim
@@ -55,6 +57,12 @@ func snapshotHost() (hostState, error) {
 	}
 	if s.iptables, err = iptablesLines(); err != nil {
 		return s, err
+	}
+	s.saved = map[string][]byte{}
+	for _, family := range []string{"iptables", "ip6tables"} {
+		if s.saved[family], err = exec.Command(family + "-save").Output(); err != nil { //nolint:gosec // fixed commands
+			return s, fmt.Errorf("%s-save: %w", family, err)
+		}
 	}
 	for key := range sysctls {
 		v, err := os.ReadFile("/proc/sys/" + key)
@@ -138,20 +146,47 @@ func (c *Cluster) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %w: %s", err, out))
 		}
 	}
-	errs = append(errs, c.killStrays(), c.deleteBridge(), c.unmountAll(), removeCgroups("kubepods"))
+	errs = append(errs, c.killStrays(), c.deleteBridge(), c.unmountAll(), removeCgroups("kubepods"), c.restoreIptables())
 	stop("kube-apiserver", "etcd")
 	errs = append(errs, c.restoreHost())
 	errs = append(errs, c.leftovers())
+	if c.KeepLogs && c.Dir != "" {
+		if err := os.Rename(c.path("logs"), c.Dir+"-logs"); err == nil {
+			c.logf("component logs kept in %s-logs", c.Dir)
+		}
+	}
+	if c.Dir != "" && len(c.mounts()) == 0 {
+		if err := os.RemoveAll(c.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", c.Dir, err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if c.Dir != "" {
-		if err := os.RemoveAll(c.Dir); err != nil {
-			return fmt.Errorf("remove %s: %w", c.Dir, err)
-		}
-	}
 	c.logf("torn down: no processes, mounts, network devices or iptables rules left")
 	return nil
+}
+
+// restoreIptables puts back the tables as they were before Start (the kubelet adds
+// KUBE-FIREWALL and canary chains that kube-proxy --cleanup leaves), and empties the
+// tables that did not exist then.
+func (c *Cluster) restoreIptables() error {
+	var errs []error
+	for family, saved := range c.before.saved {
+		restore := exec.Command(family + "-restore") //nolint:gosec // fixed commands
+		restore.Stdin = strings.NewReader(string(saved))
+		if out, err := restore.CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s-restore: %w: %s", family, err, out))
+		}
+		for _, table := range []string{"filter", "nat", "mangle", "raw", "security"} {
+			if strings.Contains(string(saved), "*"+table+"\n") {
+				continue
+			}
+			_ = exec.Command(family, "-t", table, "-F").Run() //nolint:gosec // fixed commands
+			_ = exec.Command(family, "-t", table, "-X").Run() //nolint:gosec // fixed commands
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) hasProc(name string) bool {

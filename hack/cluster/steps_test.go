@@ -1,0 +1,271 @@
+//go:build cluster
+
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+const (
+	controllerPods  = "app.kubernetes.io/component=controller"
+	tokenServerPods = "app.kubernetes.io/component=token-server"
+)
+
+// TestOnARealNode runs the chart's Deployments as pods on a real node and a workload
+// that mounts its ServiceKey's Secret, in the order a user meets them. Each step needs
+// the ones before it.
+func TestOnARealNode(t *testing.T) {
+	n := startNode(t)
+	steps := []struct {
+		name string
+		run  func(*testing.T, *node)
+	}{
+		{"helm install --wait: both Deployments Ready through their probes, restricted", installChart},
+		{"a workload mounting its key gets tokens and calls the API", startWorkload},
+		{"a rotation reaches the running pod through the Secret volume", rotate},
+		{"a token-server pod deleted under traffic fails no call", deleteTokenServerPod},
+		{"helm upgrade and helm uninstall leave no pods", upgradeAndUninstall},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, func(t *testing.T) { s.run(t, n) }) {
+			return
+		}
+	}
+}
+
+func installChart(t *testing.T, n *node) {
+	ctx := context.Background()
+	for _, ns := range []string{systemNS, teamNS} {
+		if err := n.client.Create(ctx, restricted(ns)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	n.runHelm(t, "install", release, n.chart, "--namespace", systemNS, "--wait", "--timeout", "5m")
+	t.Logf("helm install --wait took %.1fs", time.Since(start).Seconds())
+	for _, c := range []struct {
+		selector string
+		want     int
+	}{{controllerPods, 1}, {tokenServerPods, 2}} {
+		for _, p := range n.waitPods(t, systemNS, c.selector, c.want) {
+			for _, cs := range p.Status.ContainerStatuses {
+				if cs.RestartCount != 0 {
+					t.Errorf("%s restarted %d times", p.Name, cs.RestartCount)
+				}
+			}
+		}
+	}
+}
+
+// serviceIP is a Service's ClusterIP.
+func (n *node) serviceIP(t *testing.T, ns, name string) string {
+	t.Helper()
+	svc, err := n.Clientset.CoreV1().Services(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}
+
+func startWorkload(t *testing.T, n *node) {
+	ctx := context.Background()
+	if err := n.client.Create(ctx, serviceKey()); err != nil {
+		t.Fatal(err)
+	}
+	sk := waitKeyReady(t, n)
+	tokenIP := n.serviceIP(t, systemNS, tokenService)
+	d, svc := resourceServer(tokenIP)
+	for _, o := range []client.Object{d, svc} {
+		if err := n.client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.waitPods(t, teamNS, "app=resource-server", 1)
+	ips := map[string]string{tokenService + "." + systemNS + ".svc": tokenIP, apiHost: n.serviceIP(t, teamNS, "resource-server")}
+	if err := n.client.Create(ctx, workload(sk.Status.SecretName, ips)); err != nil {
+		t.Fatal(err)
+	}
+	pod := n.waitPods(t, teamNS, "app=workload", 1)[0]
+	waitFor(t, "the workload's calls succeed", func() (bool, string) {
+		calls := n.calls(t, pod.Name)
+		if len(calls) < 3 {
+			return false, fmt.Sprintf("%d calls", len(calls))
+		}
+		last := calls[len(calls)-1]
+		return last.err == "" && last.key == activeKey(sk), fmt.Sprintf("last call: %+v", last)
+	})
+}
+
+// waitKeyReady polls until the ServiceKey is Ready and returns it.
+func waitKeyReady(t *testing.T, n *node) *v1.ServiceKey {
+	t.Helper()
+	sk := &v1.ServiceKey{}
+	waitFor(t, "ServiceKey Ready", func() (bool, string) {
+		if err := n.client.Get(context.Background(), client.ObjectKey{Namespace: teamNS, Name: keyName}, sk); err != nil {
+			return false, err.Error()
+		}
+		return readyTrue(sk), testenv.ReadyReason(sk)
+	})
+	return sk
+}
+
+func readyTrue(sk *v1.ServiceKey) bool {
+	for _, c := range sk.Status.Conditions {
+		if c.Type == "Ready" {
+			return c.Status == metav1.ConditionTrue && c.ObservedGeneration == sk.Generation
+		}
+	}
+	return false
+}
+
+func activeKey(sk *v1.ServiceKey) string {
+	for _, k := range sk.Status.Keys {
+		if k.State == v1.KeyActive {
+			return k.KeyID
+		}
+	}
+	return ""
+}
+
+// rotate asks for a new key and measures how it reaches the running pod: the
+// controller publishes it, the kubelet rewrites the mounted file, the client signs
+// its next grant with it. The container is never restarted.
+func rotate(t *testing.T, n *node) {
+	ctx := context.Background()
+	pod := n.pods(t, teamNS, "app=workload")[0]
+	before := activeKey(waitKeyReady(t, n))
+	asked := time.Now()
+	if err := testenv.UpdateServiceKey(ctx, n.client, client.ObjectKey{Namespace: teamNS, Name: keyName}, func(sk *v1.ServiceKey) {
+		if sk.Annotations == nil {
+			sk.Annotations = map[string]string{}
+		}
+		sk.Annotations[v1.AnnotationRotate] = asked.Format(time.RFC3339)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var after string
+	var published time.Time
+	waitFor(t, "a new Active key", func() (bool, string) {
+		after = activeKey(waitKeyReady(t, n))
+		published = time.Now()
+		return after != before && after != "", after
+	})
+	var inFile, used time.Time
+	waitFor(t, "the pod signs with the new key", func() (bool, string) {
+		inFile, used = time.Time{}, time.Time{}
+		for _, c := range n.calls(t, pod.Name) {
+			if c.fileKey == after && inFile.IsZero() {
+				inFile = c.at
+			}
+			if c.key == after && c.err == "" && used.IsZero() {
+				used = c.at
+			}
+		}
+		return !used.IsZero(), fmt.Sprintf("file updated at %v, used at %v", inFile, used)
+	})
+	t.Logf("rotation propagation: new key published %.1fs after the annotation; the kubelet updated the mounted file %.1fs after that; "+
+		"the pod's first call with it %.1fs after the annotation (kubelet syncFrequency 10s)",
+		published.Sub(asked).Seconds(), inFile.Sub(published).Seconds(), used.Sub(asked).Seconds())
+	now := n.pods(t, teamNS, "app=workload")
+	if len(now) != 1 || now[0].UID != pod.UID || now[0].Status.ContainerStatuses[0].RestartCount != 0 ||
+		now[0].Status.ContainerStatuses[0].ContainerID != pod.Status.ContainerStatuses[0].ContainerID {
+		t.Fatalf("the workload pod was replaced or restarted: %+v", now)
+	}
+}
+
+// deleteTokenServerPod deletes one token-server replica while the workload calls
+// twice a second, each call with a newly signed grant, and counts failed calls.
+func deleteTokenServerPod(t *testing.T, n *node) {
+	ctx := context.Background()
+	workload := n.pods(t, teamNS, "app=workload")[0].Name
+	victim := n.pods(t, systemNS, tokenServerPods)[0]
+	from := len(n.calls(t, workload))
+	if err := n.Clientset.CoreV1().Pods(systemNS).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted pod gone and two replicas Ready", func() (bool, string) {
+		pods := n.pods(t, systemNS, tokenServerPods)
+		var names []string
+		ok := len(pods) == 2
+		for _, p := range pods {
+			names = append(names, fmt.Sprintf("%s ready=%v", p.Name, ready(p)))
+			ok = ok && p.UID != victim.UID && ready(p)
+		}
+		return ok, strings.Join(names, ", ")
+	})
+	// Ten more calls after the replacement is Ready, so the window covers its start.
+	replaced := time.Now()
+	var window []call
+	waitFor(t, "ten more calls", func() (bool, string) {
+		window = n.calls(t, workload)[from:]
+		after := 0
+		for _, c := range window {
+			if c.at.After(replaced) {
+				after++
+			}
+		}
+		return after >= 10, fmt.Sprintf("%d calls since the replacement was Ready", after)
+	})
+	failed := 0
+	for _, c := range window {
+		if c.err != "" {
+			failed++
+			t.Errorf("call %d at %s failed: %s", c.n, c.at.Format(time.RFC3339Nano), c.err)
+		}
+	}
+	t.Logf("%d calls while %s was deleted and replaced, %d failed", len(window), victim.Name, failed)
+}
+
+func upgradeAndUninstall(t *testing.T, n *node) {
+	n.runHelm(t, "upgrade", release, n.chart, "--namespace", systemNS, "--wait", "--timeout", "5m", "--set", "logging.level=debug")
+	n.waitPods(t, systemNS, controllerPods, 1)
+	n.waitPods(t, systemNS, tokenServerPods, 2)
+	n.runHelm(t, "uninstall", release, "--namespace", systemNS, "--wait", "--timeout", "5m")
+	for _, ns := range []string{systemNS, teamNS} {
+		if err := n.Clientset.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "no pods left", func() (bool, string) {
+		var left []string
+		for _, ns := range []string{systemNS, teamNS} {
+			for _, p := range n.pods(t, ns, "") {
+				left = append(left, ns+"/"+p.Name)
+			}
+		}
+		return len(left) == 0, strings.Join(left, ", ")
+	})
+	waitFor(t, "no pod sandboxes left on the node", func() (bool, string) {
+		count, err := n.Sandboxes(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		return count == 0, fmt.Sprintf("%d sandboxes", count)
+	})
+}
