@@ -115,6 +115,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := preflight(o); err != nil {
 		return nil, err
 	}
+	if err := cleanStale(o); err != nil {
+		return nil, fmt.Errorf("an earlier run left things behind that could not be removed: %w", err)
+	}
 	c = &Cluster{opts: o}
 	if c.Dir, err = os.MkdirTemp("", "skc-"); err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
