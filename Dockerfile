@@ -1,5 +1,6 @@
 # One image for both components (controller and token-server are subcommands).
 # Build: docker build -t ghcr.io/servicekey-operator/servicekey-operator:0.1.0 .
+# Without Docker: make image (bin/image/servicekey-operator.tar, for ctr/docker/podman load).
 FROM golang:1.26 AS build
 WORKDIR /src
 # Dependencies first, so source edits reuse the module cache layer.
@@ -9,9 +10,12 @@ COPY . .
 # Static (no cgo), reproducible paths, no debug info.
 RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/servicekey-operator .
 
-# distroless static: no shell, no package manager, CA certificates and tzdata only.
-FROM gcr.io/distroless/static-debian12:nonroot
+# scratch: the static binary and the CA certificates, nothing else (no shell, no package
+# manager). `make image` assembles the same image without a container engine
+# (hack/image) from bin/linux/servicekey-operator and the build machine's CA bundle.
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/servicekey-operator /servicekey-operator
-# 65532 is distroless's nonroot user; the chart's securityContext asks for the same.
+# A numeric non-root user (no /etc/passwd needed); the chart's securityContext asks for the same.
 USER 65532:65532
 ENTRYPOINT ["/servicekey-operator"]
