@@ -26,8 +26,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync/atomic"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"

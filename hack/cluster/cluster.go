@@ -128,7 +128,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	defer func() {
 		if err != nil {
 			if stopErr := c.Stop(context.WithoutCancel(ctx)); stopErr != nil {
-				err = fmt.Errorf("%w (and tearing down: %v)", err, stopErr)
+				err = fmt.Errorf("%w (and tearing down: %w)", err, stopErr)
 			}
 		}
 	}()

@@ -90,7 +90,7 @@ func startNode(t *testing.T) *node {
 // runHelm runs the helm binary against the cluster.
 func (n *node) runHelm(t *testing.T, args ...string) {
 	t.Helper()
-	cmd := exec.Command(n.helm, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...) //nolint:gosec // the pinned helm
+	cmd := exec.Command(n.helm, append([]string{"--kubeconfig", n.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -114,7 +114,7 @@ func build(tag, out, user, entrypoint string, fs files) error {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return fmt.Errorf("set config: %w", err)
 	}
-	if err := os.MkdirAll(path.Dir(out), 0o755); err != nil {
+	if err := os.MkdirAll(path.Dir(out), 0o750); err != nil {
 		return fmt.Errorf("create output directory: %w", err)
 	}
 	if err := tarball.WriteToFile(out, ref, img); err != nil {
