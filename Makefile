@@ -106,6 +106,7 @@ cluster-build: envtest ## Build (once, cached by version) the test cluster's nod
 test-cluster: cluster-build image $(HELM) ## As root: a one-node cluster from real parts; the chart's pods, a workload mounting its key, rotation, a replica deleted under traffic (docs/testing.md).
 	CLUSTER_ASSETS="$$(hack/envtest-build.sh --print)" CLUSTER_NODE="$$(hack/cluster-build.sh --print)" CLUSTER_HELM=$(HELM) \
 	  CLUSTER_IMAGES="$(LOCALBIN)/image/servicekey-operator.tar $(LOCALBIN)/image/servicekey-examples.tar" \
+	  CLUSTER_IMAGE=$(IMAGE) CLUSTER_EXAMPLES_IMAGE=$(EXAMPLES_IMAGE) \
 	  go test -tags cluster -count=1 -timeout 30m -v ./hack/cluster/
 
 .PHONY: demo

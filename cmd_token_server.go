@@ -152,9 +152,22 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	}
 	f.opts.Clock, f.opts.Log = clock.RealClock{}, log
 	signalled := ctrl.SetupSignalHandler()
-	// The servers outlive the signal by --shutdown-delay (Running.Drain).
+	// Once serving, the servers outlive the signal by --shutdown-delay (Running.Drain);
+	// a signal before that (a cache that never syncs) stops the start at once.
 	ctx, stop := context.WithCancel(context.WithoutCancel(signalled))
 	defer stop()
+	serving := make(chan struct{})
+	go func() {
+		select {
+		case <-signalled.Done():
+			select {
+			case <-serving:
+			default:
+				stop()
+			}
+		case <-serving:
+		}
+	}()
 	// Before Start, so that a slow cache sync can be profiled too.
 	if err := servePprof(ctx, f.pprofAddr, log); err != nil {
 		return err
@@ -163,6 +176,7 @@ func serveTokens(f *tokenServerFlags, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	close(serving)
 	log.Info("serving", "address", running.Addr.String(), "issuer", f.opts.Issuer, "token_url", running.Server.TokenURL)
 	<-signalled.Done()
 	log.Info("shutting down: not ready, serving on for the shutdown delay", "delay", f.shutdownDelay.String())

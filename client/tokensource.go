@@ -203,7 +203,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 }
 
 // KeyID is the private_key_id of the key this TokenSource signs grants with: the key
-// file as read at the last token request ("" before one). A rotated key shows here
+// file as read by NewTokenSource, then at each token request. A rotated key shows here
 // from the first token requested after the kubelet updated the mounted file, so a
 // workload can log which key it uses.
 func (s *TokenSource) KeyID() string {

@@ -27,6 +27,7 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.2.9}
 
 assets_dir=$("$root/hack/envtest-build.sh" --print)
 k8s_version=$(basename "$assets_dir" | sed -E 's/^k8s-(v[^-]+)-etcd-.*/\1/')
+[[ "$k8s_version" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "cannot read the Kubernetes version from $assets_dir"
 cache=${CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/servicekey-operator/cluster}
 node="$cache/node-k8s-$k8s_version-containerd-$CONTAINERD_VERSION"
 if [[ "${1:-}" == "--print" ]]; then echo "$node"; exit 0; fi

@@ -23,6 +23,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -210,7 +211,27 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	}
 	synced.Store(true)
 	go api.Run(ctx) // after the sync: a catch-up needs a complete index to compare with
-	return listen(ctx, o, srv, ix, reg)
+	running, err := listen(ctx, o, srv, ix, reg)
+	closeAfter(ctx, state, running)
+	return running, err
+}
+
+// closeAfter closes a state that holds connections (Redis) once the listeners are shut
+// down and the requests in flight answered, not when ctx is done: a drained replica
+// still answers those for up to ShutdownTimeout. Without listeners, at once.
+func closeAfter(ctx context.Context, state State, running *Running) {
+	closer, ok := state.(io.Closer)
+	switch {
+	case !ok:
+	case running == nil:
+		_ = closer.Close()
+	default:
+		go func() {
+			<-ctx.Done()
+			running.Wait()
+			_ = closer.Close()
+		}()
+	}
 }
 
 // newState is the State the options ask for: Redis, probed until ctx is done and
@@ -240,11 +261,7 @@ func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Ind
 	if err := reg.Register(up); err != nil {
 		return nil, fmt.Errorf("register shared state metric: %w", err)
 	}
-	go rs.Run(ctx)
-	go func() {
-		<-ctx.Done()
-		_ = rs.Close()
-	}()
+	go rs.Run(ctx) // Start closes rs once the listeners are shut down
 	o.Log.Info("replay cache, rate limits and refresh tokens are shared in Redis", "redis", rs.Addr())
 	return rs, nil
 }

@@ -48,7 +48,9 @@ func main() {
 	interval := flag.Duration("interval", 0, "call the URL every interval until SIGTERM (0: once)")
 	flag.Parse()
 	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) }
-	opts := client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowInsecureHTTP: *insecure}
+	// The timeout bounds token requests too: Transport gets tokens through the TokenSource.
+	opts := client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowInsecureHTTP: *insecure,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second}}
 	src, err := client.NewTokenSource(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -95,7 +97,7 @@ func main() {
 
 // call GETs url and returns the status line and the body, trimmed.
 func call(c *http.Client, url string) (string, string, error) {
-	resp, err := c.Get(url) //nolint:noctx // the client's Timeout bounds it
+	resp, err := c.Get(url) //nolint:noctx // the clients' Timeouts bound it
 	if err != nil {
 		return "", "", err
 	}

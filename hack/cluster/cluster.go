@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,11 +120,15 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, fmt.Errorf("an earlier run left things behind that could not be removed: %w", err)
 	}
 	c = &Cluster{opts: o}
+	if c.before, err = snapshotHost(); err != nil {
+		return nil, err
+	}
 	if c.Dir, err = os.MkdirTemp("", "skc-"); err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
 	}
-	if c.before, err = snapshotHost(); err != nil {
-		return nil, err
+	// Whose directory this is: cleanStale leaves those of live processes alone.
+	if err := os.WriteFile(c.path(ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		return nil, fmt.Errorf("write owner: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -178,6 +183,7 @@ func preflight(o Options) error {
 		filepath.Join(o.Node, "containerd"), filepath.Join(o.Node, "containerd-shim-runc-v2"),
 		filepath.Join(o.Node, "ctr"), filepath.Join(o.Node, "pause"),
 		filepath.Join(o.CNIBin, "bridge"), filepath.Join(o.CNIBin, "host-local"), filepath.Join(o.CNIBin, "loopback"),
+		filepath.Join(o.CNIBin, "portmap"),
 	} {
 		if _, err := os.Stat(f); err != nil {
 			missing = append(missing, f)
@@ -190,6 +196,9 @@ func preflight(o Options) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %s (run hack/cluster-build.sh; Debian packages: runc containernetworking-plugins iptables)", strings.Join(missing, ", "))
+	}
+	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
+		return errors.New("bridged pod traffic cannot reach iptables: the br_netfilter kernel module is not loaded (modprobe br_netfilter)")
 	}
 	return nil
 }
@@ -204,7 +213,7 @@ func (c *Cluster) pki(context.Context) error {
 	c.NodeIP = ip
 	ports, err := testenv.FreePorts(8)
 	if err != nil {
-		return err
+		return fmt.Errorf("free ports: %w", err)
 	}
 	c.ports = map[string]string{}
 	for i, name := range []string{"etcd", "etcd-peer", "apiserver", "kubelet", "kubelet-healthz", "proxy-healthz", "proxy-metrics", "containerd-stream"} {
@@ -320,7 +329,8 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	pki := c.path("pki")
 	p, err := c.start("kube-apiserver", filepath.Join(c.opts.Assets, "kube-apiserver"), []string{
 		"--etcd-servers=http://127.0.0.1:" + c.ports["etcd"],
-		"--bind-address=0.0.0.0", "--secure-port=" + c.ports["apiserver"], "--advertise-address=" + c.NodeIP,
+		"--bind-address=" + c.NodeIP, "--secure-port=" + c.ports["apiserver"], "--advertise-address=" + c.NodeIP,
+		"--anonymous-auth=false",
 		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--client-ca-file=" + pki + "/ca.crt",
 		"--tls-cert-file=" + pki + "/apiserver.crt", "--tls-private-key-file=" + pki + "/apiserver.key",

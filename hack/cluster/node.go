@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -35,6 +36,17 @@ var sysctls = map[string]string{
 	"net/bridge/bridge-nf-call-iptables":  "1",
 	"net/bridge/bridge-nf-call-ip6tables": "1",
 }
+
+// changedByNode are the sysctls the kubelet sets (its kernel defaults, with
+// protectKernelDefaults off) and kube-proxy may set: Stop restores them too.
+var changedByNode = []string{
+	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/conf/all/route_localnet",
+}
+
+// cgroupRoot is the kubelet's cgroup root: the pods' cgroups live under it, never
+// under a kubepods tree some other kubelet on the host owns.
+const cgroupRoot = "servicekey-test"
 
 func (c *Cluster) prepareHost(context.Context) error {
 	for key, want := range sysctls {
@@ -58,6 +70,7 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	cfg := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
+disabled_plugins = ['io.containerd.nri.v1.nri']
 [grpc]
   address = %[3]q
 [ttrpc]
@@ -68,6 +81,7 @@ state = %[2]q
     sandbox = %[5]q
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
+  netns_mounts_under_state = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -81,8 +95,10 @@ state = %[2]q
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = '127.0.0.1'
   stream_server_port = %[9]q
+[plugins.'io.containerd.internal.v1.opt']
+  path = %[10]q
 `, c.path("containerd/root"), c.path("containerd/state"), c.socket(), c.path("containerd/ttrpc.sock"),
-		SandboxImage, c.opts.Runc, c.opts.CNIBin, c.path("cni/net.d"), c.ports["containerd-stream"])
+		SandboxImage, c.opts.Runc, c.opts.CNIBin, c.path("cni/net.d"), c.ports["containerd-stream"], c.path("containerd/opt"))
 	if err := os.MkdirAll(c.path("containerd"), 0o700); err != nil {
 		return fmt.Errorf("create containerd directory: %w", err)
 	}
@@ -114,7 +130,7 @@ func (c *Cluster) socket() string { return c.path("containerd/containerd.sock") 
 // k8s.io namespace the CRI plugin reads), as a registry pull would have.
 func (c *Cluster) ImportImage(ctx context.Context, tarball string) error {
 	out, err := exec.CommandContext(ctx, filepath.Join(c.opts.Node, "ctr"), "--address", c.socket(), //nolint:gosec // our own binary
-		"--namespace", "k8s.io", "images", "import", "--platform", "linux/amd64", tarball).CombinedOutput()
+		"--namespace", "k8s.io", "images", "import", "--platform", "linux/"+runtime.GOARCH, tarball).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("import %s: %w: %s", tarball, err, out)
 	}
@@ -149,11 +165,13 @@ func (c *Cluster) writeCNIConfig() error {
 // every file under Dir. cgroup v1 is allowed (failCgroupV1: false) because the machines
 // this runs on mount v1 controllers; eviction thresholds are low so a busy build disk
 // does not evict the pods under test.
-func (c *Cluster) startKubelet(context.Context) error {
+func (c *Cluster) startKubelet(ctx context.Context) error {
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://%[1]s
 cgroupDriver: cgroupfs
+cgroupRoot: /%[6]s
+address: %[7]s
 failCgroupV1: false
 failSwapOn: false
 port: %[2]s
@@ -171,9 +189,12 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%%, nodefs.inodesFree: 1%%, imagefs.available: 1%%}
 resolvConf: /etc/resolv.conf
-`, c.socket(), c.ports["kubelet"], c.ports["kubelet-healthz"], c.path("pod-logs"), c.path("pki/ca.crt"))
+`, c.socket(), c.ports["kubelet"], c.ports["kubelet-healthz"], c.path("pod-logs"), c.path("pki/ca.crt"), cgroupRoot, c.NodeIP)
 	if err := os.WriteFile(c.path("kubelet.yaml"), []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("write kubelet config: %w", err)
+	}
+	if err := makeCgroupRoot(); err != nil {
+		return err
 	}
 	p, err := c.start("kubelet", filepath.Join(c.opts.Node, "kubelet"), []string{
 		"--config=" + c.path("kubelet.yaml"), "--kubeconfig=" + c.path("pki/kubelet.kubeconfig"),
@@ -182,7 +203,35 @@ resolvConf: /etc/resolv.conf
 	if err != nil {
 		return err
 	}
-	return c.waitHTTP(context.Background(), p, "http://127.0.0.1:"+c.ports["kubelet-healthz"]+"/healthz", http.DefaultClient)
+	return c.waitHTTP(ctx, p, "http://127.0.0.1:"+c.ports["kubelet-healthz"]+"/healthz", http.DefaultClient)
+}
+
+// makeCgroupRoot creates the kubelet's cgroup root in every v1 hierarchy (the kubelet
+// wants it to exist); a cpuset child starts with the parent's CPUs and memory nodes.
+func makeCgroupRoot() error {
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, h := range hierarchies {
+		if filepath.Base(h) == "unified" {
+			continue
+		}
+		dir := filepath.Join(h, cgroupRoot)
+		if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // cgroupfs
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		if filepath.Base(h) != "cpuset" {
+			continue
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			v, err := os.ReadFile(filepath.Join(h, f))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", f, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil { //nolint:gosec // cgroupfs
+				return fmt.Errorf("write %s: %w", f, err)
+			}
+		}
+	}
+	return nil
 }
 
 // startKubeProxy runs kube-proxy in iptables mode; it answers its healthz once it has
@@ -197,6 +246,7 @@ hostnameOverride: %[3]s
 healthzBindAddress: 127.0.0.1:%[4]s
 metricsBindAddress: 127.0.0.1:%[5]s
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {localhostNodePorts: false}
 `, c.path("pki/kube-proxy.kubeconfig"), PodCIDR, NodeName, c.ports["proxy-healthz"], c.ports["proxy-metrics"])
 	if err := os.WriteFile(c.path("kube-proxy.yaml"), []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("write kube-proxy config: %w", err)

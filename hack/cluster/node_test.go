@@ -52,7 +52,7 @@ type node struct {
 // its teardown, which must leave nothing behind.
 func startNode(t *testing.T) *node {
 	t.Helper()
-	for _, env := range []string{"CLUSTER_ASSETS", "CLUSTER_NODE", "CLUSTER_HELM", "CLUSTER_IMAGES"} {
+	for _, env := range []string{"CLUSTER_ASSETS", "CLUSTER_NODE", "CLUSTER_HELM", "CLUSTER_IMAGES", "CLUSTER_IMAGE", "CLUSTER_EXAMPLES_IMAGE"} {
 		if os.Getenv(env) == "" {
 			t.Fatalf("%s is not set: run `make test-cluster`", env)
 		}

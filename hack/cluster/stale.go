@@ -21,24 +21,31 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
 
 // cleanStale removes what an earlier run left when it died before its teardown (a
 // test binary killed at a CI timeout takes its components with it, but not the pods'
-// processes, their mounts and the bridge): pod processes (in the kubelet's cgroups)
-// and shims are killed, mounts under the old directories and pod network namespaces
-// detached, the bridge, kube-proxy's rules and the old directories removed.
+// processes, their mounts and the bridge). Only directories whose owner process is
+// gone count, and only what is this cluster's: processes in the kubelet's cgroup root,
+// mounts under those directories, the bridge, the cgroup root. Other software's pods,
+// network namespaces and iptables rules are not touched; rules an earlier run left
+// stay (its snapshot died with it).
 func cleanStale(o Options) error {
 	var dirs []string
 	all, _ := filepath.Glob(filepath.Join(os.TempDir(), "skc-*"))
 	for _, d := range all {
-		if !strings.HasSuffix(d, "-logs") { // a failed run's logs, kept on purpose
-			dirs = append(dirs, d)
+		owner, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // not a cluster directory (or the logs a failed run kept)
 		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(owner))); err == nil && alive(pid) {
+			return fmt.Errorf("another test cluster is running (process %d, %s): one at a time", pid, d)
+		}
+		dirs = append(dirs, d)
 	}
 	_, bridgeErr := net.InterfaceByName(bridgeName)
 	if len(dirs) == 0 && bridgeErr != nil {
@@ -47,13 +54,13 @@ func cleanStale(o Options) error {
 	o.Logf("[cluster] cleaning up after an earlier run that was not torn down: %v", dirs)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid == os.Getpid() {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if strings.Contains(string(cg), "/kubepods") || strings.HasPrefix(exe, o.Node+"/") {
+		if inCgroupRoot(cg) || strings.HasPrefix(exe, o.Node+"/") {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
@@ -63,13 +70,17 @@ func cleanStale(o Options) error {
 		stale.Dir = d
 		errs = append(errs, stale.unmountAll())
 	}
-	stale.Dir = ""
-	errs = append(errs, stale.unmountAll(), stale.deleteBridge(), removeCgroups("kubepods"))
-	_ = exec.Command(filepath.Join(o.Node, "kube-proxy"), "--cleanup").Run() //nolint:gosec // our binary
+	errs = append(errs, stale.deleteBridge(), removeCgroups(cgroupRoot))
 	for _, d := range dirs {
 		if err := os.RemoveAll(d); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// alive: a process with this PID exists.
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -25,7 +25,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
@@ -74,6 +76,13 @@ func installChart(t *testing.T, n *node) {
 		want     int
 	}{{controllerPods, 1}, {tokenServerPods, 2}} {
 		for _, p := range n.waitPods(t, systemNS, c.selector, c.want) {
+			for _, ctr := range p.Spec.Containers {
+				sc := ctr.SecurityContext
+				if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || p.Spec.SecurityContext.RunAsNonRoot == nil ||
+					!*p.Spec.SecurityContext.RunAsNonRoot || ctr.Image != operatorImage {
+					t.Errorf("%s/%s: image %s, security context %+v: want %s, a read-only root, non-root", p.Name, ctr.Name, ctr.Image, sc, operatorImage)
+				}
+			}
 			for _, cs := range p.Status.ContainerStatuses {
 				if cs.RestartCount != 0 {
 					t.Errorf("%s restarted %d times", p.Name, cs.RestartCount)
@@ -111,7 +120,7 @@ func startWorkload(t *testing.T, n *node) {
 	if err := n.client.Create(ctx, workload(sk.Status.SecretName, ips)); err != nil {
 		t.Fatal(err)
 	}
-	pod := n.waitPods(t, teamNS, "app=workload", 1)[0]
+	pod := onePod(t, n.waitPods(t, teamNS, "app=workload", 1))
 	waitFor(t, "the workload's calls succeed", func() (bool, string) {
 		calls := n.calls(t, pod.Name)
 		if len(calls) < 3 {
@@ -158,7 +167,7 @@ func activeKey(sk *v1.ServiceKey) string {
 // its next grant with it. The container is never restarted.
 func rotate(t *testing.T, n *node) {
 	ctx := context.Background()
-	pod := n.pods(t, teamNS, "app=workload")[0]
+	pod := onePod(t, n.pods(t, teamNS, "app=workload"))
 	before := activeKey(waitKeyReady(t, n))
 	asked := time.Now()
 	if err := testenv.UpdateServiceKey(ctx, n.client, client.ObjectKey{Namespace: teamNS, Name: keyName}, func(sk *v1.ServiceKey) {
@@ -170,12 +179,15 @@ func rotate(t *testing.T, n *node) {
 		t.Fatal(err)
 	}
 	var after string
-	var published time.Time
 	waitFor(t, "a new Active key", func() (bool, string) {
-		after = activeKey(waitKeyReady(t, n))
-		published = time.Now()
-		return after != before && after != "", after
+		sk := &v1.ServiceKey{}
+		if err := n.client.Get(ctx, client.ObjectKey{Namespace: teamNS, Name: keyName}, sk); err != nil {
+			return false, err.Error()
+		}
+		after = activeKey(sk)
+		return after != before && after != "" && readyTrue(sk), after
 	})
+	published := time.Now() // within a poll interval of the status write
 	var inFile, used time.Time
 	waitFor(t, "the pod signs with the new key", func() (bool, string) {
 		inFile, used = time.Time{}, time.Time{}
@@ -189,24 +201,44 @@ func rotate(t *testing.T, n *node) {
 		}
 		return !used.IsZero(), fmt.Sprintf("file updated at %v, used at %v", inFile, used)
 	})
-	t.Logf("rotation propagation: new key published %.1fs after the annotation; the kubelet updated the mounted file %.1fs after that; "+
-		"the pod's first call with it %.1fs after the annotation (kubelet syncFrequency 10s)",
-		published.Sub(asked).Seconds(), inFile.Sub(published).Seconds(), used.Sub(asked).Seconds())
-	now := n.pods(t, teamNS, "app=workload")
-	if len(now) != 1 || now[0].UID != pod.UID || now[0].Status.ContainerStatuses[0].RestartCount != 0 ||
-		now[0].Status.ContainerStatuses[0].ContainerID != pod.Status.ContainerStatuses[0].ContainerID {
-		t.Fatalf("the workload pod was replaced or restarted: %+v", now)
+	t.Logf("rotation propagation: new key published %.1fs after the annotation; the mounted file held it %.1fs after the annotation "+
+		"(the client reads it every 0.5s); the pod's first call with it %.1fs after the annotation (kubelet syncFrequency 10s)",
+		published.Sub(asked).Seconds(), inFile.Sub(asked).Seconds(), used.Sub(asked).Seconds())
+	now := onePod(t, n.pods(t, teamNS, "app=workload"))
+	if now.UID != pod.UID || len(now.Status.ContainerStatuses) != 1 || len(pod.Status.ContainerStatuses) != 1 ||
+		now.Status.ContainerStatuses[0].RestartCount != 0 ||
+		now.Status.ContainerStatuses[0].ContainerID != pod.Status.ContainerStatuses[0].ContainerID {
+		t.Fatalf("the workload pod was replaced or restarted: %+v", now.Status)
 	}
 }
 
-// deleteTokenServerPod deletes one token-server replica while the workload calls
-// twice a second, each call with a newly signed grant, and counts failed calls.
+// deleteTokenServerPod deletes the token-server replicas one at a time, each while the
+// other serves and the workload calls twice a second, each call with a newly signed
+// grant, and counts failed calls. The workload keeps its connection to one replica,
+// so deleting each original replica in turn deletes the one it uses.
 func deleteTokenServerPod(t *testing.T, n *node) {
-	ctx := context.Background()
-	workload := n.pods(t, teamNS, "app=workload")[0].Name
-	victim := n.pods(t, systemNS, tokenServerPods)[0]
+	workload := onePod(t, n.pods(t, teamNS, "app=workload")).Name
+	originals := n.pods(t, systemNS, tokenServerPods)
+	if len(originals) != 2 {
+		t.Fatalf("%d token-server pods, want 2", len(originals))
+	}
+	for _, victim := range originals {
+		deleteUnderTraffic(t, n, workload, victim)
+	}
+}
+
+func onePod(t *testing.T, pods []corev1.Pod) corev1.Pod {
+	t.Helper()
+	if len(pods) != 1 {
+		t.Fatalf("%d pods, want 1", len(pods))
+	}
+	return pods[0]
+}
+
+func deleteUnderTraffic(t *testing.T, n *node, workload string, victim corev1.Pod) {
+	t.Helper()
 	from := len(n.calls(t, workload))
-	if err := n.Clientset.CoreV1().Pods(systemNS).Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
+	if err := n.Clientset.CoreV1().Pods(systemNS).Delete(context.Background(), victim.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the deleted pod gone and two replicas Ready", func() (bool, string) {
@@ -223,7 +255,11 @@ func deleteTokenServerPod(t *testing.T, n *node) {
 	replaced := time.Now()
 	var window []call
 	waitFor(t, "ten more calls", func() (bool, string) {
-		window = n.calls(t, workload)[from:]
+		all := n.calls(t, workload)
+		if len(all) < from {
+			return false, "log not readable"
+		}
+		window = all[from:]
 		after := 0
 		for _, c := range window {
 			if c.at.After(replaced) {
@@ -243,10 +279,27 @@ func deleteTokenServerPod(t *testing.T, n *node) {
 }
 
 func upgradeAndUninstall(t *testing.T, n *node) {
+	old := map[types.UID]string{}
+	for _, p := range n.pods(t, systemNS, "") {
+		old[p.UID] = p.Name
+	}
 	n.runHelm(t, "upgrade", release, n.chart, "--namespace", systemNS, "--wait", "--timeout", "5m", "--set", "logging.level=debug")
 	n.waitPods(t, systemNS, controllerPods, 1)
 	n.waitPods(t, systemNS, tokenServerPods, 2)
+	waitFor(t, "no pod from before the upgrade", func() (bool, string) {
+		var left []string
+		for _, p := range n.pods(t, systemNS, "") {
+			if name, ok := old[p.UID]; ok {
+				left = append(left, name)
+			}
+		}
+		return len(left) == 0, strings.Join(left, ", ")
+	})
 	n.runHelm(t, "uninstall", release, "--namespace", systemNS, "--wait", "--timeout", "5m")
+	waitFor(t, "no pods left by helm uninstall", func() (bool, string) {
+		pods := n.pods(t, systemNS, "")
+		return len(pods) == 0, fmt.Sprintf("%d pods", len(pods))
+	})
 	for _, ns := range []string{systemNS, teamNS} {
 		if err := n.Clientset.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)

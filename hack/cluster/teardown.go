@@ -34,15 +34,19 @@ import (
 
 const timeoutShort = time.Minute
 
+// ownerFile, in Dir, holds the PID of the process that started the cluster.
+const ownerFile = "owner"
+
+// inCgroupRoot: a /proc/<pid>/cgroup content naming the kubelet's cgroup root.
+func inCgroupRoot(cgroups []byte) bool { return strings.Contains(string(cgroups), ":/"+cgroupRoot+"/") }
+
 // hostState is what Stop must leave as it was: network devices, iptables chains and
 // rules, sysctls, and the host paths the node writes outside Dir.
 type hostState struct {
 	links    []string
 	iptables []string
-	// saved is iptables-save and ip6tables-save output, restored by Stop.
-	saved   map[string][]byte
-	sysctls map[string]string
-	existed map[string]bool
+	sysctls  map[string]string
+	existed  map[string]bool
 }
 
 // hostPaths are written by the node outside Dir whatever its configuration: shim
@@ -58,18 +62,17 @@ func snapshotHost() (hostState, error) {
 	if s.iptables, err = iptablesLines(); err != nil {
 		return s, err
 	}
-	s.saved = map[string][]byte{}
-	for _, family := range []string{"iptables", "ip6tables"} {
-		if s.saved[family], err = exec.Command(family + "-save").Output(); err != nil { //nolint:gosec // fixed commands
-			return s, fmt.Errorf("%s-save: %w", family, err)
-		}
-	}
 	for key := range sysctls {
 		v, err := os.ReadFile("/proc/sys/" + key)
 		if err != nil {
 			return s, fmt.Errorf("read sysctl %s: %w", key, err)
 		}
 		s.sysctls[key] = strings.TrimSpace(string(v))
+	}
+	for _, key := range changedByNode {
+		if v, err := os.ReadFile("/proc/sys/" + key); err == nil {
+			s.sysctls[key] = strings.TrimSpace(string(v))
+		}
 	}
 	for _, p := range hostPaths {
 		_, err := os.Lstat(p)
@@ -141,12 +144,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 		}
 	}
 	stop("kube-proxy", "containerd")
-	if c.hasProc("kube-proxy") {
-		if out, err := exec.Command(filepath.Join(c.opts.Node, "kube-proxy"), "--cleanup").CombinedOutput(); err != nil { //nolint:gosec // our binary
-			errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %w: %s", err, out))
-		}
-	}
-	errs = append(errs, c.killStrays(), c.deleteBridge(), c.unmountAll(), removeCgroups("kubepods"), c.restoreIptables())
+	errs = append(errs, c.killStrays(), c.deleteBridge(), c.unmountAll(), removeCgroups(cgroupRoot), c.removeAddedIptables())
 	stop("kube-apiserver", "etcd")
 	errs = append(errs, c.restoreHost())
 	errs = append(errs, c.leftovers())
@@ -167,26 +165,82 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	return nil
 }
 
-// restoreIptables puts back the tables as they were before Start (the kubelet adds
-// KUBE-FIREWALL and canary chains that kube-proxy --cleanup leaves), and empties the
-// tables that did not exist then.
-func (c *Cluster) restoreIptables() error {
-	var errs []error
-	for family, saved := range c.before.saved {
-		restore := exec.Command(family + "-restore") //nolint:gosec // fixed commands
-		restore.Stdin = strings.NewReader(string(saved))
-		if out, err := restore.CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("%s-restore: %w: %s", family, err, out))
+// removeAddedIptables deletes the rules and chains added since Start (kube-proxy's,
+// the kubelet's, the CNI plugins'), and nothing else: rules that other software added
+// meanwhile stay.
+func (c *Cluster) removeAddedIptables() error {
+	if c.before.iptables == nil {
+		return nil
+	}
+	lines, err := iptablesLines()
+	if err != nil {
+		return err
+	}
+	var rules, chains [][]string
+	for _, l := range lines {
+		if slices.Contains(c.before.iptables, l) {
+			continue
 		}
-		for _, table := range []string{"filter", "nat", "mangle", "raw", "security"} {
-			if strings.Contains(string(saved), "*"+table+"\n") {
-				continue
-			}
-			_ = exec.Command(family, "-t", table, "-F").Run() //nolint:gosec // fixed commands
-			_ = exec.Command(family, "-t", table, "-X").Run() //nolint:gosec // fixed commands
+		f := splitRule(l) // iptables-save, table, then ":CHAIN" or "-A CHAIN ..."
+		if len(f) < 3 {
+			continue
+		}
+		args := append([]string{strings.TrimSuffix(f[0], "-save"), "-t", f[1]}, f[2:]...)
+		if f[2] == "-A" {
+			args[3] = "-D"
+			rules = append(rules, args)
+		} else {
+			chains = append(chains, []string{args[0], "-t", f[1], "-F", strings.TrimPrefix(f[2], ":")})
 		}
 	}
+	var errs []error
+	run := func(args []string) {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil { //nolint:gosec // iptables
+			errs = append(errs, fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out))
+		}
+	}
+	for _, r := range rules {
+		run(r)
+	}
+	for _, ch := range chains {
+		run(ch)
+	}
+	for _, ch := range chains {
+		ch[3] = "-X"
+		run(ch)
+	}
 	return errors.Join(errs...)
+}
+
+// splitRule splits an iptables-save line into words, keeping a double-quoted comment
+// (with its backslash escapes) as one word.
+func splitRule(line string) []string {
+	var words []string
+	var w strings.Builder
+	quoted, escaped, any := false, false, false
+	for _, r := range line {
+		switch {
+		case escaped:
+			w.WriteRune(r)
+			escaped = false
+		case quoted && r == '\\':
+			escaped = true
+		case r == '"':
+			quoted, any = !quoted, true
+		case r == ' ' && !quoted:
+			if w.Len() > 0 || any {
+				words = append(words, w.String())
+			}
+			w.Reset()
+			any = false
+		default:
+			w.WriteRune(r)
+		}
+	}
+	if w.Len() > 0 || any {
+		words = append(words, w.String())
+	}
+	return words
 }
 
 func (c *Cluster) hasProc(name string) bool {
@@ -206,8 +260,8 @@ func (c *Cluster) killStrays() error {
 	return nil
 }
 
-// strays lists processes whose executable is one of the node's binaries or whose
-// command line names Dir (containers' processes run from their rootfs under Dir).
+// strays lists processes whose executable is one of the node's binaries, whose
+// command line names Dir, or that live in the kubelet's cgroup root (the pods').
 func (c *Cluster) strays() []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
@@ -218,8 +272,9 @@ func (c *Cluster) strays() []int {
 		}
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if (c.opts.Node != "" && strings.HasPrefix(exe, c.opts.Node+"/")) ||
-			(c.Dir != "" && (strings.Contains(string(cmdline), c.Dir) || strings.HasPrefix(exe, c.Dir+"/"))) {
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if (c.opts.Node != "" && strings.HasPrefix(exe, c.opts.Node+"/")) || inCgroupRoot(cg) ||
+			(c.Dir != "" && (strings.Contains(string(cmdline), c.Dir+"/") || strings.HasPrefix(exe, c.Dir+"/"))) {
 			pids = append(pids, pid)
 		}
 	}
@@ -244,8 +299,8 @@ func (c *Cluster) deleteBridge() error {
 	return nil
 }
 
-// unmountAll detaches every mount under Dir and every network namespace the node
-// created, deepest first (a kubelet stopped before its pods leaves their volumes).
+// unmountAll detaches every mount under Dir, deepest first (a kubelet stopped before
+// its pods leaves their volumes; the pods' network namespaces are mounted under Dir).
 func (c *Cluster) unmountAll() error {
 	var errs []error
 	for _, m := range c.mounts() {
@@ -256,7 +311,7 @@ func (c *Cluster) unmountAll() error {
 	return errors.Join(errs...)
 }
 
-// mounts lists the mount points under Dir and the netns mounts of pods, deepest first.
+// mounts lists the mount points under Dir, deepest first.
 func (c *Cluster) mounts() []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -271,7 +326,7 @@ func (c *Cluster) mounts() []string {
 			continue
 		}
 		mp := fields[4]
-		if (c.Dir != "" && strings.HasPrefix(mp, c.Dir+"/")) || strings.Contains(mp, "/netns/cni-") {
+		if c.Dir != "" && strings.HasPrefix(mp, c.Dir+"/") {
 			out = append(out, mp)
 		}
 	}
@@ -279,8 +334,8 @@ func (c *Cluster) mounts() []string {
 	return out
 }
 
-// removeCgroups removes the kubelet's cgroup tree (name) from every cgroup hierarchy,
-// children first.
+// removeCgroups removes the kubelet's cgroup tree (its cgroupRoot, name) from every
+// cgroup hierarchy, children first.
 func removeCgroups(name string) error {
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
 	if _, err := os.Stat("/sys/fs/cgroup/" + name); err == nil {
@@ -352,6 +407,11 @@ func (c *Cluster) leftovers() error {
 	}
 	for _, pid := range c.strays() {
 		left = append(left, fmt.Sprintf("process %d", pid))
+	}
+	for key, was := range c.before.sysctls {
+		if v, err := os.ReadFile("/proc/sys/" + key); err == nil && strings.TrimSpace(string(v)) != was {
+			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", key, strings.TrimSpace(string(v)), was))
+		}
 	}
 	if len(left) > 0 {
 		return fmt.Errorf("left behind: %s", strings.Join(left, "; "))

@@ -19,6 +19,8 @@ limitations under the License.
 package cluster_test
 
 import (
+	"os"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,15 +31,20 @@ import (
 )
 
 const (
-	release       = "skc"
-	systemNS      = "servicekey-system"
-	teamNS        = "team-a"
-	examplesImage = "ghcr.io/servicekey-operator/servicekey-examples:0.1.0"
-	tokenService  = release + "-servicekey-operator-token-server"
-	issuer        = "http://" + tokenService + "." + systemNS + ".svc"
-	apiHost       = "resource-server." + teamNS + ".svc"
-	apiAudience   = "http://" + apiHost + ":8000"
-	keyName       = "billing-client"
+	release      = "skc"
+	systemNS     = "servicekey-system"
+	teamNS       = "team-a"
+	tokenService = release + "-servicekey-operator-token-server"
+	issuer       = "http://" + tokenService + "." + systemNS + ".svc"
+	apiHost      = "resource-server." + teamNS + ".svc"
+	apiAudience  = "http://" + apiHost + ":8000"
+	keyName      = "billing-client"
+)
+
+// The images make image built and the test imported (make test-cluster passes them).
+var (
+	operatorImage = os.Getenv("CLUSTER_IMAGE")
+	examplesImage = os.Getenv("CLUSTER_EXAMPLES_IMAGE")
 )
 
 // restricted is a namespace where Pod Security's restricted profile is enforced: a pod

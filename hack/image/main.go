@@ -129,8 +129,9 @@ func build(tag, out, user, entrypoint string, fs files) error {
 }
 
 // layer is a reproducible tar of the files and their parent directories: root-owned,
-// fixed timestamps, each file's permission bits as on disk (so a binary stays
-// executable and the image's user can read everything but write nothing).
+// fixed timestamps, 0755 for a file executable on disk and 0644 for the others
+// (whatever the builder's umask), so the image's user can read and run everything but
+// write nothing.
 func layer(fs files) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -160,7 +161,7 @@ func layer(fs files) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stat %s: %w", fs[dest], err)
 		}
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(dest, "/"), Mode: int64(st.Mode().Perm()), Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(dest, "/"), Mode: mode(st.Mode()), Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, fmt.Errorf("tar %s: %w", dest, err)
 		}
@@ -172,6 +173,13 @@ func layer(fs files) ([]byte, error) {
 		return nil, fmt.Errorf("tar: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+func mode(m os.FileMode) int64 {
+	if m&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
 }
 
 // parents lists the directories above p, outermost first ("/a/b/c" -> "/a", "/a/b").
