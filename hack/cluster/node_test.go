@@ -178,15 +178,7 @@ func (n *node) calls(t *testing.T, pod string) []call {
 // volume sync and pod starts take seconds here, not milliseconds.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 2m waiting for %s; last seen: %s", what, seen)
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := testenv.PollEvery(what, 2*time.Minute, 250*time.Millisecond, cond); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -64,6 +64,12 @@ const PollInterval = 20 * time.Millisecond
 // and what cond last reported when timeout passes first. Tests, the demo and the
 // e2e stack all wait this way: never a fixed sleep.
 func Poll(what string, timeout time.Duration, cond func() (bool, string)) error {
+	return PollEvery(what, timeout, PollInterval, cond)
+}
+
+// PollEvery is Poll asking every interval: for a cond that costs more than a cache
+// read (a pod's log fetched through the kubelet).
+func PollEvery(what string, timeout, interval time.Duration, cond func() (bool, string)) error {
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
@@ -75,7 +81,7 @@ func Poll(what string, timeout time.Duration, cond func() (bool, string)) error 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
 		}
-		time.Sleep(PollInterval)
+		time.Sleep(interval)
 	}
 }
 
