@@ -28,6 +28,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -126,9 +127,8 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if c.Dir, err = os.MkdirTemp("", "skc-"); err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
 	}
-	// Whose directory this is: cleanStale leaves those of live processes alone.
-	if err := os.WriteFile(c.path(ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
-		return nil, fmt.Errorf("write owner: %w", err)
+	if err := c.writeRunFiles(); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -161,6 +161,28 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	c.logf("one-node cluster up in %.1fs: KUBECONFIG=%s", time.Since(started).Seconds(), c.Kubeconfig)
 	return c, nil
+}
+
+// writeRunFiles records in Dir whose run it is (cleanStale leaves those of live
+// processes alone) and the host as it was, for cleanStale to restore should this
+// process die before Stop.
+func (c *Cluster) writeRunFiles() error {
+	host, err := json.Marshal(c.before)
+	if err != nil {
+		return fmt.Errorf("encode host state: %w", err)
+	}
+	if err := os.WriteFile(c.path(hostFile), host, 0o600); err != nil {
+		return fmt.Errorf("write host state: %w", err)
+	}
+	// Last: a directory with an owner is complete.
+	return c.writeOwner(os.Getpid())
+}
+
+func (c *Cluster) writeOwner(pid int) error {
+	if err := os.WriteFile(c.path(ownerFile), []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		return fmt.Errorf("write owner: %w", err)
+	}
+	return nil
 }
 
 func defaultString(v, def string) string {

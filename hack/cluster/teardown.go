@@ -43,23 +43,27 @@ func inCgroupRoot(cgroups []byte) bool { return strings.Contains(string(cgroups)
 // hostState is what Stop must leave as it was: network devices, iptables chains and
 // rules, sysctls, and the host paths the node writes outside Dir.
 type hostState struct {
-	links    []string
-	iptables []string
-	sysctls  map[string]string
-	existed  map[string]bool
+	Links    []string          `json:"links"`
+	Iptables []string          `json:"iptables"`
+	Sysctls  map[string]string `json:"sysctls"`
+	Existed  map[string]bool   `json:"existed"`
 }
+
+// hostFile, in Dir, holds the hostState taken before Start, so that a later run can
+// undo what a run killed before its teardown left (cleanStale).
+const hostFile = "host.json"
 
 // hostPaths are written by the node outside Dir whatever its configuration: shim
 // sockets, network namespaces, the CNI result cache, the kubelet's log symlinks.
 var hostPaths = []string{"/run/containerd", "/run/netns", "/var/run/netns", "/var/lib/cni", "/var/log/containers"}
 
 func snapshotHost() (hostState, error) {
-	s := hostState{sysctls: map[string]string{}, existed: map[string]bool{}}
+	s := hostState{Sysctls: map[string]string{}, Existed: map[string]bool{}}
 	var err error
-	if s.links, err = linkNames(); err != nil {
+	if s.Links, err = linkNames(); err != nil {
 		return s, err
 	}
-	if s.iptables, err = iptablesLines(); err != nil {
+	if s.Iptables, err = iptablesLines(); err != nil {
 		return s, err
 	}
 	for key := range sysctls {
@@ -67,16 +71,16 @@ func snapshotHost() (hostState, error) {
 		if err != nil {
 			return s, fmt.Errorf("read sysctl %s: %w", key, err)
 		}
-		s.sysctls[key] = strings.TrimSpace(string(v))
+		s.Sysctls[key] = strings.TrimSpace(string(v))
 	}
 	for _, key := range changedByNode {
 		if v, err := os.ReadFile("/proc/sys/" + key); err == nil {
-			s.sysctls[key] = strings.TrimSpace(string(v))
+			s.Sysctls[key] = strings.TrimSpace(string(v))
 		}
 	}
 	for _, p := range hostPaths {
 		_, err := os.Lstat(p)
-		s.existed[p] = err == nil
+		s.Existed[p] = err == nil
 	}
 	return s, nil
 }
@@ -169,7 +173,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 // the kubelet's, the CNI plugins'), and nothing else: rules that other software added
 // meanwhile stay.
 func (c *Cluster) removeAddedIptables() error {
-	if c.before.iptables == nil {
+	if c.before.Iptables == nil {
 		return nil
 	}
 	lines, err := iptablesLines()
@@ -178,7 +182,7 @@ func (c *Cluster) removeAddedIptables() error {
 	}
 	var rules, chains [][]string
 	for _, l := range lines {
-		if slices.Contains(c.before.iptables, l) {
+		if slices.Contains(c.before.Iptables, l) {
 			continue
 		}
 		f := splitRule(l) // iptables-save, table, then ":CHAIN" or "-A CHAIN ..."
@@ -289,14 +293,31 @@ func (c *Cluster) ours(pid int) bool {
 	})
 }
 
+// deleteBridge deletes the pods' bridge and the veths still attached to it (a pod
+// whose CNI DEL never ran, because its run was killed: deleting the host end of a
+// veth deletes its peer in the pod's namespace too).
 func (c *Cluster) deleteBridge() error {
 	if _, err := net.InterfaceByName(bridgeName); err != nil {
 		return nil
 	}
-	if out, err := exec.Command("ip", "link", "delete", bridgeName).CombinedOutput(); err != nil {
-		return fmt.Errorf("delete bridge %s: %w: %s", bridgeName, err, out)
+	out, err := exec.Command("ip", "-o", "link", "show", "master", bridgeName).Output()
+	if err != nil {
+		return fmt.Errorf("list the links of bridge %s: %w", bridgeName, err)
 	}
-	return nil
+	links := []string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		// "7: vethabc@if2: <...> ..."
+		if f := strings.Fields(l); len(f) > 1 {
+			links = append(links, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
+		}
+	}
+	var errs []error
+	for _, l := range append(links, bridgeName) {
+		if out, err := exec.Command("ip", "link", "delete", l).CombinedOutput(); err != nil { //nolint:gosec // our links
+			errs = append(errs, fmt.Errorf("delete %s: %w: %s", l, err, out))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unmountAll detaches every mount under Dir, deepest first (a kubelet stopped before
@@ -361,19 +382,19 @@ func removeCgroups(name string) error {
 
 func (c *Cluster) restoreHost() error {
 	var errs []error
-	for key, v := range c.before.sysctls {
+	for key, v := range c.before.Sysctls {
 		if err := os.WriteFile("/proc/sys/"+key, []byte(v), 0o644); err != nil { //nolint:gosec // procfs
 			errs = append(errs, fmt.Errorf("restore sysctl %s: %w", key, err))
 		}
 	}
 	for _, p := range hostPaths {
-		if c.before.existed != nil && !c.before.existed[p] {
+		if c.before.Existed != nil && !c.before.Existed[p] {
 			if err := os.RemoveAll(p); err != nil {
 				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 			}
 		}
 	}
-	if c.before.existed["/var/log/containers"] {
+	if c.before.Existed["/var/log/containers"] {
 		// The kubelet's symlinks to this cluster's logs.
 		links, _ := filepath.Glob("/var/log/containers/*")
 		for _, l := range links {
@@ -388,16 +409,16 @@ func (c *Cluster) restoreHost() error {
 // leftovers compares the host with the snapshot taken before Start.
 func (c *Cluster) leftovers() error {
 	var left []string
-	if links, err := linkNames(); err == nil && c.before.links != nil {
+	if links, err := linkNames(); err == nil && c.before.Links != nil {
 		for _, l := range links {
-			if !slices.Contains(c.before.links, l) {
+			if !slices.Contains(c.before.Links, l) {
 				left = append(left, "network device "+l)
 			}
 		}
 	}
-	if lines, err := iptablesLines(); err == nil && c.before.iptables != nil {
+	if lines, err := iptablesLines(); err == nil && c.before.Iptables != nil {
 		for _, l := range lines {
-			if !slices.Contains(c.before.iptables, l) {
+			if !slices.Contains(c.before.Iptables, l) {
 				left = append(left, "iptables "+l)
 			}
 		}
@@ -408,7 +429,7 @@ func (c *Cluster) leftovers() error {
 	for _, pid := range c.strays() {
 		left = append(left, fmt.Sprintf("process %d", pid))
 	}
-	for key, was := range c.before.sysctls {
+	for key, was := range c.before.Sysctls {
 		if v, err := os.ReadFile("/proc/sys/" + key); err == nil && strings.TrimSpace(string(v)) != was {
 			left = append(left, fmt.Sprintf("sysctl %s=%s (was %s)", key, strings.TrimSpace(string(v)), was))
 		}
