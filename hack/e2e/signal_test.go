@@ -51,7 +51,7 @@ func TestTokenServerStopsOnASignalDuringStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "token-server", "--kubeconfig="+kubeconfig, "--issuer=https://token.test", //nolint:gosec // the binary under test
+	cmd := exec.Command(binary, "token-server", "--kubeconfig="+kubeconfig, "--issuer=https://token.test",
 		"--listen="+ports[0], "--metrics-bind-address="+ports[1], "--pprof-bind-address="+ports[2])
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
