@@ -29,7 +29,8 @@ import (
 
 // servePprof serves Go's /debug/pprof profiles on addr until ctx is done; an empty
 // addr serves nothing. Profiles show how memory and CPU time are spent (the benchmarks
-// read the heap after a collection from it), not what memory holds.
+// read the heap after a collection from it), not what memory holds. /debug/pprof/cmdline
+// is not served: the command line may hold a credential (--shared-state's password).
 func servePprof(ctx context.Context, addr string, log logr.Logger) error {
 	if addr == "" {
 		return nil
@@ -44,7 +45,6 @@ func servePprof(ctx context.Context, addr string, log logr.Logger) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

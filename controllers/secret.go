@@ -155,12 +155,12 @@ const redactedText = "[redacted]"
 
 // encodedRuns are runs long enough to be part of encoded key material or a client
 // secret, however a webhook printed its bytes: base64 or base64url (a PEM line is 64
-// characters, a client secret 43), hex, and decimal byte lists (Go's %v of a []byte).
+// characters, a client secret 43; hex is a subset of these characters), and decimal
+// byte lists (Go's %v of a []byte).
 // API server messages about fields contain none; a long hyphenated name may be
 // redacted too, which errs on the safe side.
 var encodedRuns = []*regexp.Regexp{
 	regexp.MustCompile(`[A-Za-z0-9+/_-]{32,}={0,2}`),
-	regexp.MustCompile(`[0-9a-fA-F]{32,}`),
 	regexp.MustCompile(`(?:\d{1,3}[ ,]+){15,}\d{1,3}`),
 }
 

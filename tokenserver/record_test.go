@@ -82,13 +82,16 @@ func TestSlimServiceKeyKeepsTheRecord(t *testing.T) {
 	id, _ := keyutil.KeyID(&priv.PublicKey)
 	pem, _ := keyutil.EncodePublicKey(&priv.PublicKey)
 	created := metav1.NewTime(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	// Generation and the deletion timestamp are kept: refresh families are bound to the
+	// generation, and a deleting key grants nothing.
 	full := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app", UID: "u1", ResourceVersion: "42",
-		CreationTimestamp: created, Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+		Generation: 7, DeletionTimestamp: &created, CreationTimestamp: created, Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
 		Labels: map[string]string{"a": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
 	full.Spec = v1.ServiceKeySpec{Subject: "svc", Scopes: []string{"read"}, Audiences: []string{"https://api"},
 		AllowedCIDRs: []string{"10.0.0.0/8"}, Suspended: true, Validity: &metav1.Duration{Duration: time.Hour},
 		AccessTokenTTL: &metav1.Duration{Duration: time.Minute}, ClientSecret: &v1.ClientSecretSpec{Enabled: true},
-		SecretTemplate: &v1.SecretTemplate{Annotations: map[string]string{"x": "y"}}}
+		SecretTemplate: &v1.SecretTemplate{Annotations: map[string]string{"x": "y"}},
+		RefreshTokens:  &v1.RefreshTokensSpec{TTL: metav1.Duration{Duration: 24 * time.Hour}}}
 	full.Spec.PrivateKey.Size = 4096
 	full.Status.Keys = []v1.PublicKey{{KeyID: id, PublicKey: pem, State: v1.KeyActive, NotAfter: &created}}
 	full.Status.ClientSecretHash = "sha256:abc"
@@ -110,6 +113,9 @@ func TestSlimServiceKeyKeepsTheRecord(t *testing.T) {
 	b.verdict.Store(nil)
 	if !reflect.DeepEqual(a, b) {
 		t.Errorf("records differ:\nfull %+v\nslim %+v", a, b)
+	}
+	if slim.Generation != 7 || slim.DeletionTimestamp == nil || slim.Spec.RefreshTokens == nil {
+		t.Errorf("slim copy drops the generation, the deletion timestamp or refreshTokens: %+v", slim)
 	}
 }
 

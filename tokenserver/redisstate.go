@@ -22,9 +22,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"math"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,17 +103,14 @@ func NewRedisState(o RedisOptions) (*RedisState, error) {
 }
 
 // ParseRedisURL reads a --shared-state URL. Its errors never quote the URL: it may
-// hold a password, and net/url's errors quote what they could not parse (a password
-// with '/' or '%' in it, unescaped), so those are replaced by a fixed text.
+// hold a password, and both net/url's errors and go-redis's quote what they could not
+// parse (a password with '/', '%' or '?' in it, unescaped, ends up in the host, path or
+// query), so every error is replaced by a fixed text.
 func ParseRedisURL(raw string) (*redis.Options, error) {
 	opt, err := redis.ParseURL(raw)
-	var urlErr *url.Error
-	switch {
-	case errors.As(err, &urlErr):
-		return nil, errors.New("--shared-state is not a URL (the text is not shown: it may hold a password); " +
-			"percent-encode the password, or pass it in $SERVICEKEY_SHARED_STATE_PASSWORD")
-	case err != nil: // go-redis's own: the scheme, the database number, an option
-		return nil, fmt.Errorf("--shared-state must be redis://[user:password@]host:port/db or rediss://...: %w", err)
+	if err != nil {
+		return nil, errors.New("--shared-state must be redis://[user:password@]host:port/db or rediss://... " +
+			"(the text is not shown: it may hold a password); percent-encode the password, or pass it in $SERVICEKEY_SHARED_STATE_PASSWORD")
 	}
 	return opt, nil
 }

@@ -52,12 +52,8 @@ func startReplica(t *testing.T, sharedState string, rate float64, burst int) rep
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	addrs, err := testenv.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	running, err := tokenserver.Start(ctx, serverConfig, testScheme, tokenserver.Options{
-		Issuer: "https://token.test", Listen: addrs[0], TokenURL: tokenURL,
+		Issuer: "https://token.test", Listen: "127.0.0.1:0", TokenURL: tokenURL,
 		SigningSecret: types.NamespacedName{Namespace: systemNS, Name: signingKey},
 		MaxTTL:        time.Hour, DefaultAudience: []string{"https://api.test"}, ReplayCacheSize: 1000, ReplayPerClient: 1000,
 		RateLimit: rate, RateBurst: burst, SharedState: sharedState, LastUsedGranularity: time.Hour, MetricsListen: "127.0.0.1:0",

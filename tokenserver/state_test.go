@@ -294,6 +294,8 @@ func TestRedisURLErrorsHideThePassword(t *testing.T) {
 		"bad database":          "redis://user:Zq7pWx9@redis:6379/x",
 		"another scheme":        "http://user:Zq7pWx9@redis:6379/0",
 		"control character":     "redis://user:Zq7\x7fpWx9@redis:6379/0",
+		"slash after digits":    "redis://u:123/Zq7pWx9@redis:6379/0",
+		"question mark":         "redis://u:123?Zq7pWx9@redis:6379/0",
 	}
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {

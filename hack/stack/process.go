@@ -28,8 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
@@ -159,21 +157,9 @@ func (s *Stack) TokenServerReadyURL() string { return "http://" + s.opts.TokenAd
 // TokenServerMetricsURL is the token server's Prometheus endpoint.
 func (s *Stack) TokenServerMetricsURL() string { return "http://" + s.opts.TokenMetrics + "/metrics" }
 
-// kubeconfigAs writes a kubeconfig that acts as the given user, e.g. a component's
-// ServiceAccount, through impersonation by the admin, and returns its path.
+// kubeconfigAs writes a kubeconfig that acts as the given user (Env.KubeconfigAs).
 func (s *Stack) kubeconfigAs(user string) (string, error) {
-	cfg, err := clientcmd.Load(s.opts.Env.KubeConfig)
-	if err != nil {
-		return "", fmt.Errorf("parse kubeconfig: %w", err)
-	}
-	for _, auth := range cfg.AuthInfos {
-		auth.Impersonate = user
-	}
-	path := filepath.Join(s.opts.Dir, "kubeconfig-"+filepath.Base(user))
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		return "", fmt.Errorf("write kubeconfig for %s: %w", user, err)
-	}
-	return path, nil
+	return s.opts.Env.KubeconfigAs(s.opts.Dir, user)
 }
 
 func (s *Stack) run(c *Component, args []string) error {
@@ -188,7 +174,7 @@ func (s *Stack) run(c *Component, args []string) error {
 	}
 	cmd := exec.Command(s.opts.Binary, append(args, "--kubeconfig="+kubeconfig)...) //nolint:gosec // our own binary with the chart's arguments
 	cmd.Stdout, cmd.Stderr = log, log
-	dieWithParent(cmd)
+	testenv.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		_ = log.Close()
 		return fmt.Errorf("start %s (run 'make build' first): %w", s.opts.Binary, err)

@@ -126,10 +126,14 @@ func FuzzingOnly() bool {
 	return fuzz != nil && fuzz.Value.String() != "" && run != nil && run.Value.String() == "^$"
 }
 
+// httpClient bounds every request: a server that accepts and stalls must not hold a
+// Poll past its deadline.
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
 // HTTPGet returns the status and body of a GET of url; on a transport error the
 // status is 0 and the body the error, so callers in goroutines need not fail the test.
 func HTTPGet(url string) (int, string) {
-	resp, err := http.Get(url) //nolint:noctx,gosec // tests' own loopback endpoints
+	resp, err := httpClient.Get(url) //nolint:noctx,gosec // tests' own loopback endpoints
 	if err != nil {
 		return 0, err.Error()
 	}

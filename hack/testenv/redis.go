@@ -96,6 +96,7 @@ func (r *Redis) Start() error {
 	}
 	defer func() { _ = logFile.Close() }() // the child holds its own descriptor
 	r.cmd.Stdout, r.cmd.Stderr = logFile, logFile
+	DieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}

@@ -31,6 +31,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -124,4 +125,22 @@ func (e *Env) Stop() error {
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// KubeconfigAs writes into dir a kubeconfig that acts as the given user (a component's
+// ServiceAccount, or one with no rights at all) through impersonation by the admin,
+// and returns its path.
+func (e *Env) KubeconfigAs(dir, user string) (string, error) {
+	cfg, err := clientcmd.Load(e.KubeConfig)
+	if err != nil {
+		return "", fmt.Errorf("parse kubeconfig: %w", err)
+	}
+	for _, auth := range cfg.AuthInfos {
+		auth.Impersonate = user
+	}
+	path := filepath.Join(dir, "kubeconfig-"+filepath.Base(user))
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return "", fmt.Errorf("write kubeconfig for %s: %w", user, err)
+	}
+	return path, nil
 }

@@ -14,16 +14,16 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package stack
+package testenv
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-// dieWithParent has the kernel stop the component when the demo or test that started
-// it dies without cleaning up (killed, or a closed pipe on its output), so no
-// orphan keeps the demo's ports.
-func dieWithParent(cmd *exec.Cmd) {
+// DieWithParent has the kernel stop a child (a component, redis-server) when the demo
+// or test that started it dies without cleaning up (killed, or a closed pipe on its
+// output), so no orphan keeps the ports.
+func DieWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }

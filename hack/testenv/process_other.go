@@ -16,9 +16,9 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-package stack
+package testenv
 
 import "os/exec"
 
-// dieWithParent is a no-op where the kernel has no parent-death signal.
-func dieWithParent(*exec.Cmd) {}
+// DieWithParent is a no-op where the kernel has no parent-death signal.
+func DieWithParent(*exec.Cmd) {}
