@@ -441,14 +441,9 @@ func requeueAfter(k *v1.ServiceKey, st v1.ServiceKeyStatus, now time.Time) time.
 	return next.Sub(now)
 }
 
-// blocked reports a Ready reason under which the controller writes nothing.
-func blocked(st v1.ServiceKeyStatus) bool {
-	switch readyReason(st.Conditions) {
-	case v1.ReasonExpired, v1.ReasonPolicyDenied: // the blockers in plan.go
-		return true
-	}
-	return false
-}
+// blocked: the status's Ready reason is a blocker's, under which the controller
+// writes nothing.
+func blocked(st v1.ServiceKeyStatus) bool { return isBlocker(readyReason(st.Conditions)) }
 
 // syncRetry is how soon a Synced=False ServiceKey is looked at again: half the time
 // it has been failing, between one second and one minute. Some causes send no event

@@ -138,10 +138,13 @@ func (p *KeyPool) wake() {
 // nobody takes one.
 func (p *KeyPool) Start(ctx context.Context) error {
 	for {
+		// Every round, not only when full: a pool kept from filling (a failing source,
+		// steady demand for another size) must not keep its keys past MaxAge either.
+		wait := p.dropStale()
 		bits, ok := p.nextToFill()
 		if !ok {
 			// Full: sleep until the oldest key turns stale, or a take wakes it.
-			if !p.sleep(ctx, p.dropStale()) {
+			if !p.sleep(ctx, wait) {
 				return nil
 			}
 			continue

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -173,6 +174,32 @@ func TestKeyPoolDropsStaleKeys(t *testing.T) {
 	}
 	if wait := p.dropStale(); wait != p.MaxAge {
 		t.Errorf("empty pool: next check in %v, want MaxAge", wait)
+	}
+}
+
+// failingSource generates nothing.
+type failingSource struct{}
+
+func (failingSource) New(int32, v1.PrivateKeyEncoding) (*NewKey, error) {
+	return nil, errors.New("no entropy today")
+}
+
+// TestKeyPoolDropsStaleKeysWhileFailing: a pool that cannot fill (its source fails)
+// still drops a key that turned stale in another size's pool, without a take.
+func TestKeyPoolDropsStaleKeysWhileFailing(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	p := NewKeyPool(failingSource{}, []int32{1024, 2048}, 1, logr.Discard())
+	p.Clock = clk
+	p.pools[1024] <- pooledKey{key: &rsa.PrivateKey{}, at: clk.Now()}
+	clk.Step(p.MaxAge)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := testenv.Poll("the stale key dropped", 30*time.Second, func() (bool, string) {
+		return p.Len(1024) == 0, fmt.Sprintf("%d keys of 1024 bits pooled", p.Len(1024))
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

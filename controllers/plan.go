@@ -67,20 +67,34 @@ const (
 const AnnotationRotationHandled = "auth.servicekey.dev/rotation-handled"
 
 // blocker is a check that, when it fails, stops the controller from touching the
-// Secret at all. It returns the Ready reason and message, or "" when it passes.
-type blocker func(o Observed, v policy.Verdict) (reason, message string)
+// Secret at all: the Ready reason it sets, and the check, which returns the message,
+// or "" when it passes.
+type blocker struct {
+	reason string
+	check  func(o Observed, v policy.Verdict) (message string)
+}
 
 // blockers run in order; the first failing one decides the Ready condition.
-var blockers = []blocker{policyDenied, expired}
+var blockers = []blocker{{v1.ReasonPolicyDenied, policyDenied}, {v1.ReasonExpired, expired}}
+
+// isBlocker reports a Ready reason under which the controller writes nothing.
+func isBlocker(reason string) bool {
+	for _, b := range blockers {
+		if b.reason == reason {
+			return true
+		}
+	}
+	return false
+}
 
 // policyDenied refuses a ServiceKey that no ServiceKeyPolicy selecting its namespace
 // permits: no key is issued, and an issued key keeps its Secret (the token server
 // refuses it on its own) so that a policy permitting it again brings it back as it was.
-func policyDenied(_ Observed, v policy.Verdict) (string, string) {
+func policyDenied(_ Observed, v policy.Verdict) string {
 	if v.Allowed {
-		return "", ""
+		return ""
 	}
-	return v1.ReasonPolicyDenied, v.Message()
+	return v.Message()
 }
 
 // secretConflict returns a message when the Secret of the wanted name is not
@@ -103,12 +117,12 @@ func secretConflict(o Observed) string {
 
 // expired stops issuing and repairing once the ServiceKey's validity has ended; the
 // Secret is kept so that extending expiresAt brings the same key back.
-func expired(o Observed, _ policy.Verdict) (string, string) {
+func expired(o Observed, _ policy.Verdict) string {
 	exp := expiry(o.Key)
 	if exp == nil || o.Now.Before(*exp) {
-		return "", ""
+		return ""
 	}
-	return v1.ReasonExpired, "the ServiceKey expired at " + exp.UTC().Format(time.RFC3339) + "; grants are refused"
+	return "the ServiceKey expired at " + exp.UTC().Format(time.RFC3339) + "; grants are refused"
 }
 
 // rekeyCheck reports a cause for a new key pair, or "".
@@ -236,9 +250,9 @@ func (d Decision) Generate() bool { return d.Rekey != "" || d.NewClientSecret }
 // only bring the Secret's metadata and the status up to date.
 func Decide(o Observed) Decision {
 	v := policy.Evaluate(policy.RequestOf(o.Key), o.NamespaceLabels, o.Policies)
-	for _, check := range blockers {
-		if reason, msg := check(o, v); reason != "" {
-			return Decision{Policy: v, BlockedReason: reason, BlockedMessage: msg}
+	for _, b := range blockers {
+		if msg := b.check(o, v); msg != "" {
+			return Decision{Policy: v, BlockedReason: b.reason, BlockedMessage: msg}
 		}
 	}
 	if msg := secretConflict(o); msg != "" {
