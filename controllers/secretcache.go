@@ -73,6 +73,9 @@ func SummarizeSecret(obj any) (any, error) {
 		return obj, nil
 	}
 	s.ManagedFields = nil
+	if _, done := s.Data[summaryKey]; done {
+		return s, nil // already summarized: hashing the annotation again would change it
+	}
 	s.Data = summarize(s.Data)
 	// A Secret once written with `kubectl apply` carries its whole data, private key
 	// included, in this annotation: keep it only as a digest too.

@@ -74,7 +74,7 @@ func TestSummaryHoldsNoSecret(t *testing.T) {
 		}
 	}
 	again, _ := SummarizeSecret(s.DeepCopy())
-	if !maps.EqualFunc(again.(*corev1.Secret).Data, s.Data, bytes.Equal) {
+	if !maps.EqualFunc(again.(*corev1.Secret).Data, s.Data, bytes.Equal) || !maps.Equal(again.(*corev1.Secret).Annotations, s.Annotations) {
 		t.Error("summarizing a summary changed it")
 	}
 	live, cached := readSecret(f.secret), readSecret(s)
