@@ -6,6 +6,8 @@
 #     k8s.io/kubernetes at the same release as kube-apiserver;
 #   * containerd, containerd-shim-runc-v2 and ctr from github.com/containerd/containerd/v2
 #     (the kubelet of this release needs containerd 2: Debian 12 has 1.6);
+#   * coredns, the cluster DNS, from github.com/coredns/coredns with only the plugins
+#     the cluster's Corefile uses (the full plugin set pulls every cloud provider's SDK);
 #   * pause, the pod sandbox's process, compiled statically from the pause.c in the
 #     k8s.io/kubernetes module, and pause.tar, its image (hack/image): no image is
 #     pulled from a registry.
@@ -14,7 +16,7 @@
 # Usage: hack/cluster-build.sh          builds if needed, prints the node dir
 #        hack/cluster-build.sh --print  prints the node dir only (no build)
 # Env:   CLUSTER_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/servicekey-operator/cluster)
-#        CONTAINERD_VERSION (default below).
+#        CONTAINERD_VERSION, COREDNS_VERSION (defaults below).
 set -euo pipefail
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -24,6 +26,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/k8s-module.sh
 source "$root/hack/k8s-module.sh"
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.2.9}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
 
 assets_dir=$("$root/hack/envtest-build.sh" --print)
 k8s_version=$(basename "$assets_dir" | sed -E 's/^k8s-(v[^-]+)-etcd-.*/\1/')
@@ -35,11 +38,20 @@ if [[ "${1:-}" == "--print" ]]; then echo "$node"; exit 0; fi
 "$root/hack/envtest-build.sh" >/dev/null
 k8s_cmds=(kube-controller-manager kube-scheduler kubelet kube-proxy)
 ctr_cmds=(containerd containerd-shim-runc-v2 ctr)
+# The CoreDNS plugins built in, in the order they handle a query (CoreDNS's own order).
+coredns_plugins=(bind ready errors cache template kubernetes)
+# coredns_built: the cached coredns is the wanted release (coredns -version prints
+# "CoreDNS-1.15.0"), so changing COREDNS_VERSION rebuilds it in the same node directory.
+coredns_built() {
+  [[ -x "$node/coredns" ]] && "$node/coredns" -version 2>/dev/null | grep -qxF "CoreDNS-${COREDNS_VERSION#v}"
+}
+
 complete() {
   for f in "${k8s_cmds[@]}" "${ctr_cmds[@]}" pause pause.tar; do [[ -e "$node/$f" ]] || return 1; done
+  coredns_built
 }
 if complete; then
-  log "cached: Kubernetes $k8s_version node binaries, containerd $CONTAINERD_VERSION in $node"
+  log "cached: Kubernetes $k8s_version node binaries, containerd $CONTAINERD_VERSION, CoreDNS $COREDNS_VERSION in $node"
   echo "$node"
   exit 0
 fi
@@ -86,6 +98,46 @@ build_containerd() {
   for c in "${ctr_cmds[@]}"; do mv "$d/bin/$c" "$node/$c"; done
 }
 
+# build_coredns builds CoreDNS from a main.go that registers coredns_plugins only:
+# the binary carries none of the other plugins (core/plugin would link them all in).
+build_coredns() {
+  coredns_built && return 0
+  log "building CoreDNS $COREDNS_VERSION (first run: 1-3 minutes)"
+  local d="$work/coredns" p imports="" directives=""
+  for p in "${coredns_plugins[@]}"; do
+    imports+=$'\t_ "github.com/coredns/coredns/plugin/'"$p"$'"\n'
+    directives+="${directives:+, }\"$p\""
+  done
+  mkdir -p "$d"
+  printf 'module cluster/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS_VERSION" >"$d/go.mod"
+  cat >"$d/main.go" <<GO
+// Command coredns is CoreDNS with the plugins of the test cluster's Corefile only.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+${imports})
+
+func main() {
+	if err := dnsserver.SetDirectives([]string{${directives}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	coremain.Run()
+}
+GO
+  (cd "$d" && go mod tidy >"$d/tidy.log" 2>&1) ||
+    { cat "$d/tidy.log" >&2; die "resolving CoreDNS $COREDNS_VERSION failed (module proxy reachable? Go new enough?)"; }
+  (cd "$d" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$root/hack/with-progress.sh" "[cluster] coredns" \
+    go build -trimpath -ldflags="-s -w" -o "$d/coredns" .) ||
+    die "building CoreDNS failed"
+  mv "$d/coredns" "$node/coredns"
+}
+
 build_pause() {
   [[ -x "$node/pause" && -f "$node/pause.tar" ]] && return 0
   command -v gcc >/dev/null || die "gcc is needed to build pause (apt-get install gcc libc6-dev)"
@@ -105,6 +157,7 @@ build_pause() {
 
 build_kubernetes
 build_containerd
+build_coredns
 build_pause
 log "done in $((SECONDS - start))s: $node"
 echo "$node"

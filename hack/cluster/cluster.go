@@ -17,8 +17,9 @@ limitations under the License.
 // Package cluster runs a one-node Kubernetes cluster on this machine from real parts,
 // for the tests that need pods: etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler as the control plane; containerd with runc, the CNI bridge plugin and
-// kube-proxy (iptables) as the node, registered by a kubelet. No image is pulled: the
-// sandbox (pause) image and the images under test are imported from tarballs.
+// kube-proxy (iptables) as the node, registered by a kubelet; CoreDNS as the cluster
+// DNS. No image is pulled: the sandbox (pause) image and the images under test are
+// imported from tarballs.
 //
 // It needs root (the kubelet, runc and the network do), cgroups, and the binaries
 // hack/cluster-build.sh builds. Stop tears everything down and reports whatever it
@@ -68,7 +69,7 @@ type Options struct {
 	// Assets holds etcd and kube-apiserver (hack/envtest-build.sh).
 	Assets string
 	// Node holds kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
-	// containerd, containerd-shim-runc-v2, ctr and pause (hack/cluster-build.sh).
+	// containerd, containerd-shim-runc-v2, ctr, coredns and pause (hack/cluster-build.sh).
 	Node string
 	// Runc is the OCI runtime containerd runs containers with (default: runc on PATH).
 	Runc string
@@ -89,7 +90,8 @@ type Cluster struct {
 	Config *rest.Config
 	// Clientset talks to the API server as cluster-admin.
 	Clientset kubernetes.Interface
-	// NodeIP is the address the node and the API server are reached at from pods.
+	// NodeIP is the address the node, the API server and the cluster DNS are reached at
+	// from pods.
 	NodeIP string
 	// KeepLogs: Stop moves the components' logs to Dir+"-logs" instead of deleting them.
 	KeepLogs bool
@@ -146,6 +148,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		{"certificates", c.pki},
 		{"etcd", c.startEtcd},
 		{"kube-apiserver", c.startAPIServer},
+		{"CoreDNS", c.startCoreDNS},
 		{"kube-controller-manager and kube-scheduler", c.startControllers},
 		{"containerd", c.startContainerd},
 		{"kubelet", c.startKubelet},
@@ -203,7 +206,7 @@ func preflight(o Options) error {
 		filepath.Join(o.Node, "kube-controller-manager"), filepath.Join(o.Node, "kube-scheduler"),
 		filepath.Join(o.Node, "kubelet"), filepath.Join(o.Node, "kube-proxy"),
 		filepath.Join(o.Node, "containerd"), filepath.Join(o.Node, "containerd-shim-runc-v2"),
-		filepath.Join(o.Node, "ctr"), filepath.Join(o.Node, "pause"),
+		filepath.Join(o.Node, "ctr"), filepath.Join(o.Node, "coredns"), filepath.Join(o.Node, "pause"),
 		filepath.Join(o.CNIBin, "bridge"), filepath.Join(o.CNIBin, "host-local"), filepath.Join(o.CNIBin, "loopback"),
 		filepath.Join(o.CNIBin, "portmap"),
 	} {
@@ -222,7 +225,7 @@ func preflight(o Options) error {
 	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
 		return errors.New("bridged pod traffic cannot reach iptables: the br_netfilter kernel module is not loaded (modprobe br_netfilter)")
 	}
-	return nil
+	return dnsPortFree()
 }
 
 // pki writes the CA, the serving and client certificates, the service account key and
@@ -233,12 +236,12 @@ func (c *Cluster) pki(context.Context) error {
 		return err
 	}
 	c.NodeIP = ip
-	ports, err := testenv.FreePorts(8)
+	ports, err := testenv.FreePorts(9)
 	if err != nil {
 		return fmt.Errorf("free ports: %w", err)
 	}
 	c.ports = map[string]string{}
-	for i, name := range []string{"etcd", "etcd-peer", "apiserver", "kubelet", "kubelet-healthz", "proxy-healthz", "proxy-metrics", "containerd-stream"} {
+	for i, name := range []string{"etcd", "etcd-peer", "apiserver", "kubelet", "kubelet-healthz", "proxy-healthz", "proxy-metrics", "containerd-stream", "coredns-ready"} {
 		_, c.ports[name], _ = net.SplitHostPort(ports[i])
 	}
 	for _, d := range []string{"pki", "logs"} {
@@ -282,6 +285,7 @@ func (c *Cluster) kubeconfigs() error {
 		{"kube-scheduler", "system:kube-scheduler", ""},
 		{"kubelet", "system:node:" + NodeName, "system:nodes"},
 		{"kube-proxy", "system:kube-proxy", ""},
+		{"coredns", corednsUser, ""},
 	}
 	for _, id := range ids {
 		var groups []string
@@ -412,45 +416,5 @@ func (c *Cluster) waitNodeReady(ctx context.Context) error {
 			}
 		}
 		return false, "no Ready condition yet"
-	})
-}
-
-// poll polls cond until it holds, failing at once when a component has exited.
-func (c *Cluster) poll(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
-	var died string
-	err := testenv.Poll(what, timeout, func() (bool, string) {
-		if ctx.Err() != nil {
-			return true, ""
-		}
-		for _, p := range c.procs {
-			if done, how := p.exited(); done {
-				died = how
-				return true, ""
-			}
-		}
-		return cond()
-	})
-	switch {
-	case died != "":
-		return errors.New(died)
-	case ctx.Err() != nil:
-		return ctx.Err()
-	}
-	return err
-}
-
-// waitHTTP polls url until it answers 200.
-func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, client *http.Client) error {
-	return c.poll(ctx, p.name+" healthy", 2*time.Minute, func() (bool, string) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return false, err.Error()
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return false, err.Error()
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
 	})
 }

@@ -162,9 +162,10 @@ func (c *Cluster) writeCNIConfig() error {
 }
 
 // startKubelet runs the kubelet against containerd with a configuration that keeps
-// every file under Dir. cgroup v1 is allowed (failCgroupV1: false) because the machines
-// this runs on mount v1 controllers; eviction thresholds are low so a busy build disk
-// does not evict the pods under test.
+// every file under Dir and gives pods (dnsPolicy ClusterFirst) CoreDNS on the node's
+// address as their resolver. cgroup v1 is allowed (failCgroupV1: false) because the
+// machines this runs on mount v1 controllers; eviction thresholds are low so a busy
+// build disk does not evict the pods under test.
 func (c *Cluster) startKubelet(ctx context.Context) error {
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -189,7 +190,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%%, nodefs.inodesFree: 1%%, imagefs.available: 1%%}
 resolvConf: /etc/resolv.conf
-`, c.socket(), c.ports["kubelet"], c.ports["kubelet-healthz"], c.path("pod-logs"), c.path("pki/ca.crt"), cgroupRoot, c.NodeIP)
+clusterDNS: [%[7]s]
+clusterDomain: %[8]s
+`, c.socket(), c.ports["kubelet"], c.ports["kubelet-healthz"], c.path("pod-logs"), c.path("pki/ca.crt"), cgroupRoot, c.NodeIP, ClusterDomain)
 	if err := os.WriteFile(c.path("kubelet.yaml"), []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("write kubelet config: %w", err)
 	}

@@ -17,13 +17,17 @@ limitations under the License.
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
 // proc is one component of the cluster running as a child process, its output in
@@ -90,4 +94,44 @@ func (p *proc) stop(grace time.Duration) error {
 	case <-time.After(10 * time.Second):
 		return errors.New(p.name + " survived SIGKILL")
 	}
+}
+
+// poll polls cond until it holds, failing at once when a component has exited.
+func (c *Cluster) poll(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
+	var died string
+	err := testenv.Poll(what, timeout, func() (bool, string) {
+		if ctx.Err() != nil {
+			return true, ""
+		}
+		for _, p := range c.procs {
+			if done, how := p.exited(); done {
+				died = how
+				return true, ""
+			}
+		}
+		return cond()
+	})
+	switch {
+	case died != "":
+		return errors.New(died)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return err
+}
+
+// waitHTTP polls url until it answers 200.
+func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, client *http.Client) error {
+	return c.poll(ctx, p.name+" healthy", 2*time.Minute, func() (bool, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
 }

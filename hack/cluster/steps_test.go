@@ -20,7 +20,10 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/cluster"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
@@ -108,16 +112,15 @@ func startWorkload(t *testing.T, n *node) {
 		t.Fatal(err)
 	}
 	sk := waitKeyReady(t, n)
-	tokenIP := n.serviceIP(t, systemNS, tokenService)
-	d, svc := resourceServer(tokenIP)
+	d, svc := resourceServer()
 	for _, o := range []client.Object{d, svc} {
 		if err := n.client.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n.waitPods(t, teamNS, "app=resource-server", 1)
-	ips := map[string]string{tokenService + "." + systemNS + ".svc": tokenIP, apiHost: n.serviceIP(t, teamNS, "resource-server")}
-	if err := n.client.Create(ctx, workload(sk.Status.SecretName, ips)); err != nil {
+	n.checkDNS(t)
+	if err := n.client.Create(ctx, workload(sk.Status.SecretName)); err != nil {
 		t.Fatal(err)
 	}
 	pod := onePod(t, n.waitPods(t, teamNS, "app=workload", 1))
@@ -129,6 +132,28 @@ func startWorkload(t *testing.T, n *node) {
 		last := calls[len(calls)-1]
 		return last.err == "" && last.key == activeKey(sk), fmt.Sprintf("last call: %+v", last)
 	})
+}
+
+// checkDNS asks the cluster DNS what the pods ask it: the resource server's Service
+// name resolves to its ClusterIP, and a name outside the cluster domain is not found
+// (NXDOMAIN: nothing is forwarded). The pods resolve the short forms (<svc>.<ns>.svc)
+// through the search path the kubelet gives them.
+func (n *node) checkDNS(t *testing.T) {
+	t.Helper()
+	r := n.DNSResolver()
+	name, want := apiHost+"."+cluster.ClusterDomain+".", n.serviceIP(t, teamNS, "resource-server")
+	waitFor(t, name+" resolving to "+want, func() (bool, string) {
+		addrs, err := r.LookupHost(context.Background(), name)
+		if err != nil {
+			return false, err.Error()
+		}
+		return slices.Equal(addrs, []string{want}), fmt.Sprint(addrs)
+	})
+	_, err := r.LookupHost(context.Background(), "example.com.")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+		t.Errorf("example.com from the cluster DNS: %v, want not found (NXDOMAIN)", err)
+	}
 }
 
 // waitKeyReady polls until the ServiceKey is Ready and returns it.

@@ -124,10 +124,10 @@ func iptablesLines() ([]string, error) {
 }
 
 // Stop tears the cluster down: the control plane stops first so nothing recreates a
-// pod, the kubelet next, then every pod sandbox is stopped and removed through the CRI
-// (which runs the CNI plugins' DEL), then containerd, kube-proxy's rules, the bridge,
-// leftover mounts and cgroups, the sysctls, and Dir. It returns an error naming
-// whatever is still there afterwards.
+// pod, CoreDNS and the kubelet next, then every pod sandbox is stopped and removed
+// through the CRI (which runs the CNI plugins' DEL), then containerd, kube-proxy's
+// rules, the bridge, leftover mounts and cgroups, the sysctls, and Dir. It returns an
+// error naming whatever is still there afterwards.
 func (c *Cluster) Stop(ctx context.Context) error {
 	var errs []error
 	stop := func(names ...string) { // in this order
@@ -141,7 +141,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 			}
 		}
 	}
-	stop("kube-controller-manager", "kube-scheduler", "kubelet")
+	stop("kube-controller-manager", "kube-scheduler", "coredns", "kubelet")
 	if c.hasProc("containerd") {
 		if err := c.removeSandboxes(ctx); err != nil {
 			errs = append(errs, err)

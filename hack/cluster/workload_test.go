@@ -91,21 +91,11 @@ func deployment(name string, spec corev1.PodSpec) *appsv1.Deployment {
 	}
 }
 
-// hostAliases: the test cluster runs no cluster DNS, so the pods resolve the Services'
-// names (the issuer in the key file, the API's audience) through /etc/hosts.
-func hostAliases(ips map[string]string) []corev1.HostAlias {
-	var out []corev1.HostAlias
-	for host, ip := range ips {
-		out = append(out, corev1.HostAlias{IP: ip, Hostnames: []string{host}})
-	}
-	return out
-}
-
 // resourceServer is examples/resource-server behind a Service: it checks the tokens'
-// issuer (discovered through the token server's Service), audience and scope.
-func resourceServer(tokenServerIP string) (*appsv1.Deployment, *corev1.Service) {
+// issuer (discovered through the token server's Service, its name resolved by the
+// cluster DNS), audience and scope.
+func resourceServer() (*appsv1.Deployment, *corev1.Service) {
 	d := deployment("resource-server", corev1.PodSpec{
-		HostAliases: hostAliases(map[string]string{tokenService + "." + systemNS + ".svc": tokenServerIP}),
 		Containers: []corev1.Container{{
 			Name: "api", Command: []string{"/resource-server", "--issuer=" + issuer, "--audience=" + apiAudience, "--listen=:8000"},
 			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8000}},
@@ -120,10 +110,10 @@ func resourceServer(tokenServerIP string) (*appsv1.Deployment, *corev1.Service) 
 }
 
 // workload is examples/client mounting the ServiceKey's Secret as a volume, the way
-// docs/clients.md shows, and calling the API twice a second until stopped.
-func workload(secretName string, ips map[string]string) *appsv1.Deployment {
+// docs/clients.md shows, and calling the API twice a second until stopped; the issuer
+// in the key file and the API's host are Service names the cluster DNS resolves.
+func workload(secretName string) *appsv1.Deployment {
 	return deployment("workload", corev1.PodSpec{
-		HostAliases: hostAliases(ips),
 		Containers: []corev1.Container{{
 			Name: "client",
 			Command: []string{"/client", "--key-file=/var/run/servicekey/key.json", "--url=" + apiAudience + "/hello",
