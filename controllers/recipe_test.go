@@ -44,7 +44,8 @@ func recipeBlock(t *testing.T, doc, marker string) string {
 	if !ok {
 		t.Fatalf("docs/%s has no %q", doc, marker)
 	}
-	_, after, _ = strings.Cut(after, "```yaml\n")
+	_, after, _ = strings.Cut(after, "```yaml") // the info string may go on: "yaml file=..."
+	_, after, _ = strings.Cut(after, "\n")
 	block, _, ok := strings.Cut(after, "```")
 	if !ok {
 		t.Fatalf("docs/%s: no YAML block after %q", doc, marker)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the envtest control plane (kube-apiserver and etcd) from the Go module
-# proxy and caches it by version outside the repository.
+# Builds the envtest control plane (kube-apiserver and etcd) and kubectl, as
+# setup-envtest ships them, from the Go module proxy and caches them by version
+# outside the repository.
 #
 # Prebuilt envtest binaries cannot be downloaded on our machines, so we compile
 # them:
-#   * kube-apiserver from k8s.io/kubernetes at the release matching the
+#   * kube-apiserver and kubectl from k8s.io/kubernetes at the release matching the
 #     k8s.io/apimachinery version in go.mod (v0.X.Y -> v1.X.Y), with every
 #     staging module (k8s.io/api, k8s.io/client-go, ...) replaced by its
 #     published v0.X.Y module, because kubernetes' own go.mod points them at
@@ -47,8 +48,8 @@ fi
 
 assets="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 if [[ "${1:-}" == "--print" ]]; then echo "$assets"; exit 0; fi
-if [[ -x "$assets/kube-apiserver" && -x "$assets/etcd" ]]; then
-  log "cached: kube-apiserver $K8S_VERSION, etcd $ETCD_VERSION in $assets"
+if [[ -x "$assets/kube-apiserver" && -x "$assets/kubectl" && -x "$assets/etcd" ]]; then
+  log "cached: kube-apiserver and kubectl $K8S_VERSION, etcd $ETCD_VERSION in $assets"
   echo "$assets"
   exit 0
 fi
@@ -82,20 +83,22 @@ EOF
   log "etcd ready"
 }
 
-build_apiserver() {
-  [[ -x "$assets/kube-apiserver" ]] && return 0
-  log "building kube-apiserver $K8S_VERSION (first run: 5-15 minutes on 2 cores)"
-  local d="$work/apiserver"
-  (cd "$cache" && k8s_module "$d" envtest/apiserver "$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver) ||
+build_k8s() {
+  local pkgs=() out=() c
+  for c in kube-apiserver kubectl; do [[ -x "$assets/$c" ]] || { pkgs+=("k8s.io/kubernetes/cmd/$c"); out+=("$c"); }; done
+  [[ ${#pkgs[@]} -gt 0 ]] || return 0
+  log "building ${out[*]} $K8S_VERSION (first run: 5-15 minutes on 2 cores)"
+  local d="$work/k8s"
+  (cd "$cache" && k8s_module "$d" envtest/k8s "$K8S_VERSION" "${pkgs[@]}") ||
     die "resolving k8s.io/kubernetes@$K8S_VERSION with staging modules at $staging_version failed"
-  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] kube-apiserver" go build -trimpath -ldflags="$(k8s_ldflags "$K8S_VERSION")" -o "$assets/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver) ||
-    die "building kube-apiserver failed"
-  mv "$assets/kube-apiserver.tmp" "$assets/kube-apiserver"
-  log "kube-apiserver ready"
+  (cd "$d" && CGO_ENABLED=0 "$root/hack/with-progress.sh" "[envtest] ${out[*]}" go build -trimpath -ldflags="$(k8s_ldflags "$K8S_VERSION")" -o "$d/bin/" "${pkgs[@]}") ||
+    die "building ${out[*]} failed"
+  for c in "${out[@]}"; do mv "$d/bin/$c" "$assets/$c"; done
+  log "${out[*]} ready"
 }
 
 start=$SECONDS
 build_etcd
-build_apiserver
+build_k8s
 log "done in $((SECONDS - start))s: $assets"
 echo "$assets"

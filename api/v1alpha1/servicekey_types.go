@@ -334,7 +334,7 @@ type ServiceKeyStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=sk,categories=servicekey
+// +kubebuilder:resource:shortName=sk,categories=servicekey-operator
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="the name of a ServiceKey must be at most 63 characters: it becomes the value of the auth.servicekey.dev/service-key label on its Secret"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Subject",type=string,JSONPath=`.status.subject`

@@ -124,7 +124,7 @@ type ServiceKeyPolicyStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=skp
+// +kubebuilder:resource:scope=Cluster,shortName=skp,categories=servicekey-operator
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Namespaces",type=integer,description="Namespaces the policy selects",JSONPath=`.status.namespaces`
 // +kubebuilder:printcolumn:name="Scopes",type=string,JSONPath=`.spec.allowed.scopes`

@@ -41,6 +41,7 @@ var (
 	workDir   string
 	kustomize string
 	binary    string
+	helmPath  string
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +54,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "E2E_HELM, E2E_KUSTOMIZE and E2E_BINARY must name the tools: run 'make test-e2e'")
 		return 2
 	}
-	kustomize, binary = kust, bin
+	kustomize, binary, helmPath = kust, bin, helm
 	var err error
 	if env, err = testenv.StartWithoutCRDs(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

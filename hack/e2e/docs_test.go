@@ -1,0 +1,132 @@
+//go:build e2e
+
+/*
+Copyright 2026 The servicekey-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/servicekey-operator/servicekey-operator/hack/docstest"
+	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
+)
+
+// TestDocs runs the marked recipes of README.md and docs/*.md, page by page, against
+// the installed chart with both components running, as a user at a terminal with
+// kubectl, helm, the servicekey-operator binary, openssl, curl, Go and Debian's Python
+// would. Pages that need pods (needs=node) are left to make test-cluster. It runs in
+// parallel with TestPythonClient only, after every other test of the suite. kubectl and
+// helm use the admin kubeconfig the chart was installed with.
+func TestDocs(t *testing.T) {
+	t.Parallel()
+	root := testenv.RepoRoot()
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &docstest.Runner{Repo: root, Dir: t.TempDir(), Env: docsEnv(t), Timeout: 3 * time.Minute}
+	var total docstest.Result
+	for _, path := range append([]string{filepath.Join(root, "README.md")}, pages...) {
+		rel, _ := filepath.Rel(root, path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, err := docstest.Parse(rel, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Needs != "" {
+			run, skipped := page.Count()
+			t.Logf("%s: needs %s: its %d blocks (%d run, %d skipped) are make test-cluster's", rel, page.Needs, run+skipped, run, skipped)
+			continue
+		}
+		res, err := r.RunPage(context.Background(), page, t.Logf)
+		restoreDefaultPolicy(t, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d blocks run, %d skipped %s", rel, res.Run, res.Skipped, strings.Join(res.Skips, "; "))
+		total.Run, total.Skipped = total.Run+res.Run, total.Skipped+res.Skipped
+	}
+	t.Logf("all pages: %d blocks run, %d skipped", total.Run, total.Skipped)
+	if total.Run == 0 {
+		t.Fatal("no block ran: the markers are not being read")
+	}
+}
+
+// docsEnv is a terminal's environment: the tools under the names the docs use, ahead
+// of Debian's (so python3 is the one with python3-jwt), the admin kubeconfig, Go's
+// caches, and ISSUER for the pages that declare <issuer>=$ISSUER.
+func docsEnv(t *testing.T) []string {
+	t.Helper()
+	tools := t.TempDir()
+	links := map[string]string{
+		"kubectl":             filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"),
+		"helm":                helmPath,
+		"servicekey-operator": binary,
+	}
+	for name, target := range links {
+		if _, err := os.Stat(target); err != nil {
+			t.Fatalf("%s for the docs: %v", name, err)
+		}
+		if err := os.Symlink(target, filepath.Join(tools, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vars := []string{
+		"PATH=" + strings.Join([]string{tools, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", goBin(t)}, ":"),
+		"KUBECONFIG=" + filepath.Join(workDir, "kubeconfig"),
+		"ISSUER=" + installed.Issuer,
+		"LANG=C.UTF-8",
+	}
+	for _, name := range []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOFLAGS", "GOTOOLCHAIN"} {
+		out, err := exec.Command("go", "env", name).Output()
+		if err != nil {
+			t.Fatalf("go env %s: %v", name, err)
+		}
+		vars = append(vars, name+"="+strings.TrimSpace(string(out)))
+	}
+	return vars
+}
+
+func goBin(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(path)
+}
+
+// restoreDefaultPolicy puts back the chart's default policy after a page (the
+// multi-tenant recipe removes it), as its docs say: from config/samples.
+func restoreDefaultPolicy(t *testing.T, r *docstest.Runner) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "apply", "--server-side",
+		"-f", filepath.Join(testenv.RepoRoot(), "config", "samples", "auth_v1alpha1_servicekeypolicy_default.yaml"))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(workDir, "kubeconfig"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore the default policy: %v: %s", err, out)
+	}
+}
