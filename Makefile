@@ -86,7 +86,7 @@ verify-generated: manifests generate chart-docs ## Fail when generated files dif
 	@test -z "$$(git ls-files --others --exclude-standard -- $(GENERATED))" || { git ls-files --others --exclude-standard -- $(GENERATED); echo "untracked generated files: run 'make manifests generate' and commit" >&2; exit 1; }
 
 .PHONY: envtest
-envtest: ## Build (once, cached by version) kube-apiserver and etcd for tests.
+envtest: ## Build (once, cached by version) kube-apiserver, etcd and kubectl for tests.
 	hack/envtest-build.sh >/dev/null
 
 .PHONY: test
@@ -94,16 +94,16 @@ test: manifests generate vet envtest ## Run all tests against a real kube-apiser
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" go test $(GOTESTFLAGS) ./...
 
 .PHONY: test-e2e
-test-e2e: envtest build $(HELM) $(KUSTOMIZE) ## Install the chart on a local control plane; run both components as its ServiceAccounts; full flow and least-privilege proof.
+test-e2e: envtest build $(HELM) $(KUSTOMIZE) ## Install the chart on a local control plane; run both components as its ServiceAccounts; full flow, least-privilege proof, the docs' recipes, the Python client.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-build.sh --print)" E2E_HELM=$(HELM) E2E_KUSTOMIZE=$(KUSTOMIZE) \
 		E2E_BINARY=$(LOCALBIN)/servicekey-operator go test -tags e2e -count=1 $(GOTESTFLAGS) ./hack/e2e/
 
 .PHONY: cluster-build
-cluster-build: envtest ## Build (once, cached by version) the test cluster's node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd, pause.
+cluster-build: envtest ## Build (once, cached by version) the test cluster's node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd, CoreDNS, pause.
 	hack/cluster-build.sh >/dev/null
 
 .PHONY: test-cluster
-test-cluster: cluster-build image $(HELM) ## As root: a one-node cluster from real parts; the chart's pods, a workload mounting its key, rotation, a replica deleted under traffic (docs/testing.md).
+test-cluster: cluster-build image $(HELM) ## As root: a one-node cluster from real parts; the chart's pods, a workload mounting its key, rotation, a replica deleted under traffic, docs/quickstart.md as written (docs/testing.md).
 	CLUSTER_ASSETS="$$(hack/envtest-build.sh --print)" CLUSTER_NODE="$$(hack/cluster-build.sh --print)" CLUSTER_HELM=$(HELM) \
 	  CLUSTER_IMAGES="$(LOCALBIN)/image/servicekey-operator.tar $(LOCALBIN)/image/servicekey-examples.tar" \
 	  CLUSTER_IMAGE=$(IMAGE) CLUSTER_EXAMPLES_IMAGE=$(EXAMPLES_IMAGE) \

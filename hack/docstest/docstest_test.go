@@ -73,6 +73,14 @@ func TestParse(t *testing.T) {
 		"file outside the page directory": {page: "```yaml file=../x.yaml\na: b\n```\n", wantErr: "must name a file"},
 		"unknown directive":               {page: "<!-- docs-test: ns=x -->\n", wantErr: `unknown name "ns"`},
 		"unclosed fence":                  {page: "```sh run\nls\n", wantErr: "never closed"},
+		"inline code at the start of a line is no fence": {
+			page: "```` ```sh run ```` marks a block.\n```sh run\nls\n```\n",
+			check: func(t *testing.T, p *Page) {
+				if len(p.Blocks) != 1 || p.Blocks[0].Line != 2 {
+					t.Errorf("blocks %+v", p.Blocks)
+				}
+			},
+		},
 		"heredoc is no placeholder": {
 			page: "```sh run\ncat <<'YAML' >x\na: b\nYAML\n```\n",
 			check: func(t *testing.T, p *Page) {

@@ -135,7 +135,9 @@ func (p *Page) readBlocks(data []byte) error {
 		line := sc.Text()
 		trimmed := strings.TrimLeft(line, " ")
 		if open == nil {
-			if strings.HasPrefix(trimmed, "```") {
+			// CommonMark: a backtick fence's info string has no backtick, so a line
+			// opening with ```` ```sh run ```` is inline code in prose.
+			if strings.HasPrefix(trimmed, "```") && !strings.Contains(trimmed[len(leadingTicks(trimmed)):], "`") {
 				indent, fence = line[:len(line)-len(trimmed)], leadingTicks(trimmed)
 				open, text = &Block{Line: n}, nil
 				open.setInfo(strings.TrimSpace(trimmed[len(fence):]))
