@@ -37,11 +37,11 @@ func TestQuickstart(t *testing.T) {
 	n := startNode(t)
 	root := testenv.RepoRoot()
 	page := filepath.Join("docs", "quickstart.md")
-	data, err := os.ReadFile(filepath.Join(root, page))
+	p, err := docstest.ReadPage(root, page)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := docstest.Parse(page, data)
+	data, err := os.ReadFile(filepath.Join(root, page))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,14 +50,14 @@ func TestQuickstart(t *testing.T) {
 			t.Errorf("the quickstart does not use the image under test %s", img)
 		}
 	}
-	tools := t.TempDir()
-	for name, target := range map[string]string{"kubectl": filepath.Join(os.Getenv("CLUSTER_ASSETS"), "kubectl"), "helm": n.helm} {
-		if err := os.Symlink(target, filepath.Join(tools, name)); err != nil {
-			t.Fatal(err)
-		}
+	path, err := docstest.ToolPath(t.TempDir(), map[string]string{
+		"kubectl": filepath.Join(os.Getenv("CLUSTER_ASSETS"), "kubectl"), "helm": n.helm,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	r := &docstest.Runner{Repo: root, Dir: t.TempDir(), Timeout: 5 * time.Minute,
-		Env: []string{"PATH=" + tools + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "KUBECONFIG=" + n.Kubeconfig, "LANG=C.UTF-8"}}
+		Env: []string{path, "KUBECONFIG=" + n.Kubeconfig, "LANG=C.UTF-8"}}
 	res, err := r.RunPage(context.Background(), p, t.Logf)
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -105,6 +107,16 @@ func Parse(path string, data []byte) (*Page, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
+}
+
+// ReadPage reads and parses the page at rel (a path relative to root, the name used in
+// messages).
+func ReadPage(root, rel string) (*Page, error) {
+	data, err := os.ReadFile(filepath.Join(root, rel))
+	if err != nil {
+		return nil, fmt.Errorf("read page: %w", err)
+	}
+	return Parse(rel, data)
 }
 
 func (p *Page) declare(directive string) error {

@@ -45,6 +45,26 @@ type Runner struct {
 	Timeout time.Duration
 }
 
+// ToolPath makes a directory in dir with a link to each tool under the name the docs
+// use (kubectl, helm, ...) and returns a PATH with it first, then the system's
+// directories, then extra; Debian's python3 comes before any other.
+func ToolPath(dir string, tools map[string]string, extra ...string) (string, error) {
+	bin := filepath.Join(dir, "tools")
+	if err := os.MkdirAll(bin, 0o750); err != nil {
+		return "", fmt.Errorf("tool directory: %w", err)
+	}
+	for name, target := range tools {
+		if _, err := os.Stat(target); err != nil {
+			return "", fmt.Errorf("%s for the docs: %w", name, err)
+		}
+		if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
+			return "", fmt.Errorf("link %s: %w", name, err)
+		}
+	}
+	dirs := append([]string{bin, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, extra...)
+	return "PATH=" + strings.Join(dirs, ":"), nil
+}
+
 // Result says what happened to a page.
 type Result struct {
 	Run, Skipped int
@@ -162,7 +182,7 @@ func (r *Runner) getenv(name string) string {
 func (r *Runner) run(ctx context.Context, dir, script string) (string, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script) //nolint:gosec // the docs' own recipes, run as a user runs them
 	cmd.Dir = dir
 	cmd.Env = append(append([]string{}, r.Env...), "HOME="+filepath.Join(dir, ".home"))
 	var out bytes.Buffer

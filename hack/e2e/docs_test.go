@@ -48,11 +48,7 @@ func TestDocs(t *testing.T) {
 	var total docstest.Result
 	for _, path := range append([]string{filepath.Join(root, "README.md")}, pages...) {
 		rel, _ := filepath.Rel(root, path)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		page, err := docstest.Parse(rel, data)
+		page, err := docstest.ReadPage(root, rel)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,22 +76,16 @@ func TestDocs(t *testing.T) {
 // caches, and ISSUER for the pages that declare <issuer>=$ISSUER.
 func docsEnv(t *testing.T) []string {
 	t.Helper()
-	tools := t.TempDir()
-	links := map[string]string{
+	path, err := docstest.ToolPath(t.TempDir(), map[string]string{
 		"kubectl":             filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"),
 		"helm":                helmPath,
 		"servicekey-operator": binary,
-	}
-	for name, target := range links {
-		if _, err := os.Stat(target); err != nil {
-			t.Fatalf("%s for the docs: %v", name, err)
-		}
-		if err := os.Symlink(target, filepath.Join(tools, name)); err != nil {
-			t.Fatal(err)
-		}
+	}, goBin(t))
+	if err != nil {
+		t.Fatal(err)
 	}
 	vars := []string{
-		"PATH=" + strings.Join([]string{tools, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", goBin(t)}, ":"),
+		path,
 		"KUBECONFIG=" + filepath.Join(workDir, "kubeconfig"),
 		"ISSUER=" + installed.Issuer,
 		"LANG=C.UTF-8",
