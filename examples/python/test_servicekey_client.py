@@ -37,7 +37,8 @@ class Session:
         self.grants, self.calls = list(grants), list(calls)
         self.posted, self.sent = [], []
 
-    def post(self, url, data, timeout):
+    def post(self, url, data, timeout, allow_redirects):
+        assert allow_redirects is False, "a redirect would carry the assertion away"
         self.posted.append((url, data))
         return self.grants.pop(0)
 
@@ -46,8 +47,19 @@ class Session:
         return self.calls.pop(0)
 
 
-def token(value, expires_in=3600):
-    return Resp(200, {"access_token": value, "token_type": "Bearer", "expires_in": expires_in})
+# Access tokens as the token server issues them, addressed to the APIs (their origins
+# are where the client may send them); the signature does not matter to the client.
+T = {name: jwt.encode({"aud": ["https://api.example.com", "http://127.0.0.1:8000"], "jti": name},
+                      "not-a-real-key-but-long-enough-for-hs256", algorithm="HS256")
+     for name in ("t1", "t2")}
+
+
+def token(name, expires_in=3600):
+    return Resp(200, {"access_token": T[name], "token_type": "Bearer", "expires_in": expires_in})
+
+
+def bearer(*names):
+    return [f"Bearer {T[n]}" for n in names]
 
 
 EXPIRED = Resp(401, {"error": "invalid_token", "error_description": "Access token expired"},
@@ -88,7 +100,7 @@ class ClientTest(unittest.TestCase):
         c = self.client(s)
         for _ in range(3):
             c.request("GET", "https://api.example.com/hello")
-        self.assertEqual(s.sent, ["Bearer t1", "Bearer t1", "Bearer t1", "Bearer t2"])
+        self.assertEqual(s.sent, bearer("t1", "t1", "t1", "t2"))
         self.assertEqual(len(s.posted), 2)
 
     def test_the_cache_file_is_private_and_reused(self):
@@ -96,14 +108,42 @@ class ClientTest(unittest.TestCase):
         self.client(Session([token("t1")]), cache_file=cache).token()
         self.assertEqual(stat.S_IMODE(os.stat(cache).st_mode), 0o600)
         again = Session([])
-        self.assertEqual(self.client(again, cache_file=cache).token(), "t1")
+        self.assertEqual(self.client(again, cache_file=cache).token(), T["t1"])
         self.assertEqual(again.posted, [])
+
+    def test_a_cache_others_can_read_is_refused(self):
+        cache = os.path.join(self.dir.name, "token.json")
+        with open(cache, "w") as f:
+            json.dump({"access_token": T["t1"]}, f)
+        os.chmod(cache, 0o644)
+        with self.assertRaises(ValueError):
+            self.client(Session([]), cache_file=cache)
+
+    def test_the_cache_of_another_key_is_not_used(self):
+        cache = os.path.join(self.dir.name, "token.json")
+        self.client(Session([token("t1")]), cache_file=cache).token()
+        with open(self.key_file) as f:
+            key = json.load(f)
+        key["client_id"] = "payments/other"
+        with open(self.key_file, "w") as f:
+            json.dump(key, f)
+        other = Session([token("t2")])
+        self.assertEqual(self.client(other, cache_file=cache).token(), T["t2"])
+
+    def test_the_token_goes_only_to_its_audiences(self):
+        s = Session([token("t1")], [Resp(200, {})])
+        c = self.client(s)
+        with self.assertRaises(ValueError):
+            c.request("GET", "https://elsewhere.example.com/hello")
+        self.assertEqual(s.sent, [])
+        c.request("GET", "https://api.example.com:443/hello")
+        self.assertEqual(s.sent, bearer("t1"))
 
     def test_retries_once_on_access_token_expired(self):
         s = Session([token("t1"), token("t2")], [EXPIRED, Resp(200, {"ok": True})])
         resp = self.client(s).request("GET", "https://api.example.com/hello")
         self.assertEqual(resp.status_code, 200)
-        self.assertEqual(s.sent, ["Bearer t1", "Bearer t2"])
+        self.assertEqual(s.sent, bearer("t1", "t2"))
 
     def test_a_second_expired_answer_is_returned_not_looped_on(self):
         s = Session([token("t1"), token("t2")], [EXPIRED, EXPIRED])
@@ -125,10 +165,12 @@ class ClientTest(unittest.TestCase):
         self.assertIn("scope write is not granted", str(e.exception))
 
     def test_plain_http_only_to_loopback(self):
-        c = self.client(Session([token("t1")], [Resp(200, {})]))
+        s = Session([token("t1")], [Resp(200, {})])
+        c = self.client(s)
         with self.assertRaises(ValueError):
             c.request("GET", "http://api.example.com/hello")
         c.request("GET", "http://127.0.0.1:8000/hello")
+        self.assertEqual(s.sent, bearer("t1"))
 
 
 if __name__ == "__main__":

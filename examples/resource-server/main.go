@@ -36,8 +36,9 @@ func main() {
 	audience := flag.String("audience", "", "this API's identifier (the tokens' aud)")
 	jwks := flag.String("jwks-url", "", "JWKS URL when discovery through the issuer is not reachable")
 	listen := flag.String("listen", ":8000", "listen address")
+	leeway := flag.Duration("leeway", 30*time.Second, "clock skew allowed for the tokens' exp and nbf")
 	flag.Parse()
-	v, err := verifier.New(context.Background(), verifier.Options{Issuer: *issuer, Audience: *audience, JWKSURL: *jwks})
+	v, err := verifier.New(context.Background(), verifier.Options{Issuer: *issuer, Audience: *audience, JWKSURL: *jwks, Leeway: *leeway})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

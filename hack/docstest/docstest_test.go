@@ -81,6 +81,22 @@ func TestParse(t *testing.T) {
 				}
 			},
 		},
+		"an unnamed fence":         {page: "```\nmake bench\n```\n", wantErr: "must name its language"},
+		"a tilde fence is a fence": {page: "~~~sh\nls\n~~~\n", wantErr: "must say `run`"},
+		"a longer closing fence closes": {
+			page:    "```text\nx\n````\n```sh\nls\n```\n",
+			wantErr: "line 4: a sh block must say `run`",
+		},
+		"only shell runs":       {page: "```yaml run\na: b\n```\n", wantErr: "only shell blocks"},
+		"a vacuous expectation": {page: "```sh run\nls\n```\n```text expect\n...\n```\n", wantErr: "matches anything"},
+		"a quoted directive declares nothing": {
+			page: "Pages declare `<!-- docs-test: <ns>=x -->` in a comment.\n",
+			check: func(t *testing.T, p *Page) {
+				if len(p.Placeholders) != 0 {
+					t.Errorf("placeholders %v", p.Placeholders)
+				}
+			},
+		},
 		"heredoc is no placeholder": {
 			page: "```sh run\ncat <<'YAML' >x\na: b\nYAML\n```\n",
 			check: func(t *testing.T, p *Page) {

@@ -89,7 +89,8 @@ type Page struct {
 }
 
 var (
-	directiveRE   = regexp.MustCompile(`<!--\s*docs-test:(.*?)-->`)
+	// A directive is a line of its own, so one quoted in prose or code declares nothing.
+	directiveRE   = regexp.MustCompile(`(?m)^[ \t]*<!--\s*docs-test:(.*?)-->[ \t]*$`)
 	placeholderRE = regexp.MustCompile(`<[a-z][a-z0-9-]*>`)
 	shellLangs    = map[string]bool{"sh": true, "bash": true, "shell": true, "console": true}
 )
@@ -147,16 +148,15 @@ func (p *Page) readBlocks(data []byte) error {
 		line := sc.Text()
 		trimmed := strings.TrimLeft(line, " ")
 		if open == nil {
-			// CommonMark: a backtick fence's info string has no backtick, so a line
-			// opening with ```` ```sh run ```` is inline code in prose.
-			if strings.HasPrefix(trimmed, "```") && !strings.Contains(trimmed[len(leadingTicks(trimmed)):], "`") {
-				indent, fence = line[:len(line)-len(trimmed)], leadingTicks(trimmed)
+			if f := openingFence(trimmed); f != "" {
+				indent, fence = line[:len(line)-len(trimmed)], f
 				open, text = &Block{Line: n}, nil
 				open.setInfo(strings.TrimSpace(trimmed[len(fence):]))
 			}
 			continue
 		}
-		if strings.HasPrefix(trimmed, fence) && strings.TrimSpace(trimmed[len(fence):]) == "" {
+		// CommonMark: the closing fence is of the same character, at least as long.
+		if f := leadingRun(trimmed, fence[0]); len(f) >= len(fence) && strings.TrimSpace(trimmed[len(f):]) == "" {
 			open.Text = strings.Join(text, "\n") + "\n"
 			if err := p.add(*open); err != nil {
 				return err
@@ -172,8 +172,25 @@ func (p *Page) readBlocks(data []byte) error {
 	return sc.Err()
 }
 
-func leadingTicks(s string) string {
-	return s[:len(s)-len(strings.TrimLeft(s, "`"))]
+// openingFence returns the fence a line opens (three or more backticks or tildes),
+// or "". CommonMark: a backtick fence's info string has no backtick, so a line
+// opening with ```` ```sh run ```` is inline code in prose.
+func openingFence(line string) string {
+	for _, c := range []byte{'`', '~'} {
+		f := leadingRun(line, c)
+		if len(f) >= 3 && (c == '~' || !strings.Contains(line[len(f):], "`")) {
+			return f
+		}
+	}
+	return ""
+}
+
+func leadingRun(s string, c byte) string {
+	i := 0
+	for i < len(s) && s[i] == c {
+		i++
+	}
+	return s[:i]
 }
 
 func (b *Block) setInfo(info string) {
@@ -200,8 +217,12 @@ func (b *Block) setInfo(info string) {
 
 func (p *Page) add(b Block) error {
 	switch {
+	case b.Lang == "":
+		return fmt.Errorf("line %d: a fenced block must name its language (sh run, text, yaml, ...)", b.Line)
 	case b.Kind == Other && shellLangs[b.Lang]:
 		return fmt.Errorf("line %d: a %s block must say `run`, or `skip <why it cannot run here>`", b.Line, b.Lang)
+	case (b.Kind == Run || b.Kind == Skip) && !shellLangs[b.Lang]:
+		return fmt.Errorf("line %d: only shell blocks (sh, bash, shell, console) run; this one is %s", b.Line, b.Lang)
 	case b.Kind == Skip && b.Reason == "":
 		return fmt.Errorf("line %d: `skip` needs the reason the recipe cannot run here", b.Line)
 	case b.Kind == File && (b.File == "" || strings.ContainsAny(b.File, "/\\")):
@@ -212,9 +233,14 @@ func (p *Page) add(b Block) error {
 		}
 		last := &p.Blocks[len(p.Blocks)-1]
 		for _, l := range strings.Split(b.Text, "\n") {
-			if strings.TrimSpace(l) != "" {
-				last.Expect = append(last.Expect, strings.TrimSpace(l))
+			l = strings.TrimSpace(l)
+			if l == "" {
+				continue
 			}
+			if strings.Trim(strings.ReplaceAll(l, "...", ""), " ") == "" {
+				return fmt.Errorf("line %d: expected line %q matches anything", b.Line, l)
+			}
+			last.Expect = append(last.Expect, l)
 		}
 		return nil
 	case b.Kind == Run || b.Kind == File:

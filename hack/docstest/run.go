@@ -46,8 +46,8 @@ type Runner struct {
 }
 
 // ToolPath makes a directory in dir with a link to each tool under the name the docs
-// use (kubectl, helm, ...) and returns a PATH with it first, then the system's
-// directories, then extra; Debian's python3 comes before any other.
+// use (kubectl, helm, ...) and returns a PATH with it first, then extra (Go's own
+// directory), then the system's: Debian's python3 comes before any other.
 func ToolPath(dir string, tools map[string]string, extra ...string) (string, error) {
 	bin := filepath.Join(dir, "tools")
 	if err := os.MkdirAll(bin, 0o750); err != nil {
@@ -61,7 +61,7 @@ func ToolPath(dir string, tools map[string]string, extra ...string) (string, err
 			return "", fmt.Errorf("link %s: %w", name, err)
 		}
 	}
-	dirs := append([]string{bin, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}, extra...)
+	dirs := append(append([]string{bin}, extra...), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 	return "PATH=" + strings.Join(dirs, ":"), nil
 }
 
@@ -106,8 +106,8 @@ func (r *Runner) RunPage(ctx context.Context, page *Page, logf func(string, ...a
 		case Run:
 			start := time.Now()
 			out, pgid, err := r.run(ctx, dir, p.Substitute(b.Text))
-			if pgid > 0 {
-				groups = append(groups, pgid)
+			if pgid > 0 && syscall.Kill(-pgid, 0) == nil {
+				groups = append(groups, pgid) // something of the block still runs
 			}
 			if err == nil {
 				err = Match(out, expectations(p, b))

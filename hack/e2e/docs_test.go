@@ -24,9 +24,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
 	"github.com/servicekey-operator/servicekey-operator/hack/docstest"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
@@ -39,6 +45,7 @@ import (
 // helm use the admin kubeconfig the chart was installed with.
 func TestDocs(t *testing.T) {
 	t.Parallel()
+	waitHealthy(t)
 	root := testenv.RepoRoot()
 	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
@@ -69,6 +76,42 @@ func TestDocs(t *testing.T) {
 	if total.Run == 0 {
 		t.Fatal("no block ran: the markers are not being read")
 	}
+}
+
+var (
+	healthy     sync.Once
+	healthyWait time.Duration
+	healthyErr  error
+)
+
+// waitHealthy waits, once for both tests that run last, until the token server
+// answers a grant of a ServiceKey created now in a namespace created now: the fault
+// tests before them stop the API server, after which the token server's watches
+// resume only after client-go's back-off (the wait is logged).
+func waitHealthy(t *testing.T) {
+	t.Helper()
+	healthy.Do(func() {
+		start := time.Now()
+		ctx := context.Background()
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "after-the-faults"}}
+		sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns.Name}}
+		for _, obj := range []client.Object{ns, sk} {
+			if healthyErr = env.Client.Create(ctx, obj); healthyErr != nil {
+				return
+			}
+		}
+		sk = waitFor(t, sk, "Ready", func(sk *v1.ServiceKey) bool { return ready(sk, v1.ReasonIssued) })
+		kf := keyFile(t, sk, "after-the-faults.json")
+		healthyErr = testenv.Poll("the token server answers a grant of a new ServiceKey", 2*time.Minute, func() (bool, string) {
+			_, stderr, err := runCLI(kf)
+			return err == nil, stderr
+		})
+		healthyWait = time.Since(start)
+	})
+	if healthyErr != nil {
+		t.Fatal(healthyErr)
+	}
+	t.Logf("a new ServiceKey was usable %.1fs after it was created", healthyWait.Seconds())
 }
 
 // docsEnv is a terminal's environment: the tools under the names the docs use, ahead

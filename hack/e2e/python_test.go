@@ -46,6 +46,7 @@ import (
 // retries once. It runs in parallel with TestDocs, waiting out the token's minute.
 func TestPythonClient(t *testing.T) {
 	t.Parallel()
+	waitHealthy(t)
 	py := python(t)
 	dir := filepath.Join(testenv.RepoRoot(), "examples", "python")
 	unit := exec.Command(py, "-m", "unittest", "discover", "-s", dir)
@@ -93,8 +94,14 @@ func TestPythonClient(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != want || !strings.Contains(stderr, "access token expired; getting a new one and retrying once") {
 		t.Fatalf("after expiry: %v: %q, stderr %q; want one retry and %q", err, out, stderr, want)
 	}
-	if cachedToken(t, cache) == first {
+	second := cachedToken(t, cache)
+	if second == first {
 		t.Error("the cache still holds the expired token")
+	}
+	for _, tok := range []string{first, second} {
+		if strings.Contains(out+stderr, tok) {
+			t.Error("the script printed an access token")
+		}
 	}
 }
 
@@ -139,8 +146,9 @@ func startResourceServer(t *testing.T, api string) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the resource server: %v\n%s", err, out)
 	}
+	// A leeway of a second: the token is expired a second after its minute, not 30.
 	srv := exec.Command(filepath.Join(dir, "resource-server"), "--issuer", installed.Issuer, "--audience", api,
-		"--listen", strings.TrimPrefix(api, "http://"))
+		"--listen", strings.TrimPrefix(api, "http://"), "--leeway=1s")
 	testenv.DieWithParent(srv)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
