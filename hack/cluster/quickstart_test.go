@@ -63,4 +63,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s: %d blocks run, %d skipped %s", page, res.Run, res.Skipped, strings.Join(res.Skips, "; "))
+	if res.Run == 0 {
+		t.Fatal("no block of the quickstart ran")
+	}
 }

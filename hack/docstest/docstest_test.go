@@ -158,8 +158,11 @@ func TestMatch(t *testing.T) {
 func TestRedact(t *testing.T) {
 	out := Redact("token eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln\n" +
 		`{"access_token": "opaque-123", "scope": "a"}` + "\n" +
-		"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
-	for _, secret := range []string{"eyJhbGci", "opaque-123", "MIIE"} {
+		"client_secret: plain-456\n" +
+		"  key.json: " + strings.Repeat("QUJD", 30) + "\n" +
+		"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n" +
+		"-----BEGIN RSA PRIVATE KEY-----\nMIIF cut short")
+	for _, secret := range []string{"eyJhbGci", "opaque-123", "plain-456", "QUJDQUJD", "MIIE", "MIIF"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("%q survives redaction: %s", secret, out)
 		}

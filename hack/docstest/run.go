@@ -231,16 +231,23 @@ func lineRE(want string) *regexp.Regexp {
 	return regexp.MustCompile(`^\s*` + strings.Join(parts, ".*") + `\s*$`)
 }
 
-var secretREs = []*regexp.Regexp{
-	regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----`),
-	regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`),
-	regexp.MustCompile(`("(?:private_key|client_secret|access_token|refresh_token|assertion)"\s*:\s*)"[^"]*"`),
+var secretREs = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	// Through the END line, or to the end of an output cut short.
+	{regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*$)`), "[private key redacted]"},
+	{regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`), "[JWT redacted]"},
+	{regexp.MustCompile(`("?(?:private_key|client_secret|access_token|refresh_token|assertion)"?\s*[:=]\s*)("[^"]*"|\S+)`), `$1[redacted]`},
+	// Base64 as a Secret's data shows it (kubectl get secret -o yaml).
+	{regexp.MustCompile(`[A-Za-z0-9+/]{64,}={0,2}`), "[base64 redacted]"},
 }
 
-// Redact removes private keys, JWTs and secret JSON fields from a recipe's output
-// before it reaches a test log.
+// Redact removes private keys, JWTs, secret fields (JSON, YAML, key=value) and long
+// base64 (a Secret's data) from a recipe's output before it reaches a test log.
 func Redact(out string) string {
-	out = secretREs[0].ReplaceAllString(out, "[private key redacted]")
-	out = secretREs[1].ReplaceAllString(out, "[JWT redacted]")
-	return secretREs[2].ReplaceAllString(out, `$1"[redacted]"`)
+	for _, r := range secretREs {
+		out = r.re.ReplaceAllString(out, r.with)
+	}
+	return out
 }

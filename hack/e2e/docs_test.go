@@ -59,6 +59,9 @@ func TestDocs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if page.Needs != "" && rel != filepath.Join("docs", "quickstart.md") {
+			t.Errorf("%s needs %s, but only docs/quickstart.md runs on a node (TestQuickstart)", rel, page.Needs)
+		}
 		if page.Needs != "" {
 			run, skipped := page.Count()
 			t.Logf("%s: needs %s: its %d blocks (%d run, %d skipped) are make test-cluster's", rel, page.Needs, run+skipped, run, skipped)
