@@ -64,6 +64,9 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("%s\n%s\n", status, body)
+		if !strings.HasPrefix(status, "2") {
+			os.Exit(1) // a Job that calls once fails, and is retried, on a refused call
+		}
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

@@ -21,6 +21,7 @@ package cluster_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,7 +61,9 @@ func TestQuickstart(t *testing.T) {
 		Env: []string{path, "KUBECONFIG=" + n.Kubeconfig, "LANG=C.UTF-8"}}
 	res, err := r.RunPage(context.Background(), p, t.Logf)
 	if err != nil {
-		t.Fatal(err)
+		out, _ := exec.Command(filepath.Join(os.Getenv("CLUSTER_ASSETS"), "kubectl"), "--kubeconfig", n.Kubeconfig,
+			"-n", "demo", "logs", "--prefix", "--all-containers", "-l", "app=hello").CombinedOutput()
+		t.Fatalf("%v\nthe API's log:\n%s", err, out)
 	}
 	t.Logf("%s: %d blocks run, %d skipped %s", page, res.Run, res.Skipped, strings.Join(res.Skips, "; "))
 	if res.Run == 0 {
