@@ -23,7 +23,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -185,13 +184,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	introLimiter := NewLimiter(o.IntrospectionRateLimit, o.IntrospectionRateBurst)
 	ix.OnDelete(introLimiter.Forget, used.Forget)
 	gate := NewPolicyGate()
-	x := &Exchanger{
-		State: state, Used: used, Policies: gate,
-		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
-		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
-		Lookup: ix, Clock: o.Clock, NewID: randomID,
-	}
-	th := &TokenHandler{Exchanger: x, TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
+	th := &TokenHandler{Exchanger: newExchanger(o, state, used, gate, ix), TrustedProxies: o.TrustedProxies, Log: o.Log.WithName("audit"), Metrics: metrics}
 	var synced atomic.Bool
 	srv := NewServer(o.Issuer, o.TokenURL, th, synced.Load, o.Log)
 	srv.API, srv.State = api, state
@@ -216,54 +209,15 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, o Opti
 	return running, err
 }
 
-// closeAfter closes a state that holds connections (Redis) once the listeners are shut
-// down and the requests in flight answered, not when ctx is done: a drained replica
-// still answers those for up to ShutdownTimeout. Without listeners, at once.
-func closeAfter(ctx context.Context, state State, running *Running) {
-	closer, ok := state.(io.Closer)
-	switch {
-	case !ok:
-	case running == nil:
-		_ = closer.Close()
-	default:
-		go func() {
-			<-ctx.Done()
-			running.Wait()
-			_ = closer.Close()
-		}()
+// newExchanger wires the grant exchange (RFC 7523 §3, RFC 6749 §6): assertions must
+// be addressed to the token URL or the issuer and live at most an hour.
+func newExchanger(o Options, state State, used *LastUsed, gate *PolicyGate, ix *Index) *Exchanger {
+	return &Exchanger{
+		State: state, Used: used, Policies: gate,
+		Issuer: o.Issuer, DefaultAudience: o.DefaultAudience, MaxTTL: o.MaxTTL,
+		Policy: AssertionPolicy{Audiences: []string{o.TokenURL, o.Issuer}, MaxLifetime: time.Hour, Leeway: time.Minute},
+		Lookup: ix, Clock: o.Clock, NewID: randomID,
 	}
-}
-
-// newState is the State the options ask for: Redis, probed until ctx is done and
-// exported as servicekey_shared_state_up, or this replica's memory, which forgets a
-// deleted ServiceKey's bucket and families (in Redis they expire by themselves).
-func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Index) (State, error) {
-	families := cmp.Or(o.RefreshFamiliesPerClient, DefaultFamiliesPerClient)
-	if o.SharedState == "" {
-		m := NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families)
-		ix.OnDelete(m.Forget)
-		return m, nil
-	}
-	rs, err := NewRedisState(RedisOptions{URL: o.SharedState, Password: o.SharedStatePassword, Rate: Rate{PerSecond: o.RateLimit, Burst: o.RateBurst},
-		ReplayPerClient: o.ReplayPerClient, FamiliesPerClient: families, Issuer: o.Issuer, PoolSize: o.MaxInFlight,
-		Log: o.Log.WithName("shared-state")})
-	if err != nil {
-		return nil, err
-	}
-	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "servicekey_shared_state_up",
-		Help: "1 while the shared state (Redis) answers, 0 while grants are refused with 503 because it does not."},
-		func() float64 {
-			if rs.Problem() != "" {
-				return 0
-			}
-			return 1
-		})
-	if err := reg.Register(up); err != nil {
-		return nil, fmt.Errorf("register shared state metric: %w", err)
-	}
-	go rs.Run(ctx) // Start closes rs once the listeners are shut down
-	o.Log.Info("replay cache, rate limits and refresh tokens are shared in Redis", "redis", rs.Addr())
-	return rs, nil
 }
 
 // newRegistry is the metrics registry with the Go runtime and process series (heap,

@@ -17,13 +17,17 @@ limitations under the License.
 package tokenserver
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -166,4 +170,54 @@ func narrows(requested, granted string) bool {
 		}
 	}
 	return true
+}
+
+// closeAfter closes a state that holds connections (Redis) once the listeners are shut
+// down and the requests in flight answered, not when ctx is done: a drained replica
+// still answers those for up to ShutdownTimeout. Without listeners, at once.
+func closeAfter(ctx context.Context, state State, running *Running) {
+	closer, ok := state.(io.Closer)
+	switch {
+	case !ok:
+	case running == nil:
+		_ = closer.Close()
+	default:
+		go func() {
+			<-ctx.Done()
+			running.Wait()
+			_ = closer.Close()
+		}()
+	}
+}
+
+// newState is the State the options ask for: Redis, probed until ctx is done and
+// exported as servicekey_shared_state_up, or this replica's memory, which forgets a
+// deleted ServiceKey's bucket and families (in Redis they expire by themselves).
+func newState(ctx context.Context, o Options, reg prometheus.Registerer, ix *Index) (State, error) {
+	families := cmp.Or(o.RefreshFamiliesPerClient, DefaultFamiliesPerClient)
+	if o.SharedState == "" {
+		m := NewMemoryState(NewReplayCache(o.ReplayCacheSize, o.ReplayPerClient), NewLimiter(o.RateLimit, o.RateBurst), families)
+		ix.OnDelete(m.Forget)
+		return m, nil
+	}
+	rs, err := NewRedisState(RedisOptions{URL: o.SharedState, Password: o.SharedStatePassword, Rate: Rate{PerSecond: o.RateLimit, Burst: o.RateBurst},
+		ReplayPerClient: o.ReplayPerClient, FamiliesPerClient: families, Issuer: o.Issuer, PoolSize: o.MaxInFlight,
+		Log: o.Log.WithName("shared-state")})
+	if err != nil {
+		return nil, err
+	}
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "servicekey_shared_state_up",
+		Help: "1 while the shared state (Redis) answers, 0 while grants are refused with 503 because it does not."},
+		func() float64 {
+			if rs.Problem() != "" {
+				return 0
+			}
+			return 1
+		})
+	if err := reg.Register(up); err != nil {
+		return nil, fmt.Errorf("register shared state metric: %w", err)
+	}
+	go rs.Run(ctx) // Start closes rs once the listeners are shut down
+	o.Log.Info("replay cache, rate limits and refresh tokens are shared in Redis", "redis", rs.Addr())
+	return rs, nil
 }
