@@ -48,15 +48,15 @@ func main() {
 	interval := flag.Duration("interval", 0, "call the URL every interval until SIGTERM (0: once)")
 	flag.Parse()
 	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) }
-	// The timeout bounds token requests too: Transport gets tokens through the TokenSource.
-	opts := client.Options{KeyFile: *keyFile, Scopes: split(*scopes), AllowInsecureHTTP: *insecure,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second}}
-	src, err := client.NewTokenSource(opts)
+	// The token requests' own client has the timeout too (Options.HTTPClient).
+	httpClient, err := client.NewHTTPClient(client.Options{KeyFile: *keyFile, Scopes: split(*scopes),
+		AllowedOrigins: split(*origins), AllowInsecureHTTP: *insecure, HTTPClient: &http.Client{Timeout: 10 * time.Second}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	httpClient := &http.Client{Timeout: 10 * time.Second, Transport: &client.Transport{Source: src, AllowedOrigins: split(*origins), AllowInsecureHTTP: *insecure}}
+	httpClient.Timeout = 10 * time.Second
+	src := httpClient.Transport.(*client.Transport).Source
 	if *interval <= 0 {
 		status, body, err := call(httpClient, *url)
 		if err != nil {
@@ -64,7 +64,7 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("%s\n%s\n", status, body)
-		if !strings.HasPrefix(status, "2") {
+		if !ok(status) {
 			os.Exit(1) // a Job that calls once fails, and is retried, on a refused call
 		}
 		return
@@ -86,7 +86,7 @@ func main() {
 			fileKey = kf.KeyID
 		}
 		line := fmt.Sprintf("%s call=%d key=%s file_key=%s", time.Now().UTC().Format(time.RFC3339Nano), calls, src.KeyID(), fileKey)
-		if err == nil && !strings.HasPrefix(status, "200") {
+		if err == nil && !ok(status) {
 			err = fmt.Errorf("%s: %s", status, body)
 		}
 		if err != nil {
@@ -99,6 +99,9 @@ func main() {
 }
 
 // call GETs url and returns the status line and the body, trimmed.
+// ok: the API answered 2xx.
+func ok(status string) bool { return strings.HasPrefix(status, "2") }
+
 func call(c *http.Client, url string) (string, string, error) {
 	resp, err := c.Get(url) //nolint:noctx // the clients' Timeouts bound it
 	if err != nil {

@@ -43,13 +43,15 @@ class Session:
         return self.grants.pop(0)
 
     def request(self, method, url, headers, allow_redirects, timeout):
+        assert allow_redirects is False, "a redirect would carry the token away"
         self.sent.append(headers["Authorization"])
         return self.calls.pop(0)
 
 
 # Access tokens as the token server issues them, addressed to the APIs (their origins
 # are where the client may send them); the signature does not matter to the client.
-T = {name: jwt.encode({"aud": ["https://api.example.com", "http://127.0.0.1:8000"], "jti": name},
+T = {name: jwt.encode({"aud": ["https://api.example.com", "http://127.0.0.1:8000", "http://plain.example.com"],
+                       "jti": name},
                       "not-a-real-key-but-long-enough-for-hs256", algorithm="HS256")
      for name in ("t1", "t2")}
 
@@ -167,10 +169,16 @@ class ClientTest(unittest.TestCase):
     def test_plain_http_only_to_loopback(self):
         s = Session([token("t1")], [Resp(200, {})])
         c = self.client(s)
-        with self.assertRaises(ValueError):
-            c.request("GET", "http://api.example.com/hello")
+        with self.assertRaises(ValueError):  # an audience of the token, but plain http
+            c.request("GET", "http://plain.example.com/hello")
         c.request("GET", "http://127.0.0.1:8000/hello")
         self.assertEqual(s.sent, bearer("t1"))
+
+    def test_no_grant_over_plain_http_to_another_host(self):
+        s = Session([token("t1")])
+        with self.assertRaises(ValueError):
+            self.client(s, token_url="http://token.example.com/oauth2/token").token()
+        self.assertEqual(s.posted, [])
 
 
 if __name__ == "__main__":
