@@ -18,7 +18,6 @@ package controllers_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,38 +29,32 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/servicekey-operator/servicekey-operator/api/v1alpha1"
+	"github.com/servicekey-operator/servicekey-operator/hack/docstest"
 	"github.com/servicekey-operator/servicekey-operator/hack/testenv"
 )
 
-// recipeBlock returns the fenced YAML block that follows marker in a doc, unindented.
-func recipeBlock(t *testing.T, doc, marker string) string {
+// recipeFile returns the file block named name of a page in docs/ (```yaml file=name),
+// as the docs test reads it.
+func recipeFile(t *testing.T, page, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", doc))
+	p, err := docstest.ReadPage(testenv.RepoRoot(), filepath.Join("docs", page))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, after, ok := strings.Cut(string(data), marker)
-	if !ok {
-		t.Fatalf("docs/%s has no %q", doc, marker)
+	for _, b := range p.Blocks {
+		if b.Kind == docstest.File && b.File == name {
+			return b.Text
+		}
 	}
-	_, after, _ = strings.Cut(after, "```yaml") // the info string may go on: "yaml file=..."
-	_, after, _ = strings.Cut(after, "\n")
-	block, _, ok := strings.Cut(after, "```")
-	if !ok {
-		t.Fatalf("docs/%s: no YAML block after %q", doc, marker)
-	}
-	var lines []string
-	for _, l := range strings.Split(block, "\n") {
-		lines = append(lines, strings.TrimPrefix(l, "   "))
-	}
-	return strings.Join(lines, "\n")
+	t.Fatalf("docs/%s has no block file=%s", page, name)
+	return ""
 }
 
 // TestMultiTenantRecipe applies the policies of docs/operations.md's multi-tenant
 // recipe as written and checks what its step 4 says.
 func TestMultiTenantRecipe(t *testing.T) {
 	ctx := context.Background()
-	block := recipeBlock(t, "operations.md", "<!-- recipe: multi-tenant policies")
+	block := recipeFile(t, "operations.md", "policies.yaml")
 	for _, doc := range strings.Split(block, "\n---\n") {
 		p := &v1.ServiceKeyPolicy{}
 		if err := yaml.UnmarshalStrict([]byte(doc), p); err != nil {

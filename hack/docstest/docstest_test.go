@@ -17,10 +17,14 @@ limitations under the License.
 package docstest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -159,10 +163,13 @@ func TestRedact(t *testing.T) {
 	out := Redact("token eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln\n" +
 		`{"access_token": "opaque-123", "scope": "a"}` + "\n" +
 		"client_secret: plain-456\n" +
+		`  "client-secret": "hyphen-789",` + "\n" +
+		"  password=pw-000\n" +
+		"  client-id: " + strings.Repeat("QkM", 20) + "\n" +
 		"  key.json: " + strings.Repeat("QUJD", 30) + "\n" +
 		"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n" +
 		"-----BEGIN RSA PRIVATE KEY-----\nMIIF cut short")
-	for _, secret := range []string{"eyJhbGci", "opaque-123", "plain-456", "QUJDQUJD", "MIIE", "MIIF"} {
+	for _, secret := range []string{"eyJhbGci", "opaque-123", "plain-456", "hyphen-789", "pw-000", "QkMQkMQkM", "QUJDQUJD", "MIIE", "MIIF"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("%q survives redaction: %s", secret, out)
 		}
@@ -195,4 +202,80 @@ func repoPages(t *testing.T) []string {
 		t.Fatalf("no docs found: %v", err)
 	}
 	return append([]string{filepath.Join(root, "README.md")}, docs...)
+}
+
+// TestRunPage runs small pages with real bash: what a page leaves running is stopped,
+// a block past the timeout is stopped with all it started, and a failure's output is
+// redacted.
+func TestRunPage(t *testing.T) {
+	tests := map[string]struct {
+		page    string
+		wantErr string
+		check   func(t *testing.T, dir string, err error)
+	}{
+		"a background process is stopped when the page ends": {
+			page:  "```sh run\nsleep 300 > /dev/null 2>&1 &\necho $! > pid\n```\n",
+			check: func(t *testing.T, dir string, _ error) { waitGone(t, pidIn(t, dir)) },
+		},
+		"a block past the timeout is stopped with what it started": {
+			page:    "```sh run\nsleep 300 > /dev/null 2>&1 &\necho $! > pid\nsleep 300\n```\n",
+			wantErr: "timed out",
+			check:   func(t *testing.T, dir string, _ error) { waitGone(t, pidIn(t, dir)) },
+		},
+		"an expected line missing fails": {
+			page:    "```sh run\necho ready\n```\n```text expect\nnot ready\n```\n",
+			wantErr: `expected output line not printed (in order): "not ready"`,
+		},
+		"a failure's output is redacted": {
+			page:    "```sh run\necho '-----BEGIN PRIVATE KEY-----'; echo MIIE$((6*7))secret; exit 3\n```\n",
+			wantErr: "exit status 3",
+			check: func(t *testing.T, _ string, err error) {
+				if strings.Contains(err.Error(), "MIIE42secret") {
+					t.Errorf("the error holds the private key: %v", err)
+				}
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			p, err := Parse("page.md", []byte(tc.page))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &Runner{Repo: t.TempDir(), Dir: t.TempDir(), Env: []string{"PATH=/usr/bin:/bin"}, Timeout: 2 * time.Second}
+			_, err = r.RunPage(context.Background(), p, t.Logf)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+			if tc.check != nil {
+				tc.check(t, filepath.Join(r.Dir, "page"), err)
+			}
+		})
+	}
+}
+
+func pidIn(t *testing.T, dir string) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitGone polls until the process is gone (reaped by init once killed).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
 }

@@ -46,8 +46,8 @@ type Runner struct {
 }
 
 // ToolPath makes a directory in dir with a link to each tool under the name the docs
-// use (kubectl, helm, ...) and returns a PATH with it first, then extra (Go's own
-// directory), then the system's: Debian's python3 comes before any other.
+// use (kubectl, helm, python3, ...) and returns a PATH with it first, then extra (Go's
+// own directory), then the system's.
 func ToolPath(dir string, tools map[string]string, extra ...string) (string, error) {
 	bin := filepath.Join(dir, "tools")
 	if err := os.MkdirAll(bin, 0o750); err != nil {
@@ -88,11 +88,7 @@ func (r *Runner) RunPage(ctx context.Context, page *Page, logf func(string, ...a
 	// A recipe may leave a server running for the blocks after it (`... &`); each block
 	// is a process group, and every group still alive is stopped when the page ends.
 	var groups []int
-	defer func() {
-		for _, g := range groups {
-			_ = syscall.Kill(-g, syscall.SIGTERM)
-		}
-	}()
+	defer func() { stopGroups(groups) }()
 	for _, b := range p.Blocks {
 		switch b.Kind {
 		case Skip:
@@ -152,6 +148,21 @@ func (r *Runner) pageDir(p *Page) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// stopGroups sends SIGTERM to each process group, and SIGKILL to those still there a
+// few seconds later.
+func stopGroups(groups []int) {
+	for _, g := range groups {
+		_ = syscall.Kill(-g, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for _, g := range groups {
+		for syscall.Kill(-g, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // waiting for processes to exit; no signal tells
+		}
+		_ = syscall.Kill(-g, syscall.SIGKILL)
+	}
 }
 
 // resolve returns the page with each placeholder value "$NAME" replaced by NAME from
@@ -238,9 +249,10 @@ var secretREs = []struct {
 	// Through the END line, or to the end of an output cut short.
 	{regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*$)`), "[private key redacted]"},
 	{regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*`), "[JWT redacted]"},
-	{regexp.MustCompile(`("?(?:private_key|client_secret|access_token|refresh_token|assertion)"?\s*[:=]\s*)("[^"]*"|\S+)`), `$1[redacted]`},
-	// Base64 as a Secret's data shows it (kubectl get secret -o yaml).
-	{regexp.MustCompile(`[A-Za-z0-9+/]{64,}={0,2}`), "[base64 redacted]"},
+	{regexp.MustCompile(`("?(?:private[-_]key|client[-_]secret|access[-_]token|refresh[-_]token|assertion|password)"?\s*[:=]\s*)("[^"]*"|\S+)`), `$1[redacted]`},
+	// Base64 as a Secret's data shows it (kubectl get secret -o yaml): a 32-byte client
+	// secret is 60 characters there, a key ID 43 (redacted too; only failures are shown).
+	{regexp.MustCompile(`[A-Za-z0-9+/]{40,}={0,2}`), "[base64 redacted]"},
 }
 
 // Redact removes private keys, JWTs, secret fields (JSON, YAML, key=value) and long

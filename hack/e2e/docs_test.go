@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,7 +44,8 @@ import (
 // helm use the admin kubeconfig the chart was installed with.
 func TestDocs(t *testing.T) {
 	t.Parallel()
-	waitHealthy(t)
+	probe, probeFile := probeKey(t, "docs-probe")
+	waitUsable(t, probe, probeFile)
 	root := testenv.RepoRoot()
 	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
 	if err != nil {
@@ -68,9 +68,12 @@ func TestDocs(t *testing.T) {
 			continue
 		}
 		res, err := r.RunPage(context.Background(), page, t.Logf)
-		restoreDefaultPolicy(t, r)
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+		}
+		restoreDefaultPolicy(t)
+		if err != nil {
+			t.FailNow()
 		}
 		t.Logf("%s: %d blocks run, %d skipped %s", rel, res.Run, res.Skipped, strings.Join(res.Skips, "; "))
 		total.Run, total.Skipped = total.Run+res.Run, total.Skipped+res.Skipped
@@ -81,51 +84,48 @@ func TestDocs(t *testing.T) {
 	}
 }
 
-var (
-	healthy     sync.Once
-	healthyWait time.Duration
-	healthyErr  error
-)
-
-// waitHealthy waits, once for both tests that run last, until the token server
-// answers a grant of a ServiceKey created now in a namespace created now: the fault
-// tests before them stop the API server, after which the token server's watches
-// resume only after client-go's back-off (the wait is logged).
-func waitHealthy(t *testing.T) {
+// waitUsable waits until the token server answers a grant of the key file, and logs
+// how long that took after the ServiceKey was created. TestDocs and TestPythonClient
+// run last, after fault tests that stop the API server; the token server's watches
+// resume only after client-go's back-off, so a key (or a namespace) created right
+// after may be unknown to it for a while.
+func waitUsable(t *testing.T, sk *v1.ServiceKey, keyFile string) {
 	t.Helper()
-	healthy.Do(func() {
-		start := time.Now()
-		ctx := context.Background()
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "after-the-faults"}}
-		sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns.Name}}
-		for _, obj := range []client.Object{ns, sk} {
-			if healthyErr = env.Client.Create(ctx, obj); healthyErr != nil {
-				return
-			}
-		}
-		sk = waitFor(t, sk, "Ready", func(sk *v1.ServiceKey) bool { return ready(sk, v1.ReasonIssued) })
-		kf := keyFile(t, sk, "after-the-faults.json")
-		healthyErr = testenv.Poll("the token server answers a grant of a new ServiceKey", 2*time.Minute, func() (bool, string) {
-			_, stderr, err := runCLI(kf)
-			return err == nil, stderr
-		})
-		healthyWait = time.Since(start)
-	})
-	if healthyErr != nil {
-		t.Fatal(healthyErr)
+	if err := testenv.Poll("the token server answers a grant of "+sk.Namespace+"/"+sk.Name, 2*time.Minute, func() (bool, string) {
+		_, stderr, err := runCLI(keyFile)
+		return err == nil, stderr
+	}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("a new ServiceKey was usable %.1fs after it was created", healthyWait.Seconds())
+	t.Logf("%s/%s was usable %.1fs after it was created", sk.Namespace, sk.Name, time.Since(sk.CreationTimestamp.Time).Seconds())
 }
 
-// docsEnv is a terminal's environment: the tools under the names the docs use, ahead
-// of Debian's (so python3 is the one with python3-jwt), the admin kubeconfig, Go's
-// caches, and ISSUER for the pages that declare <issuer>=$ISSUER.
+// probeKey creates a ServiceKey in a namespace of its own, both new, under the
+// chart's default policy, and returns it Ready with its key file.
+func probeKey(t *testing.T, namespace string) (*v1.ServiceKey, string) {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	sk := &v1.ServiceKey{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: namespace}}
+	for _, obj := range []client.Object{ns, sk} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sk = waitFor(t, sk, "Ready", func(sk *v1.ServiceKey) bool { return ready(sk, v1.ReasonIssued) })
+	return sk, keyFile(t, sk, namespace+".json")
+}
+
+// docsEnv is a terminal's environment: the tools under the names the docs use (python3
+// is one with python3-jwt and python3-requests), the admin kubeconfig, Go's caches,
+// and ISSUER for the pages that declare <issuer>=$ISSUER.
 func docsEnv(t *testing.T) []string {
 	t.Helper()
 	path, err := docstest.ToolPath(t.TempDir(), map[string]string{
 		"kubectl":             filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"),
 		"helm":                helmPath,
 		"servicekey-operator": binary,
+		"python3":             python(t),
 	}, goBin(t))
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +157,7 @@ func goBin(t *testing.T) string {
 
 // restoreDefaultPolicy puts back the chart's default policy after a page (the
 // multi-tenant recipe removes it), as its docs say: from config/samples.
-func restoreDefaultPolicy(t *testing.T, r *docstest.Runner) {
+func restoreDefaultPolicy(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "apply", "--server-side",
 		"-f", filepath.Join(testenv.RepoRoot(), "config", "samples", "auth_v1alpha1_servicekeypolicy_default.yaml"))

@@ -46,7 +46,6 @@ import (
 // retries once. It runs in parallel with TestDocs, waiting out the token's minute.
 func TestPythonClient(t *testing.T) {
 	t.Parallel()
-	waitHealthy(t)
 	py := python(t)
 	dir := filepath.Join(testenv.RepoRoot(), "examples", "python")
 	unit := exec.Command(py, "-m", "unittest", "discover", "-s", dir)
@@ -55,13 +54,9 @@ func TestPythonClient(t *testing.T) {
 		t.Fatalf("python unit tests: %v\n%s", err, out)
 	}
 
-	ports, err := testenv.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := "http://" + ports[0]
-	keyFile := pythonKey(t, api)
-	startResourceServer(t, api)
+	api := startResourceServer(t)
+	sk, keyFile := pythonKey(t, api)
+	waitUsable(t, sk, keyFile)
 	script := filepath.Join(dir, "servicekey_client.py")
 	cache := filepath.Join(t.TempDir(), "token.json")
 	runPy := func(scope string) (string, string, error) {
@@ -119,7 +114,7 @@ func python(t *testing.T) string {
 
 // pythonKey creates a namespace of its own with a policy (TestDocs removes and restores
 // the default one meanwhile) and a ServiceKey for the API, and returns its key file.
-func pythonKey(t *testing.T, audience string) string {
+func pythonKey(t *testing.T, audience string) (*v1.ServiceKey, string) {
 	t.Helper()
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "py-client", Labels: map[string]string{"e2e": "py-client"}}}
@@ -134,11 +129,12 @@ func pythonKey(t *testing.T, audience string) string {
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, sk); _ = env.Client.Delete(ctx, policy) })
 	sk = waitFor(t, sk, "Ready", func(sk *v1.ServiceKey) bool { return ready(sk, v1.ReasonIssued) })
-	return keyFile(t, sk, "python.json")
+	return sk, keyFile(t, sk, "python.json")
 }
 
-// startResourceServer builds and runs examples/resource-server on the API's address.
-func startResourceServer(t *testing.T, api string) {
+// startResourceServer builds and runs examples/resource-server on a free port, its
+// audience its own URL, and returns that URL once it listens.
+func startResourceServer(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", dir, "./examples/resource-server")
@@ -146,6 +142,11 @@ func startResourceServer(t *testing.T, api string) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the resource server: %v\n%s", err, out)
 	}
+	ports, err := testenv.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := "http://" + ports[0]
 	// A leeway of a second: the token is expired a second after its minute, not 30.
 	srv := exec.Command(filepath.Join(dir, "resource-server"), "--issuer", installed.Issuer, "--audience", api,
 		"--listen", strings.TrimPrefix(api, "http://"), "--leeway=1s")
@@ -153,15 +154,29 @@ func startResourceServer(t *testing.T, api string) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	exited := make(chan error, 1)
+	go func() { exited <- srv.Wait() }()
+	t.Cleanup(func() {
+		_ = srv.Process.Kill()
+		if err := <-exited; err == nil {
+			t.Log("the resource server had exited by itself")
+		}
+	})
 	testenv.Eventually(t, "the resource server listens", func() (bool, string) {
-		c, err := net.DialTimeout("tcp", strings.TrimPrefix(api, "http://"), time.Second)
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("the resource server exited: %v", err)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", ports[0], time.Second)
 		if err != nil {
 			return false, err.Error()
 		}
 		_ = c.Close()
 		return true, ""
 	})
+	return api
 }
 
 func cachedToken(t *testing.T, cache string) string {
@@ -183,7 +198,7 @@ func cachedToken(t *testing.T, cache string) string {
 func bearerGet(url, token string) (int, string) {
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

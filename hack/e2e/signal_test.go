@@ -44,6 +44,7 @@ func TestTokenServerStopsOnASignalDuringStart(t *testing.T) {
 	cmd := exec.Command(binary, "token-server", "--kubeconfig="+kubeconfig, "--issuer=https://token.test",
 		"--listen="+ports[0], "--metrics-bind-address="+ports[1], "--pprof-bind-address="+ports[2])
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	testenv.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
